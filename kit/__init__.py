@@ -1,0 +1,50 @@
+"""kit: Avro-typed event-driven services on Apache Kafka."""
+
+from kit.client import Client
+from kit.codec import Codec
+from kit.config import Settings, load_settings
+from kit.dispatch import Context
+from kit.errors import (
+    BrokerError,
+    ConfigError,
+    DecodeError,
+    DeliveryError,
+    EncodeError,
+    KitError,
+    RemoteError,
+    RequestError,
+    RequestTimeout,
+    SchemaError,
+    ServiceUnavailable,
+)
+from kit.event import Event
+from kit.runtime import Runtime, run
+from kit.schema import Schema, SchemaRepository
+from kit.service import Service
+
+__all__ = [
+    "BrokerError",
+    "Client",
+    "Codec",
+    "ConfigError",
+    "Context",
+    "DecodeError",
+    "DeliveryError",
+    "EncodeError",
+    "Event",
+    "KitError",
+    "RemoteError",
+    "RequestError",
+    "RequestTimeout",
+    "Runtime",
+    "Schema",
+    "SchemaError",
+    "SchemaRepository",
+    "Service",
+    "ServiceUnavailable",
+    "Settings",
+    "load_settings",
+    "run",
+]
+
+__version__ = "0.1.0"

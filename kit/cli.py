@@ -1,0 +1,112 @@
+"""The `kit` command: run services, manage the local broker, check schemas."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from kit.errors import ConfigError, KitError
+from kit.service import Service
+
+__all__ = ["load_service", "main"]
+
+
+def load_service(target: str) -> Service:
+    """Import `module:attribute` and return the Service it names."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ConfigError("SERVICE", f"expected module:service, got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError("SERVICE", f"cannot import {module_name!r}: {exc}") from None
+    service = getattr(module, attr, None)
+    if not isinstance(service, Service):
+        raise ConfigError(
+            "SERVICE", f"{target!r} is not a kit.Service (got {type(service).__name__})"
+        )
+    return service
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from kit.config import load_settings, resolve_bootstrap
+    from kit.runtime import run
+
+    settings = load_settings()
+    service = load_service(args.target)
+    bootstrap, source = resolve_bootstrap(settings)
+    print(
+        f"kit: running {service.name} {service.version} against {bootstrap} ({source})", flush=True
+    )
+    return asyncio.run(run(service, settings))
+
+
+def _cmd_schemas(args: argparse.Namespace) -> int:
+    from kit.schema import SchemaRepository
+
+    root = Path(args.dir or os.environ.get("KIT_SCHEMAS_DIR") or "schemas")
+    repo = SchemaRepository(root)
+    for problem in repo.problems:
+        print(f"error: {problem}")
+    if repo.problems:
+        print(f"{len(repo.problems)} problem(s) in {root}")
+        return 1
+    names = sorted(s.full_name for s in repo)
+    for schema in sorted(repo, key=lambda s: s.full_name):
+        print(f"ok  {schema.full_name:40} {schema.fingerprint.hex()}  {schema.source}")
+    print(f"{len(names)} schema(s) in {root} are valid")
+    return 0
+
+
+def _cmd_broker(argv: list[str]) -> int:
+    from kit.broker.local import cli_main
+
+    return cli_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `kit` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "broker":
+        return _cmd_broker(argv[1:])
+    parser = argparse.ArgumentParser(prog="kit", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("KIT_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run a service: kit run module:service")
+    p_run.add_argument("target", help="module:attribute naming a kit.Service")
+    p_run.set_defaults(func=_cmd_run)
+    sub.add_parser("broker", help="start | stop | status the local Kafka broker")
+    p_schemas = sub.add_parser("schemas", help="schema tools")
+    schemas_sub = p_schemas.add_subparsers(dest="action", required=True)
+    p_check = schemas_sub.add_parser("check", help="validate every .avsc file")
+    p_check.add_argument(
+        "dir", nargs="?", help="schema folder (default: KIT_SCHEMAS_DIR or ./schemas)"
+    )
+    p_check.set_defaults(func=_cmd_schemas)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"kit: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KitError as exc:
+        print(f"kit: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

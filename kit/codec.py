@@ -1,0 +1,115 @@
+"""Wire format: Avro single-object encoding (C3 01, CRC-64-AVRO fingerprint, body) via fastavro."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from io import BytesIO
+from typing import Any, TypeVar
+
+from fastavro import schemaless_reader, schemaless_writer
+from pydantic import ValidationError
+
+from kit.errors import DecodeError, EncodeError
+from kit.event import Event
+from kit.schema import Schema, SchemaRepository
+
+__all__ = ["MAGIC", "Codec", "fingerprint_of"]
+
+MAGIC = b"\xc3\x01"
+HEADER_SIZE = 10
+E = TypeVar("E", bound=Event)
+SchemaResolver = Callable[[bytes], Schema | None]
+
+
+def fingerprint_of(data: bytes) -> bytes | None:
+    """The writer schema fingerprint of an encoded value, or None if it is not single-object."""
+    if len(data) < HEADER_SIZE or data[:2] != MAGIC:
+        return None
+    return bytes(data[2:HEADER_SIZE])
+
+
+class Codec:
+    """Encode events to bytes and decode bytes to events, resolving writer schemas.
+
+    Writer schemas are found by fingerprint in the repository, then through `resolver`
+    (the Kafka schema topic), so readers built against another version of a schema decode
+    through Avro schema resolution.
+    """
+
+    def __init__(
+        self, repository: SchemaRepository | None = None, resolver: SchemaResolver | None = None
+    ) -> None:
+        self.repository = repository if repository is not None else SchemaRepository()
+        self.resolver = resolver
+        self._writers: dict[bytes, Schema] = {}
+
+    def encode(self, event: Event) -> bytes:
+        """Encode an event with its class's schema, in single-object encoding."""
+        schema = type(event).__kit_schema__
+        if schema is None:
+            raise EncodeError(f"{type(event).__qualname__} is not bound to a schema")
+        buf = BytesIO()
+        buf.write(type(event).__kit_header__)
+        try:
+            schemaless_writer(buf, schema.parsed, event.model_dump())
+        except Exception as exc:
+            raise EncodeError(f"cannot encode {schema.full_name}: {exc}") from exc
+        return buf.getvalue()
+
+    def writer_schema(self, fp: bytes) -> Schema | None:
+        """The writer schema with this fingerprint, from the cache, repository or resolver."""
+        schema = self._writers.get(fp)
+        if schema is not None:
+            return schema
+        schema = self.repository.by_fingerprint(fp)
+        if schema is None and self.resolver is not None:
+            schema = self.resolver(fp)
+        if schema is not None:
+            self._writers[fp] = schema
+        return schema
+
+    def decode_dict(self, data: bytes | None, reader: Schema) -> dict[str, Any]:
+        """Decode bytes to a plain dict in the reader schema's shape."""
+        if data is None:
+            raise DecodeError("value is null (a tombstone), not an event")
+        if len(data) < HEADER_SIZE or data[:2] != MAGIC:
+            head = bytes(data[:4]).hex(" ")
+            raise DecodeError(
+                f"not Avro single-object encoding: expected magic c3 01, got {head or 'no bytes'}"
+            )
+        fp = bytes(data[2:HEADER_SIZE])
+        writer = self._writers.get(fp) or self.writer_schema(fp)
+        if writer is None:
+            raise DecodeError(
+                f"unknown writer schema (fingerprint {fp.hex()}) for {reader.full_name}"
+            )
+        body = BytesIO(data)
+        body.seek(HEADER_SIZE)
+        try:
+            if writer.fingerprint == reader.fingerprint:
+                value = schemaless_reader(body, writer.parsed, None)
+            else:
+                value = schemaless_reader(body, writer.parsed, reader.parsed)
+        except Exception as exc:
+            raise DecodeError(
+                f"cannot decode {writer.full_name} as {reader.full_name}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if body.tell() != len(data):
+            raise DecodeError(
+                f"{len(data) - body.tell()} unexpected trailing bytes after a {writer.full_name}"
+            )
+        if not isinstance(value, dict):
+            raise DecodeError(f"{writer.full_name} did not decode to a record")
+        return value
+
+    def decode(self, data: bytes | None, model: type[E]) -> E:
+        """Decode bytes into an instance of `model`, validating it."""
+        reader = model.__kit_schema__
+        if reader is None:
+            raise DecodeError(f"{model.__qualname__} is not bound to a schema")
+        value = self.decode_dict(data, reader)
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            raise DecodeError(f"{reader.full_name} failed validation: {exc}") from exc

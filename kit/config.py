@@ -1,0 +1,100 @@
+"""Settings from the environment (KIT_*), validated at start with the setting's name in errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kit.errors import ConfigError
+
+__all__ = ["Settings", "client_config", "load_settings", "resolve_bootstrap"]
+
+_PASSTHROUGH_PREFIX = "KIT_KAFKA_"
+
+
+class Settings(BaseSettings):
+    """Every kit setting; each field is read from the environment variable KIT_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="KIT_", extra="ignore", frozen=True)
+
+    bootstrap_servers: str | None = Field(None, description="Kafka bootstrap address list.")
+    client_id: str | None = Field(None, description="client.id sent to the broker.")
+    group_id: str | None = Field(None, description="Consumer group; defaults to the service name.")
+    topic_partitions: int = Field(3, ge=1, description="Partitions of topics the kit creates.")
+    topic_replication: int = Field(1, ge=1, description="Replication factor of created topics.")
+    create_topics: bool = Field(True, description="Create missing topics at start.")
+    shutdown_timeout: float = Field(30.0, gt=0, description="Seconds allowed for graceful stop.")
+    retries: int = Field(3, ge=0, description="Retries of a failing handler before dead-letter.")
+    retry_backoff: float = Field(0.1, ge=0, description="First retry delay in seconds; doubles.")
+    retry_backoff_max: float = Field(5.0, ge=0, description="Longest retry delay in seconds.")
+    dead_letter_suffix: str = Field(".dlt", min_length=1, description="Dead-letter topic suffix.")
+    batch_size: int = Field(500, ge=1, le=100_000, description="Records fetched per batch.")
+    delivery_timeout: float = Field(30.0, gt=0, description="Seconds to confirm publishing.")
+    schemas_dir: str | None = Field(None, description="Folder of .avsc files.")
+    schema_topic: str = Field("_kit_schemas", min_length=1, description="Writer schemas topic.")
+    request_timeout: float = Field(10.0, gt=0, description="Default request deadline (s).")
+    kafka_config: str | None = Field(None, description="JSON object of extra client settings.")
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read Settings from `env` (default os.environ); a bad value raises ConfigError."""
+    environ = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        key = f"KIT_{name.upper()}"
+        if key in environ:
+            values[name] = environ[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings.model_validate(values) if env is not None else Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        raise ConfigError(
+            f"KIT_{name.upper()}", f"{err['msg']} (got {err.get('input')!r})"
+        ) from None
+
+
+def client_config(settings: Settings, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """librdkafka settings passed through: KIT_KAFKA_CONFIG (JSON) and KIT_KAFKA_<NAME> vars.
+
+    `KIT_KAFKA_SECURITY_PROTOCOL=SASL_SSL` becomes `security.protocol=SASL_SSL`.
+    """
+    environ = os.environ if env is None else env
+    config: dict[str, Any] = {}
+    if settings.kafka_config:
+        try:
+            extra = json.loads(settings.kafka_config)
+        except ValueError as exc:
+            raise ConfigError("KIT_KAFKA_CONFIG", f"not valid JSON: {exc}") from None
+        if not isinstance(extra, dict):
+            raise ConfigError("KIT_KAFKA_CONFIG", "must be a JSON object")
+        config.update(extra)
+    for key, value in environ.items():
+        if key.startswith(_PASSTHROUGH_PREFIX) and key != "KIT_KAFKA_CONFIG":
+            config[key[len(_PASSTHROUGH_PREFIX) :].lower().replace("_", ".")] = value
+    if settings.client_id:
+        config["client.id"] = settings.client_id
+    return config
+
+
+def resolve_bootstrap(settings: Settings) -> tuple[str, str]:
+    """The bootstrap address and where it came from: the environment or the local broker."""
+    if settings.bootstrap_servers:
+        return settings.bootstrap_servers, "KIT_BOOTSTRAP_SERVERS"
+    try:
+        from kit.broker.local import running_address
+    except ImportError:  # pragma: no cover - the broker package ships with kit
+        running_address = None  # type: ignore[assignment]
+    address = running_address() if running_address else None
+    if address:
+        return address, "the local broker (kit broker start)"
+    raise ConfigError(
+        "KIT_BOOTSTRAP_SERVERS",
+        "not set and no local broker is running; set it or run `kit broker start`",
+    )

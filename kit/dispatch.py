@@ -1,0 +1,291 @@
+"""Decode → handler → outbox → dead-letter: the transport-agnostic part of the record flow."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from kit.codec import Codec
+from kit.config import Settings
+from kit.errors import DecodeError, EncodeError
+from kit.event import Event
+from kit.service import Handler, Responder, Service
+
+__all__ = ["Context", "Dispatcher", "MessageLike", "Sink", "Ticket"]
+
+log = logging.getLogger("kit.dispatch")
+
+Headers = list[tuple[str, bytes]]
+
+
+class MessageLike(Protocol):
+    """The part of confluent_kafka.Message the dispatcher reads."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> Headers | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+class Sink(Protocol):
+    """Where emitted records go: the Kafka producer or the in-memory transport."""
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        on_delivery: Callable[[Any, Any], None],
+    ) -> None:
+        """Queue one record; call on_delivery(err, msg) once the broker confirms it."""
+        ...
+
+
+class Ticket:
+    """One fetched batch: offsets to commit once its emitted records are all delivered."""
+
+    __slots__ = ("closed", "error", "offsets", "pending")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.closed = False
+        self.error: Any = None
+        self.offsets: dict[tuple[str, int], int] = {}
+
+    def delivered(self, err: Any, _msg: Any) -> None:
+        """Delivery callback for each record emitted while handling this batch."""
+        self.pending -= 1
+        if err is not None and self.error is None:
+            self.error = err
+
+    @property
+    def done(self) -> bool:
+        """True when the batch is handled and every emitted record confirmed."""
+        return self.closed and self.pending <= 0
+
+
+def _to_bytes(key: str | bytes | None) -> bytes | None:
+    return key.encode() if isinstance(key, str) else key
+
+
+class Context:
+    """What a handler knows about its record, and how it publishes.
+
+    Events given to `publish` are sent when the handler returns, before the record's
+    offset is committed; a handler that raises publishes nothing.
+    """
+
+    __slots__ = ("_dispatcher", "_message", "outbox")
+
+    def __init__(self, dispatcher: Dispatcher, message: MessageLike) -> None:
+        self._dispatcher = dispatcher
+        self._message = message
+        self.outbox: list[tuple[str, bytes, bytes | None, Headers | None]] = []
+
+    @property
+    def key(self) -> bytes | None:
+        """The record key as bytes."""
+        return self._message.key()
+
+    @property
+    def headers(self) -> dict[str, bytes]:
+        """The record headers (last value wins for repeated names)."""
+        return dict(self._message.headers() or [])
+
+    @property
+    def topic(self) -> str:
+        """The topic the record came from."""
+        return self._message.topic() or ""
+
+    @property
+    def partition(self) -> int:
+        """The partition the record came from."""
+        return self._message.partition() or 0
+
+    @property
+    def offset(self) -> int:
+        """The record's offset."""
+        offset = self._message.offset()
+        return -1 if offset is None else offset
+
+    @property
+    def timestamp(self) -> datetime:
+        """The record's timestamp (UTC)."""
+        return datetime.fromtimestamp(self._message.timestamp()[1] / 1000, tz=UTC)
+
+    @property
+    def service(self) -> Service:
+        """The service whose handler is running."""
+        return self._dispatcher.service
+
+    def publish(
+        self,
+        event: Event,
+        *,
+        key: str | bytes | None = None,
+        topic: str | None = None,
+        headers: Mapping[str, str | bytes] | None = None,
+    ) -> None:
+        """Queue a typed event; it is sent, keyed, when the handler returns.
+
+        `topic` defaults to the event schema's full name. Encoding errors raise here.
+        """
+        value = self._dispatcher.codec.encode(event)
+        hdrs = [(k, _to_bytes(v) or b"") for k, v in headers.items()] if headers else None
+        self.outbox.append((topic or event.kit_schema().full_name, value, _to_bytes(key), hdrs))
+
+
+class Dispatcher:
+    """Runs each record through its handler with retries, then publishes or dead-letters."""
+
+    def __init__(self, service: Service, codec: Codec, settings: Settings, sink: Sink) -> None:
+        self.service = service
+        self.codec = codec
+        self.settings = settings
+        self.sink = sink
+        self.by_topic: dict[str, Handler] = {h.topic: h for h in service.handlers}
+        self.handled = 0
+        self.dead_lettered = 0
+        self.on_reply: (
+            Callable[[Responder, MessageLike, Event | None, Exception | None, Ticket], None] | None
+        ) = None
+
+    def dead_letter_topic(self, handler: Handler) -> str:
+        """Where a handler's failed records go."""
+        return handler.dead_letter_topic or f"{handler.topic}{self.settings.dead_letter_suffix}"
+
+    async def handle_batch(self, messages: Sequence[MessageLike], ticket: Ticket) -> None:
+        """Handle a batch: partitions concurrently, records of one partition in order."""
+        groups: dict[tuple[str | None, int | None], list[MessageLike]] = {}
+        for msg in messages:
+            groups.setdefault((msg.topic(), msg.partition()), []).append(msg)
+        if len(groups) == 1:
+            await self._handle_partition(next(iter(groups.values())), ticket)
+        else:
+            await asyncio.gather(*(self._handle_partition(g, ticket) for g in groups.values()))
+
+    async def _handle_partition(self, messages: list[MessageLike], ticket: Ticket) -> None:
+        offsets = ticket.offsets
+        for msg in messages:
+            await self.handle(msg, ticket)
+            offsets[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
+
+    async def handle(self, msg: MessageLike, ticket: Ticket) -> None:
+        """Handle one record completely: decode, call, publish outbox or dead-letter."""
+        handler = self.by_topic.get(msg.topic() or "")
+        if handler is None:
+            log.warning("no handler for topic %s; record skipped", msg.topic())
+            return
+        try:
+            event = self.codec.decode(msg.value(), handler.event_type)
+        except DecodeError as exc:
+            self.dead_letter(msg, handler, exc, 0, ticket)
+            if isinstance(handler, Responder) and self.on_reply is not None:
+                self.on_reply(handler, msg, None, exc, ticket)
+            return
+        retries = self.settings.retries if handler.retries is None else handler.retries
+        attempt = 0
+        while True:
+            attempt += 1
+            ctx = Context(self, msg)
+            try:
+                if handler.takes_context:
+                    result = handler.func(event, ctx)
+                else:
+                    result = handler.func(event)
+                if handler.is_async:
+                    result = await result
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if attempt > retries:
+                    log.error(
+                        "%s.%s failed %d time(s) on %s[%s]@%s: %s: %s",
+                        self.service.name,
+                        handler.name,
+                        attempt,
+                        msg.topic(),
+                        msg.partition(),
+                        msg.offset(),
+                        type(exc).__name__,
+                        exc,
+                    )
+                    self.dead_letter(msg, handler, exc, attempt, ticket)
+                    if isinstance(handler, Responder) and self.on_reply is not None:
+                        self.on_reply(handler, msg, None, exc, ticket)
+                    return
+                delay = min(
+                    self.settings.retry_backoff * (2 ** (attempt - 1)),
+                    self.settings.retry_backoff_max,
+                )
+                log.warning(
+                    "%s.%s attempt %d failed (%s: %s); retrying in %.2fs",
+                    self.service.name,
+                    handler.name,
+                    attempt,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            break
+        self.handled += 1
+        produce = self.sink.produce
+        for topic, value, key, headers in ctx.outbox:
+            ticket.pending += 1
+            produce(topic, value, key, headers, ticket.delivered)
+        if isinstance(handler, Responder) and self.on_reply is not None:
+            if result is not None and not isinstance(result, Event):
+                err = EncodeError(f"{handler.name} returned {type(result).__name__}, not an Event")
+                self.on_reply(handler, msg, None, err, ticket)
+            else:
+                self.on_reply(handler, msg, result, None, ticket)
+
+    def dead_letter(
+        self, msg: MessageLike, handler: Handler, exc: BaseException, attempts: int, ticket: Ticket
+    ) -> None:
+        """Send the original record, with the reason in kit-dlt-* headers, to the DLT."""
+        self.dead_lettered += 1
+        _ts_type, ts = msg.timestamp()
+        reason = "decode" if isinstance(exc, DecodeError) else "handler"
+        extra = [
+            ("kit-dlt-reason", reason.encode()),
+            ("kit-dlt-exception-type", type(exc).__qualname__.encode()),
+            ("kit-dlt-exception-message", str(exc).encode(errors="replace")[:4096]),
+            ("kit-dlt-original-topic", (msg.topic() or "").encode()),
+            ("kit-dlt-original-partition", str(msg.partition()).encode()),
+            ("kit-dlt-original-offset", str(msg.offset()).encode()),
+            ("kit-dlt-original-timestamp", str(ts).encode()),
+            ("kit-dlt-attempts", str(attempts).encode()),
+            ("kit-dlt-service", self.service.name.encode()),
+            ("kit-dlt-group", self.service.group.encode()),
+            ("kit-dlt-handler", handler.name.encode()),
+        ]
+        if reason == "handler" and self.settings.retries >= 0:
+            stack = "".join(traceback.format_exception(exc))[-8192:]
+            extra.append(("kit-dlt-stacktrace", stack.encode(errors="replace")))
+        log.warning(
+            "dead-lettering %s[%s]@%s to %s: %s",
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            self.dead_letter_topic(handler),
+            exc,
+        )
+        ticket.pending += 1
+        self.sink.produce(
+            self.dead_letter_topic(handler),
+            msg.value(),
+            msg.key(),
+            list(msg.headers() or []) + extra,
+            ticket.delivered,
+        )

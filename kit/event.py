@@ -1,0 +1,95 @@
+"""`Event`: a pydantic model bound to one Avro schema, checked when the class is created."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from kit.schema import Schema, SchemaRepository, check_model, default_repository
+
+__all__ = ["Event"]
+
+
+class Event(BaseModel):
+    """Base class of typed events.
+
+    Bind a subclass to a schema by its full name::
+
+        class OrderPlaced(Event, schema="shop.OrderPlaced"):
+            order_id: str
+            amount_cents: int
+
+    The schema is looked up in `repository` if given (a SchemaRepository or a folder),
+    else in KIT_SCHEMAS_DIR, else in the nearest `schemas/` folder above the module that
+    defines the class. A model that disagrees with its schema raises SchemaError at once.
+    A subclass without `schema=` is abstract (a nested record type or a common base).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    __kit_schema__: ClassVar[Schema | None] = None
+    __kit_header__: ClassVar[bytes] = b""
+    __kit_repository__: ClassVar[SchemaRepository | None] = None
+
+    def __init_subclass__(
+        cls,
+        schema: str | None = None,
+        repository: SchemaRepository | Path | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__kit_pending__ = (schema, repository)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        name, repository = cls.__dict__.get("__kit_pending__", (None, None))
+        if name is None:
+            cls.__kit_schema__ = None
+            return
+        repo = _repository_for(cls, repository)
+        bound = repo.get(name)
+        check_model(cls, bound)
+        cls.__kit_schema__ = bound
+        cls.__kit_repository__ = repo
+        cls.__kit_header__ = b"\xc3\x01" + bound.fingerprint
+
+    @classmethod
+    def kit_schema(cls) -> Schema:
+        """The schema this event class is bound to."""
+        if cls.__kit_schema__ is None:
+            raise TypeError(f"{cls.__qualname__} is not bound to a schema (use schema=...)")
+        return cls.__kit_schema__
+
+
+def _repository_for(
+    cls: type, repository: SchemaRepository | Path | str | None
+) -> SchemaRepository:
+    if isinstance(repository, SchemaRepository):
+        return repository
+    if repository is not None:
+        return default_repository_at(Path(repository))
+    module = sys.modules.get(cls.__module__)
+    start = None
+    if module is not None:
+        try:
+            start = inspect.getsourcefile(module)
+        except TypeError:
+            start = None
+    return default_repository(start)
+
+
+def default_repository_at(root: Path) -> SchemaRepository:
+    """A cached repository for an explicit folder."""
+    from kit.schema import _REPOSITORIES
+
+    key = str(root.resolve())
+    repo = _REPOSITORIES.get(key)
+    if repo is None:
+        repo = SchemaRepository(root)
+        _REPOSITORIES[key] = repo
+    return repo

@@ -1,0 +1,182 @@
+"""`Service` and its decorators: a table of handler declarations, with no I/O."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kit.errors import ConfigError
+from kit.event import Event
+
+__all__ = ["Handler", "HandlerFunc", "Responder", "Service"]
+
+HandlerFunc = Callable[..., Awaitable[Any] | Any]
+
+
+@dataclass(frozen=True)
+class Handler:
+    """One declared handler: the function, its event type, topic and options."""
+
+    func: HandlerFunc
+    event_type: type[Event]
+    topic: str
+    name: str
+    takes_context: bool
+    is_async: bool
+    retries: int | None = None
+    dead_letter_topic: str | None = None
+    partitions: int | None = None
+
+    @property
+    def schema_name(self) -> str:
+        """Full name of the event schema this handler takes."""
+        return self.event_type.kit_schema().full_name
+
+
+@dataclass(frozen=True)
+class Responder(Handler):
+    """A handler whose return value (an Event) is sent back as the reply to a request."""
+
+    reply_type: type[Event] | None = None
+
+
+@dataclass
+class Service:
+    """A service declaration: a name, a version and the handlers it serves.
+
+    Declaring does no I/O; `kit run module:service` (or `kit.runtime.run`) runs it::
+
+        svc = Service("billing", version="1.2.0")
+
+        @svc.handler()
+        async def on_order(event: OrderPlaced, ctx: Context) -> None:
+            await ctx.publish(InvoiceIssued(...), key=ctx.key)
+    """
+
+    name: str
+    version: str = "0.0.0"
+    description: str = ""
+    group_id: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    handlers: list[Handler] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c.isspace() for c in self.name):
+            raise ConfigError(
+                "Service.name", f"must be a non-empty name without spaces: {self.name!r}"
+            )
+
+    @property
+    def group(self) -> str:
+        """The consumer group every instance of this service joins."""
+        return self.group_id or self.name
+
+    def handler(
+        self,
+        topic: str | None = None,
+        *,
+        retries: int | None = None,
+        dead_letter_topic: str | None = None,
+        partitions: int | None = None,
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Declare a handler of one event type.
+
+        The function takes the event (its annotation gives the type) and optionally a
+        `Context`. `topic` defaults to the event schema's full name. `retries` overrides
+        KIT_RETRIES; `dead_letter_topic` overrides `<topic><KIT_DEAD_LETTER_SUFFIX>`;
+        `partitions` is used when the kit creates the topic.
+        """
+
+        def register(func: HandlerFunc) -> HandlerFunc:
+            event_type, takes_context = _event_parameter(func)
+            self._add(
+                Handler(
+                    func=func,
+                    event_type=event_type,
+                    topic=topic or event_type.kit_schema().full_name,
+                    name=func.__name__,
+                    takes_context=takes_context,
+                    is_async=inspect.iscoroutinefunction(func),
+                    retries=retries,
+                    dead_letter_topic=dead_letter_topic,
+                    partitions=partitions,
+                )
+            )
+            return func
+
+        return register
+
+    def responder(
+        self,
+        topic: str | None = None,
+        *,
+        retries: int | None = 0,
+        partitions: int | None = None,
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Declare a responder: takes a request event, returns the reply event.
+
+        `topic` defaults to `<service>.<function name>`, the address callers use.
+        """
+
+        def register(func: HandlerFunc) -> HandlerFunc:
+            event_type, takes_context = _event_parameter(func)
+            hints = typing.get_type_hints(func)
+            reply = hints.get("return")
+            if not (isinstance(reply, type) and issubclass(reply, Event)):
+                raise ConfigError(
+                    f"{self.name}.{func.__name__}",
+                    "a responder must be annotated to return an Event subclass",
+                )
+            reply.kit_schema()
+            self._add(
+                Responder(
+                    func=func,
+                    event_type=event_type,
+                    topic=topic or f"{self.name}.{func.__name__}",
+                    name=func.__name__,
+                    takes_context=takes_context,
+                    is_async=inspect.iscoroutinefunction(func),
+                    retries=retries,
+                    partitions=partitions,
+                    reply_type=reply,
+                )
+            )
+            return func
+
+        return register
+
+    def responders(self) -> list[Responder]:
+        """The responders among the handlers."""
+        return [h for h in self.handlers if isinstance(h, Responder)]
+
+    def topics(self) -> list[str]:
+        """Every topic this service consumes, in declaration order."""
+        return [h.topic for h in self.handlers]
+
+    def _add(self, handler: Handler) -> None:
+        for other in self.handlers:
+            if other.topic == handler.topic:
+                raise ConfigError(
+                    f"{self.name}.{handler.name}",
+                    f"topic {handler.topic!r} already has handler {other.name!r} in this service",
+                )
+        self.handlers.append(handler)
+
+
+def _event_parameter(func: HandlerFunc) -> tuple[type[Event], bool]:
+    """The event type of a handler's first parameter, and whether it takes a context."""
+    params = list(inspect.signature(func).parameters.values())
+    where = getattr(func, "__qualname__", repr(func))
+    if not params or len(params) > 2:
+        raise ConfigError(where, "a handler takes (event) or (event, ctx)")
+    hints = typing.get_type_hints(func)
+    event_type = hints.get(params[0].name)
+    if not (isinstance(event_type, type) and issubclass(event_type, Event)):
+        raise ConfigError(
+            where, f"parameter {params[0].name!r} must be annotated with an Event type"
+        )
+    event_type.kit_schema()
+    return event_type, len(params) == 2

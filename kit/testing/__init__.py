@@ -1,0 +1,1 @@
+"""Test helpers for kit services: broker resolution, harness and pytest plugin."""

@@ -1,0 +1,100 @@
+"""Find a Kafka broker for tests: KIT_BOOTSTRAP_SERVERS, a testcontainer, or the local broker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kit.broker import local
+
+__all__ = ["KAFKA_IMAGE", "ResolvedBroker", "docker_available", "resolve_broker"]
+
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.0"
+"""Image for the testcontainer (``KIT_KAFKA_IMAGE`` overrides).
+
+testcontainers' ``KafkaContainer`` drives the Confluent image's start scripts, so an
+``apache/kafka`` image does not work with it; CP 7.9 runs Apache Kafka 3.9 in KRaft mode.
+"""
+
+# The same single-node settings the local broker uses (see kit.broker.local.server_properties).
+_CONTAINER_ENV = {
+    "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+    "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+    "KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS": "4",
+    "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+    "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+    "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+    "KAFKA_LOG_CLEANER_BACKOFF_MS": "1000",
+    "KAFKA_LOG_RETENTION_CHECK_INTERVAL_MS": "5000",
+}
+
+
+@dataclass
+class ResolvedBroker:
+    """A broker tests can use, where it came from, and how to release it."""
+
+    bootstrap_servers: str
+    source: Literal["env", "testcontainers", "local"]
+    close: Callable[[], None]
+
+
+def _nothing() -> None:
+    return None
+
+
+def docker_available(timeout: float = 2.0) -> bool:
+    """True when a Docker engine answers a ping within ``timeout`` seconds."""
+    host = os.environ.get("DOCKER_HOST", "").strip()
+    if not host and not os.path.exists("/var/run/docker.sock"):
+        return False  # nothing to ask (and docker-py would leak a socket finding that out)
+    try:
+        import docker
+
+        client = docker.from_env(timeout=max(int(timeout), 1))
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+def _start_container() -> ResolvedBroker:
+    try:
+        from testcontainers.community.kafka import KafkaContainer
+    except ImportError:  # testcontainers < 4.10 kept it in testcontainers.kafka
+        from testcontainers.kafka import KafkaContainer
+
+    image = os.environ.get("KIT_KAFKA_IMAGE", "").strip() or KAFKA_IMAGE
+    container: Any = KafkaContainer(image).with_kraft()
+    for key, value in _CONTAINER_ENV.items():
+        container.with_env(key, value)
+    container.start(timeout=120)
+    return ResolvedBroker(container.get_bootstrap_server(), "testcontainers", container.stop)
+
+
+def resolve_broker() -> ResolvedBroker:
+    """Return a broker for tests, trying in order:
+
+    1. ``KIT_BOOTSTRAP_SERVERS`` (closing it does nothing);
+    2. a Kafka testcontainer, when a Docker engine answers (closing stops it);
+    3. kit's local broker (:func:`kit.broker.local.ensure_running`); closing stops it
+       only if this call started it and ``KIT_KEEP_BROKER`` is not set.
+    """
+    env = os.environ.get("KIT_BOOTSTRAP_SERVERS", "").strip()
+    if env:
+        return ResolvedBroker(env, "env", _nothing)
+    if docker_available():
+        return _start_container()
+    running = local.status()
+    if running is not None:
+        return ResolvedBroker(running.bootstrap_servers, "local", _nothing)
+    info = local.start()
+
+    def close() -> None:
+        if not os.environ.get("KIT_KEEP_BROKER", "").strip():
+            local.stop()
+
+    return ResolvedBroker(info.bootstrap_servers, "local", close)

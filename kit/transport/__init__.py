@@ -1,0 +1,1 @@
+"""Transports: Kafka (confluent-kafka) and, for tests and replay, in-memory."""

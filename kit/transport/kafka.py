@@ -1,0 +1,345 @@
+"""confluent-kafka plumbing: client configs, topic admin, the producer sink, the schema topic."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from kit.config import Settings, client_config, resolve_bootstrap
+from kit.errors import BrokerError, ConfigError, DeliveryError
+from kit.schema import Schema
+
+__all__ = [
+    "KafkaSink",
+    "SchemaTopic",
+    "TopicSpec",
+    "admin_client",
+    "consumer_config",
+    "ensure_topics",
+    "make_consumer",
+    "make_producer",
+    "producer_config",
+]
+
+log = logging.getLogger("kit.kafka")
+
+
+def base_config(settings: Settings) -> dict[str, Any]:
+    """bootstrap.servers plus every pass-through client setting."""
+    bootstrap, _source = resolve_bootstrap(settings)
+    return {"bootstrap.servers": bootstrap, **client_config(settings)}
+
+
+def producer_config(settings: Settings, *, low_latency: bool = False) -> dict[str, Any]:
+    """Producer settings: idempotent, acks=all; linger 0 on reply paths."""
+    return {
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 0 if low_latency else 5,
+        "socket.nagle.disable": True,
+        "message.timeout.ms": int(settings.delivery_timeout * 1000),
+        "queue.buffering.max.messages": 200_000,
+        **base_config(settings),
+    }
+
+
+def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
+    """At-least-once consumer settings: offsets stored by the kit after handling."""
+    return {
+        "group.id": group,
+        "enable.auto.offset.store": False,
+        "enable.auto.commit": True,
+        "auto.commit.interval.ms": 1000,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "fetch.wait.max.ms": 10,
+        "socket.nagle.disable": True,
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        **base_config(settings),
+    }
+
+
+def _client(
+    factory: Callable[[dict[str, Any]], Any], config: dict[str, Any], settings: Settings
+) -> Any:
+    try:
+        return factory(config)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise _config_error(exc, settings) from None
+
+
+def _config_error(exc: Exception, settings: Settings) -> ConfigError:
+    text = str(exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else exc)
+    for key in client_config(settings):
+        if f'"{key}"' in text or key in text:
+            env = "KIT_KAFKA_" + key.upper().replace(".", "_")
+            return ConfigError(env, f"invalid client setting {key}: {text}")
+    return ConfigError("KIT_KAFKA_CONFIG", f"invalid client settings: {text}")
+
+
+def make_producer(settings: Settings, *, low_latency: bool = False) -> Producer:
+    """A Producer; a bad setting raises ConfigError naming its environment variable."""
+    return _client(Producer, producer_config(settings, low_latency=low_latency), settings)
+
+
+def make_consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
+    """A Consumer in `group`; a bad setting raises ConfigError naming it."""
+    return _client(Consumer, {**consumer_config(settings, group), **overrides}, settings)
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    """An AdminClient; a bad setting raises ConfigError naming it."""
+    return _client(AdminClient, base_config(settings), settings)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic the kit should make sure exists."""
+
+    name: str
+    partitions: int
+    replication: int
+    config: tuple[tuple[str, str], ...] = ()
+
+
+def check_reachable(admin: AdminClient, settings: Settings, timeout: float = 15.0) -> None:
+    """Fail with ConfigError naming KIT_BOOTSTRAP_SERVERS if no broker answers in time."""
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        bootstrap, source = resolve_bootstrap(settings)
+        raise ConfigError(
+            "KIT_BOOTSTRAP_SERVERS",
+            f"no broker answered at {bootstrap} (from {source}) within {timeout:.0f}s: {exc}",
+        ) from None
+
+
+def ensure_topics(
+    admin: AdminClient, specs: Iterable[TopicSpec], timeout: float = 30.0
+) -> list[str]:
+    """Create missing topics; warn where an existing one differs. Returns those created."""
+    wanted = {s.name: s for s in specs}
+    if not wanted:
+        return []
+    existing = admin.list_topics(timeout=timeout).topics
+    missing = [s for n, s in wanted.items() if n not in existing]
+    for name, spec in wanted.items():
+        meta = existing.get(name)
+        if meta is not None and meta.error is None and len(meta.partitions) != spec.partitions:
+            log.info(
+                "topic %s exists with %d partitions (declared %d); using it as it is",
+                name,
+                len(meta.partitions),
+                spec.partitions,
+            )
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, s.partitions, s.replication, config=dict(s.config)) for s in missing],
+        operation_timeout=timeout,
+        request_timeout=timeout,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise BrokerError(f"cannot create topic {name!r}: {err}") from None
+    _wait_for_metadata(admin, created, timeout)
+    return created
+
+
+def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while pending and time.monotonic() < deadline:
+        topics = admin.list_topics(timeout=timeout).topics
+        pending = {
+            n
+            for n in pending
+            if n not in topics
+            or topics[n].error is not None
+            or any(p.leader < 0 for p in topics[n].partitions.values())
+        }
+        if pending:
+            time.sleep(0.05)
+    if pending:
+        raise BrokerError(f"topics not ready after {timeout:.0f}s: {sorted(pending)}")
+
+
+class KafkaSink:
+    """The runtime's producer side: creates unknown topics on first use, absorbs back-pressure."""
+
+    def __init__(self, producer: Producer, admin: AdminClient, settings: Settings) -> None:
+        self.producer = producer
+        self.admin = admin
+        self.settings = settings
+        self.known_topics: set[str] = set()
+
+    def ensure_topic(self, topic: str, partitions: int | None = None) -> None:
+        """Create `topic` if the broker does not have it (once per topic per process)."""
+        if topic in self.known_topics:
+            return
+        ensure_topics(
+            self.admin,
+            [
+                TopicSpec(
+                    topic,
+                    partitions or self.settings.topic_partitions,
+                    self.settings.topic_replication,
+                )
+            ],
+        )
+        self.known_topics.add(topic)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+        on_delivery: Callable[[Any, Any], None],
+    ) -> None:
+        """Queue one record; when librdkafka's queue is full, serve callbacks and retry."""
+        if topic not in self.known_topics:
+            self.ensure_topic(topic)
+        deadline = 0.0
+        while True:
+            try:
+                if headers:
+                    self.producer.produce(
+                        topic, value, key, on_delivery=on_delivery, headers=headers
+                    )
+                else:
+                    self.producer.produce(topic, value, key, on_delivery=on_delivery)
+                return
+            except BufferError:
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + self.settings.delivery_timeout
+                elif now > deadline:
+                    raise DeliveryError(
+                        f"producer queue stayed full for {self.settings.delivery_timeout}s"
+                    ) from None
+                self.producer.poll(0.01)
+
+
+class SchemaTopic:
+    """Writer schemas on a compacted topic keyed by fingerprint: a registry with no server.
+
+    Producers publish each schema they write with; readers look unknown fingerprints up
+    here, so a consumer built against another version of a schema can still resolve it.
+    """
+
+    def __init__(self, settings: Settings, admin: AdminClient) -> None:
+        self.settings = settings
+        self.admin = admin
+        self.topic = settings.schema_topic
+        self._known: dict[bytes, Schema] = {}
+        self._published: set[bytes] = set()
+        self._last_refresh = 0.0
+        self._ensured = False
+
+    def _ensure(self) -> None:
+        if not self._ensured:
+            ensure_topics(
+                self.admin,
+                [
+                    TopicSpec(
+                        self.topic,
+                        1,
+                        self.settings.topic_replication,
+                        (("cleanup.policy", "compact"),),
+                    )
+                ],
+            )
+            self._ensured = True
+
+    def publish(self, schemas: Iterable[Schema], timeout: float = 15.0) -> None:
+        """Make sure every schema is on the topic (idempotent: same key, same value)."""
+        todo = [s for s in schemas if s.fingerprint not in self._published]
+        if not todo:
+            return
+        self._ensure()
+        producer = make_producer(self.settings, low_latency=True)
+        errors: list[Any] = []
+        for schema in todo:
+            producer.produce(
+                self.topic,
+                schema.text.encode(),
+                schema.fingerprint.hex().encode(),
+                on_delivery=lambda err, _m: errors.append(err) if err else None,
+            )
+        remaining = producer.flush(timeout)
+        if remaining or errors:
+            raise DeliveryError(
+                f"could not publish writer schemas to {self.topic}: {errors or remaining}"
+            )
+        self._published.update(s.fingerprint for s in todo)
+        for s in todo:
+            self._known[s.fingerprint] = s
+
+    def lookup(self, fp: bytes) -> Schema | None:
+        """The schema with this fingerprint, reading the topic to its end on a miss."""
+        found = self._known.get(fp)
+        if found is not None:
+            return found
+        if time.monotonic() - self._last_refresh < 1.0:
+            return None
+        self.refresh()
+        return self._known.get(fp)
+
+    def refresh(self, timeout: float = 10.0) -> None:
+        """Read the whole schema topic to its end, caching every schema in it."""
+        self._ensure()
+        self._last_refresh = time.monotonic()
+        consumer = make_consumer(
+            self.settings, "kit-schema-reader", **{"enable.auto.commit": False}
+        )
+        try:
+            tp = TopicPartition(self.topic, 0)
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            if high <= low:
+                return
+            consumer.assign([TopicPartition(self.topic, 0, low)])
+            deadline = time.monotonic() + timeout
+            position = low
+            while position < high and time.monotonic() < deadline:
+                for msg in consumer.consume(500, 0.2):
+                    if msg.error():
+                        continue
+                    position = msg.offset() + 1
+                    if msg.value() is None:
+                        continue
+                    try:
+                        schema = Schema.from_json(msg.value().decode(), source=self.topic)
+                    except Exception as exc:
+                        log.warning(
+                            "skipping bad schema at %s@%s: %s", self.topic, msg.offset(), exc
+                        )
+                        continue
+                    self._known[schema.fingerprint] = schema
+        finally:
+            consumer.close()
+
+
+def describe_record(msg: Any) -> str:
+    """topic[partition]@offset, for logs."""
+    return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+
+
+def json_headers(headers: list[tuple[str, bytes]] | None) -> str:
+    """Headers as JSON text, for logs and the CLI."""
+    return json.dumps({k: v.decode(errors="replace") for k, v in headers or []})

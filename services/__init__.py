@@ -1,0 +1,1 @@
+"""Example services that show every kit pattern; each sub-package is one service."""

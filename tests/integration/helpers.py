@@ -1,0 +1,59 @@
+"""Helpers for integration tests: raw reads, running runtimes, building orders."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from kit import Runtime, Service, Settings
+from services.shop import OrderLine, OrderPlaced
+
+
+def order(n: int, quantity: int = 1) -> OrderPlaced:
+    """A small valid order numbered n."""
+    return OrderPlaced(
+        order_id=f"o-{n}",
+        customer=f"c-{n % 7}",
+        lines=[OrderLine(sku="tea", quantity=quantity, unit_price_cents=100 + n)],
+        placed_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def read_raw(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> list[Message]:
+    """Read `count` records of `topic` from the beginning (all partitions), or fail."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"raw-{topic}", "enable.auto.commit": False}
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        parts: dict = {}
+        while not parts and time.monotonic() < deadline:
+            meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
+            parts = meta.partitions if meta and meta.error is None else {}
+        consumer.assign([TopicPartition(topic, p, -2) for p in parts])
+        out: list[Message] = []
+        while len(out) < count and time.monotonic() < deadline:
+            out += [m for m in consumer.consume(500, 0.2) if m.error() is None]
+        assert len(out) >= count, f"read {len(out)} of {count} records from {topic} in {timeout}s"
+        return out
+    finally:
+        consumer.close()
+
+
+@contextlib.asynccontextmanager
+async def running(service: Service, settings: Settings, **kwargs: object) -> AsyncIterator[Runtime]:
+    """Start a runtime, wait until it has partitions, stop it gracefully on exit."""
+    runtime = Runtime(service, settings, **kwargs)  # type: ignore[arg-type]
+    await runtime.start()
+    task = asyncio.create_task(runtime.run(), name=f"test-{service.name}")
+    try:
+        await asyncio.wait_for(runtime.ready.wait(), 30)
+        yield runtime
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 60)
