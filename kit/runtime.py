@@ -70,6 +70,9 @@ class Runtime:
         self.codec: Codec
         self.dispatcher: Dispatcher
         self.on_assigned: list[Callable[[Runtime], None]] = []
+        """Called on the loop after each assignment (e.g. to announce the instance)."""
+        self.on_closed: list[Callable[[Runtime], None]] = []
+        """Called on the loop after a graceful stop committed (e.g. to write a tombstone)."""
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -227,6 +230,11 @@ class Runtime:
                 await asyncio.to_thread(consumer.close)
             if self._executor is not None:
                 self._executor.shutdown(wait=False)
+            for callback in self.on_closed:
+                try:
+                    callback(self)
+                except Exception:
+                    log.exception("on_closed callback %r failed", callback)
             log.info(
                 "%s stopped: %d handled, %d dead-lettered",
                 self.service.name,
