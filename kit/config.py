@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(3, ge=1, description="Partitions of topics the kit creates.")
     topic_replication: int = Field(1, ge=1, description="Replication factor of created topics.")
     create_topics: bool = Field(True, description="Create missing topics at start.")
+    connect_timeout: float = Field(15.0, gt=0, description="Seconds to wait for the broker.")
     shutdown_timeout: float = Field(30.0, gt=0, description="Seconds allowed for graceful stop.")
     retries: int = Field(3, ge=0, description="Retries of a failing handler before dead-letter.")
     retry_backoff: float = Field(0.1, ge=0, description="First retry delay in seconds; doubles.")

@@ -44,6 +44,7 @@ class Sink(Protocol):
         key: bytes | None,
         headers: Headers | None,
         on_delivery: Callable[[Any, Any], None],
+        partition: int | None = None,
     ) -> None:
         """Queue one record; call on_delivery(err, msg) once the broker confirms it."""
         ...
@@ -152,6 +153,7 @@ class Dispatcher:
         self.settings = settings
         self.sink = sink
         self.by_topic: dict[str, Handler] = {h.topic: h for h in service.handlers}
+        self.group = service.group
         self.handled = 0
         self.dead_lettered = 0
         self.on_reply: (
@@ -267,7 +269,7 @@ class Dispatcher:
             ("kit-dlt-original-timestamp", str(ts).encode()),
             ("kit-dlt-attempts", str(attempts).encode()),
             ("kit-dlt-service", self.service.name.encode()),
-            ("kit-dlt-group", self.service.group.encode()),
+            ("kit-dlt-group", self.group.encode()),
             ("kit-dlt-handler", handler.name.encode()),
         ]
         if reason == "handler" and self.settings.retries >= 0:
@@ -288,4 +290,5 @@ class Dispatcher:
             msg.key(),
             list(msg.headers() or []) + extra,
             ticket.delivered,
+            msg.partition(),  # the DLT mirrors the source's partitions, so order is kept
         )

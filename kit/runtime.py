@@ -57,6 +57,7 @@ class Runtime:
         self.instance_id = instance_id or f"{service.name}-{uuid.uuid4().hex[:12]}"
         self.repository = repository or _repository_of(service, self.settings)
         self.bootstrap, self.bootstrap_source = resolve_bootstrap(self.settings)
+        self.group = self.settings.group_id or service.group
         self.ready = asyncio.Event()
         self.assignment: set[tuple[str, int]] = set()
         self._stopping = asyncio.Event()
@@ -82,13 +83,14 @@ class Runtime:
         self._loop_thread = threading.get_ident()
         settings = self.settings
         admin = admin_client(settings)
-        await asyncio.to_thread(check_reachable, admin, settings)
+        await asyncio.to_thread(check_reachable, admin, settings, settings.connect_timeout)
         self.schema_topic = SchemaTopic(settings, admin)
         self.codec = Codec(self.repository, resolver=self.schema_topic.lookup)
         producer = make_producer(settings)
         self.sink = KafkaSink(producer, admin, settings)
         self.producer = producer
         self.dispatcher = Dispatcher(self.service, self.codec, settings, self.sink)
+        self.dispatcher.group = self.group
         specs = [
             TopicSpec(
                 h.topic, h.partitions or settings.topic_partitions, settings.topic_replication
@@ -103,11 +105,23 @@ class Runtime:
             if missing:
                 raise KitError(f"topics missing and KIT_CREATE_TOPICS is false: {missing}")
         self.sink.known_topics.update(s.name for s in specs)
+        if settings.create_topics:
+            # Dead-letter topics mirror their source's partition count (records keep partition).
+            meta = await asyncio.to_thread(admin.list_topics, timeout=15)
+            dlts = [
+                TopicSpec(
+                    self.dispatcher.dead_letter_topic(h),
+                    len(meta.topics[h.topic].partitions),
+                    settings.topic_replication,
+                )
+                for h in self.service.handlers
+                if h.topic in meta.topics
+            ]
+            await asyncio.to_thread(ensure_topics, admin, dlts)
+            self.sink.known_topics.update(s.name for s in dlts)
         schemas = {h.event_type.kit_schema() for h in self.service.handlers}
         await asyncio.to_thread(self.schema_topic.publish, schemas | set(self.repository))
-        self._consumer = make_consumer(
-            settings, self.service.group, **{"client.id": self.instance_id}
-        )
+        self._consumer = make_consumer(settings, self.group, **{"client.id": self.instance_id})
         self._executor = ThreadPoolExecutor(
             1, thread_name_prefix=f"kit-consumer-{self.service.name}"
         )

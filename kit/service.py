@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -90,8 +91,10 @@ class Service:
         `partitions` is used when the kit creates the topic.
         """
 
+        localns = sys._getframe(1).f_locals  # resolve annotations of locally defined events
+
         def register(func: HandlerFunc) -> HandlerFunc:
-            event_type, takes_context = _event_parameter(func)
+            event_type, takes_context = _event_parameter(func, localns)
             self._add(
                 Handler(
                     func=func,
@@ -121,9 +124,11 @@ class Service:
         `topic` defaults to `<service>.<function name>`, the address callers use.
         """
 
+        localns = sys._getframe(1).f_locals
+
         def register(func: HandlerFunc) -> HandlerFunc:
-            event_type, takes_context = _event_parameter(func)
-            hints = typing.get_type_hints(func)
+            event_type, takes_context = _event_parameter(func, localns)
+            hints = typing.get_type_hints(func, localns=dict(localns))
             reply = hints.get("return")
             if not (isinstance(reply, type) and issubclass(reply, Event)):
                 raise ConfigError(
@@ -166,13 +171,18 @@ class Service:
         self.handlers.append(handler)
 
 
-def _event_parameter(func: HandlerFunc) -> tuple[type[Event], bool]:
+def _event_parameter(
+    func: HandlerFunc, localns: dict[str, Any] | None = None
+) -> tuple[type[Event], bool]:
     """The event type of a handler's first parameter, and whether it takes a context."""
     params = list(inspect.signature(func).parameters.values())
     where = getattr(func, "__qualname__", repr(func))
     if not params or len(params) > 2:
         raise ConfigError(where, "a handler takes (event) or (event, ctx)")
-    hints = typing.get_type_hints(func)
+    try:
+        hints = typing.get_type_hints(func, localns=dict(localns or {}))
+    except NameError as exc:
+        raise ConfigError(where, f"cannot resolve an annotation: {exc}") from None
     event_type = hints.get(params[0].name)
     if not (isinstance(event_type, type) and issubclass(event_type, Event)):
         raise ConfigError(

@@ -211,6 +211,7 @@ class KafkaSink:
         key: bytes | None,
         headers: list[tuple[str, bytes]] | None,
         on_delivery: Callable[[Any, Any], None],
+        partition: int | None = None,
     ) -> None:
         """Queue one record; when librdkafka's queue is full, serve callbacks and retry."""
         if topic not in self.known_topics:
@@ -218,7 +219,11 @@ class KafkaSink:
         deadline = 0.0
         while True:
             try:
-                if headers:
+                if partition is not None:
+                    self.producer.produce(
+                        topic, value, key, partition, on_delivery=on_delivery, headers=headers
+                    )
+                elif headers:
                     self.producer.produce(
                         topic, value, key, on_delivery=on_delivery, headers=headers
                     )

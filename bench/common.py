@@ -1,0 +1,101 @@
+"""Shared by the driver and the contenders: arguments, the Avro schema, timing, results.
+
+Nothing here imports kit, so that the peers' processes load only what they need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+
+__all__ = [
+    "HEADER",
+    "HEADER_SIZE",
+    "PARSED",
+    "SCHEMA_FILE",
+    "Meter",
+    "contender_args",
+    "emit",
+    "peak_rss_mb",
+]
+
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "bench" / "Reading.avsc"
+PARSED: dict[str, Any] = parse_schema(json.loads(SCHEMA_FILE.read_text()), _write_hint=False)
+"""The fastavro-parsed `bench.Reading` schema, for the contenders that are not kit."""
+HEADER_SIZE = 10
+HEADER = b"\xc3\x01" + bytes.fromhex(
+    fingerprint(to_parsing_canonical_form(PARSED), "CRC-64-AVRO")
+)
+"""Avro single-object header of `bench.Reading`: C3 01 + CRC-64-AVRO fingerprint (8 bytes)."""
+
+
+def contender_args(description: str) -> argparse.Namespace:
+    """The command line every contender takes (the driver fills it in)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--input", required=True, help="pre-filled input topic")
+    parser.add_argument("--output", required=True, help="output topic (exists)")
+    parser.add_argument("--group", required=True, help="fresh consumer group")
+    parser.add_argument("--events", type=int, required=True, help="records in the input")
+    parser.add_argument("--batch", type=int, default=500, help="records fetched per batch")
+    parser.add_argument("--timeout", type=float, default=300.0, help="give up after (s)")
+    parser.add_argument("--profile", default="", help="write a profile here (kit only)")
+    return parser.parse_args()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class Meter:
+    """Times one contender from its first consumed record to its last confirmed output."""
+
+    events: int
+    first: float = 0.0
+    last: float = 0.0
+    cpu_first: float = 0.0
+    cpu_last: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def start(self) -> None:
+        """Call on every consumed record (or batch); only the first call counts."""
+        if not self.first:
+            self.first = time.perf_counter()
+            self.cpu_first = time.process_time()
+
+    def finish(self) -> None:
+        """Call once the last output record is confirmed by the broker."""
+        self.last = time.perf_counter()
+        self.cpu_last = time.process_time()
+
+    def result(self, contender: str, handled: int, delivered: int) -> dict[str, Any]:
+        """The figures the driver collects."""
+        seconds = (self.last or time.perf_counter()) - self.first if self.first else 0.0
+        cpu = (self.cpu_last or time.process_time()) - self.cpu_first if self.first else 0.0
+        complete = handled >= self.events and delivered >= self.events and self.last > 0
+        return {
+            "contender": contender,
+            "events": self.events,
+            "handled": handled,
+            "delivered": delivered,
+            "complete": complete,
+            "seconds": round(seconds, 3),
+            "events_per_s": round(self.events / seconds) if complete and seconds else 0,
+            "cpu_s": round(cpu, 3),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            **self.extra,
+        }
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Print the result line the driver parses."""
+    print("RESULT " + json.dumps(result), flush=True)

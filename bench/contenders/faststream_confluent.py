@@ -1,0 +1,93 @@
+"""FastStream on confluent-kafka (`faststream.confluent.KafkaBroker`), in its documented fast path.
+
+- Batch subscriber (`batch=True`, `max_records`): one handler call per fetched batch.
+- At-least-once: `AckPolicy.ACK` commits after the handler returns; the handler returns
+  only after `broker.publish_batch(...)` has every output confirmed (it awaits delivery).
+- Output keyed like the input via `KafkaPublishMessage(value, key=...)`.
+- FastStream has no Avro support: fastavro decodes and encodes in the handler, with the
+  same 10-byte single-object header as kit.
+- Producer: acks=all, idempotence, linger 5 ms (as kit); consumer fetch.wait.max.ms 10.
+
+Run alone (the driver normally does this):
+    PYTHONPATH=. python -m bench.contenders.faststream_confluent --input T --output O \
+        --group G --events N
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from io import BytesIO
+
+from fastavro import schemaless_reader, schemaless_writer
+from faststream import AckPolicy
+from faststream.confluent import KafkaBroker, KafkaPublishMessage
+from faststream.confluent.annotations import KafkaMessage
+
+from bench.common import HEADER, HEADER_SIZE, PARSED, Meter, contender_args, emit
+
+
+def transform(value: bytes) -> bytes:
+    """Decode a Reading, flip `ok`, encode it again (single-object encoding)."""
+    if value[:HEADER_SIZE] != HEADER:
+        raise ValueError(f"unexpected header {value[:HEADER_SIZE].hex()}")
+    body = BytesIO(value)
+    body.seek(HEADER_SIZE)
+    record = schemaless_reader(body, PARSED, None)
+    record["ok"] = not record["ok"]
+    out = BytesIO()
+    out.write(HEADER)
+    schemaless_writer(out, PARSED, record)
+    return out.getvalue()
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    meter = Meter(args.events)
+    handled = 0
+    broker = KafkaBroker(
+        args.bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        config={"socket.nagle.disable": True},
+        logger=logging.getLogger("bench.faststream"),
+    )
+
+    @broker.subscriber(
+        args.input,
+        group_id=args.group,
+        auto_offset_reset="earliest",
+        batch=True,
+        max_records=args.batch,
+        fetch_max_wait_ms=10,
+        ack_policy=AckPolicy.ACK,
+    )
+    async def on_batch(msg: KafkaMessage) -> None:
+        nonlocal handled
+        meter.start()
+        out = [KafkaPublishMessage(transform(m.value()), key=m.key()) for m in msg.raw_message]
+        await broker.publish_batch(*out, topic=args.output)
+        handled += len(out)
+
+    logging.getLogger("bench.faststream").setLevel(logging.WARNING)
+    await broker.start()
+    deadline = time.monotonic() + args.timeout
+    try:
+        while time.monotonic() < deadline:
+            if handled >= args.events:
+                meter.finish()
+                break
+            await asyncio.sleep(0.01 if handled < args.events * 0.99 else 0.001)
+    finally:
+        await broker.stop()
+    return meter.result("FastStream (confluent)", handled, handled)
+
+
+def main() -> None:
+    emit(asyncio.run(run(contender_args(__doc__ or ""))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""`Announcer`: writes one instance's registration, heartbeats it, and tombstones it on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Producer
+
+from kit.codec import Codec
+from kit.config import Settings, load_settings
+from kit.errors import KitError
+from kit.registry.model import (
+    HEADER_REASON,
+    REPOSITORY,
+    Registration,
+    endpoints_of,
+    from_ms,
+    load_registry_config,
+    now_ms,
+    registry_topic_spec,
+)
+from kit.service import Service
+from kit.transport.kafka import SchemaTopic, admin_client, ensure_topics, make_producer
+
+if TYPE_CHECKING:
+    from kit.runtime import Runtime
+
+__all__ = ["Announcer"]
+
+log = logging.getLogger("kit.registry")
+
+
+class Announcer:
+    """Announces one running instance of a service on the registry topic.
+
+    `await start()` makes sure the topic exists, writes the registration and starts the
+    heartbeat task ("kit-registry-heartbeat-<instance>"), which rewrites the full
+    registration with a new `last_heartbeat` every `heartbeat_interval` seconds.
+    `await stop()` cancels it and writes a tombstone. With a runtime, `attach(runtime)`
+    does both at the right moments: announce once partitions are assigned, tombstone after
+    the graceful stop.
+    """
+
+    def __init__(
+        self,
+        service: Service,
+        settings: Settings | None = None,
+        instance_id: str | None = None,
+        *,
+        heartbeat_interval: float | None = None,
+        topic: str | None = None,
+        reply_address: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+        flush_timeout: float = 5.0,
+        topic_config: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        config = load_registry_config(heartbeat=heartbeat_interval, topic=topic)
+        self.service = service
+        self.settings = settings or load_settings()
+        self.instance_id = instance_id or f"{service.name}-{uuid.uuid4().hex[:12]}"
+        self.heartbeat_interval = config.heartbeat
+        self.topic = config.topic
+        self.reply_address = reply_address
+        self.metadata: dict[str, str] = {**service.metadata, **(metadata or {})}
+        self.host = host or socket.gethostname()
+        self.pid = pid if pid is not None else os.getpid()
+        self.started_at = from_ms(now_ms())
+        self.flush_timeout = flush_timeout
+        self.topic_config = tuple(topic_config)
+        self.announced = asyncio.Event()
+        """Set once the first registration was handed to the producer."""
+        self.announced_at: float | None = None
+        """Wall-clock time (epoch s) of the first announce."""
+        self.delivery_errors = 0
+        self._producer: Producer | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._codec = Codec(REPOSITORY)
+
+    # --- the record --------------------------------------------------------------------
+
+    def registration(self) -> Registration:
+        """This instance's registration, with `last_heartbeat` set to now."""
+        return Registration(
+            service=self.service.name,
+            version=self.service.version,
+            instance_id=self.instance_id,
+            host=self.host,
+            pid=self.pid,
+            started_at=self.started_at,
+            last_heartbeat=from_ms(now_ms()),
+            endpoints=endpoints_of(self.service),
+            reply_address=self.reply_address,
+            metadata=dict(self.metadata),
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Create the topic if missing, publish the writer schema, make the producer."""
+        if self._producer is None:
+            await asyncio.to_thread(self._prepare_blocking)
+
+    def _prepare_blocking(self) -> None:
+        admin = admin_client(self.settings)
+        ensure_topics(admin, [registry_topic_spec(self.settings, self.topic, self.topic_config)])
+        try:
+            SchemaTopic(self.settings, admin).publish([Registration.kit_schema()])
+        except KitError as exc:  # readers of the same version still decode without it
+            log.warning("could not publish kit.Registration to the schema topic: %s", exc)
+        if self._producer is None:
+            self._producer = make_producer(self.settings, low_latency=True)
+
+    async def start(self) -> None:
+        """Prepare, announce, and start the heartbeat task."""
+        if self._stopped:
+            raise KitError(f"announcer of {self.instance_id} was stopped")
+        await self.prepare()
+        self.announce()
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(
+                self._beat(), name=f"kit-registry-heartbeat-{self.instance_id}"
+            )
+
+    def announce(self) -> None:
+        """Write the registration now (non-blocking; delivery is confirmed in the background)."""
+        producer = self._producer
+        if producer is None or self._stopped:
+            raise KitError("Announcer.announce() needs prepare() or start() first, and no stop()")
+        value = self._codec.encode(self.registration())
+        producer.produce(self.topic, value, self._key, on_delivery=self._on_delivery)
+        producer.poll(0)
+        if self.announced_at is None:
+            self.announced_at = time.time()
+            self.announced.set()
+            log.info("announced %s (%s) on %s", self.instance_id, self.service.name, self.topic)
+
+    def set_metadata(self, **values: str) -> None:
+        """Update metadata; re-announces at once when running (readers see "changed")."""
+        self.metadata.update(values)
+        if self._producer is not None and self.announced_at is not None and not self._stopped:
+            self.announce()
+
+    async def stop(self) -> None:
+        """Cancel the heartbeat, write the tombstone and wait (bounded) for its delivery."""
+        await self._cancel_tasks()
+        await asyncio.to_thread(self._tombstone)
+
+    def close(self) -> None:
+        """Synchronous stop, for runtime on_closed hooks: tombstone with a bounded flush."""
+        for task in (self._starting, self._heartbeat):
+            if task is not None:
+                task.cancel()
+        self._tombstone()
+
+    async def _cancel_tasks(self) -> None:
+        tasks = [t for t in (self._starting, self._heartbeat) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.flush_timeout)
+
+    def _tombstone(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        producer, self._producer = self._producer, None
+        if producer is None or self.announced_at is None:
+            return
+        producer.produce(
+            self.topic,
+            None,
+            self._key,
+            headers=[(HEADER_REASON, b"stopped")],
+            on_delivery=self._on_delivery,
+        )
+        remaining = producer.flush(self.flush_timeout)
+        if remaining:
+            log.error(
+                "tombstone of %s not confirmed within %.1fs; readers will drop it after the TTL",
+                self.instance_id,
+                self.flush_timeout,
+            )
+        else:
+            log.info("tombstoned %s on %s", self.instance_id, self.topic)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                self.announce()
+            except BufferError:
+                log.warning("heartbeat of %s skipped: producer queue full", self.instance_id)
+
+    @property
+    def _key(self) -> bytes:
+        return self.instance_id.encode()
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.delivery_errors += 1
+            log.warning("registry write of %s failed: %s", self.instance_id, err)
+
+    # --- runtime integration -----------------------------------------------------------
+
+    def attach(self, runtime: Runtime) -> Announcer:
+        """Announce when `runtime` first gets partitions; tombstone after its graceful stop."""
+        runtime.on_assigned.append(self._on_assigned)
+        runtime.on_closed.append(self._on_closed)
+        return self
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime, **kwargs: Any) -> Announcer:
+        """An announcer for a runtime's service and instance id, attached to it."""
+        reply = kwargs.pop("reply_address", getattr(runtime, "reply_address", None))
+        announcer = cls(
+            runtime.service,
+            runtime.settings,
+            runtime.instance_id,
+            reply_address=reply,
+            **kwargs,
+        )
+        return announcer.attach(runtime)
+
+    def _on_assigned(self, _runtime: Runtime) -> None:
+        if self._starting is None and not self._stopped:
+            self._starting = asyncio.get_running_loop().create_task(
+                self.start(), name=f"kit-registry-announce-{self.instance_id}"
+            )
+            self._starting.add_done_callback(_log_failure)
+
+    def _on_closed(self, _runtime: Runtime) -> None:
+        self.close()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("registry announce failed: %s", task.exception(), exc_info=task.exception())
