@@ -112,14 +112,17 @@ class Announcer:
             await asyncio.to_thread(self._prepare_blocking)
 
     def _prepare_blocking(self) -> None:
+        # The producer first, so it connects and gets its producer id meanwhile.
+        producer = make_producer(self.settings, low_latency=True)
         admin = admin_client(self.settings)
         ensure_topics(admin, [registry_topic_spec(self.settings, self.topic, self.topic_config)])
         try:
             SchemaTopic(self.settings, admin).publish([Registration.kit_schema()])
         except KitError as exc:  # readers of the same version still decode without it
             log.warning("could not publish kit.Registration to the schema topic: %s", exc)
+        producer.list_topics(self.topic, timeout=self.flush_timeout)
         if self._producer is None:
-            self._producer = make_producer(self.settings, low_latency=True)
+            self._producer = producer
 
     async def start(self) -> None:
         """Prepare, announce, and start the heartbeat task."""

@@ -97,7 +97,7 @@ class RegistryConfig(BaseSettings):
     ttl: float = Field(6.0, gt=0, description="Heartbeat age (s) after which readers drop one.")
     clean: bool = Field(True, description="Readers tombstone entries of long-dead instances.")
     clean_after: float | None = Field(
-        None, gt=0, description="Heartbeat age (s) before a cleaner tombstones (default 3×ttl)."
+        None, gt=0, description="Heartbeat age (s) before a cleaner tombstones (default 3 x ttl)."
     )
     fail_fast: bool = Field(
         True, description="Requests to a service with no live instance fail at once."
@@ -109,9 +109,7 @@ class RegistryConfig(BaseSettings):
         return self.clean_after if self.clean_after is not None else 3 * self.ttl
 
 
-def load_registry_config(
-    env: Mapping[str, str] | None = None, **overrides: Any
-) -> RegistryConfig:
+def load_registry_config(env: Mapping[str, str] | None = None, **overrides: Any) -> RegistryConfig:
     """Read RegistryConfig from `env` (default os.environ); a bad value raises ConfigError."""
     environ = os.environ if env is None else env
     values: dict[str, Any] = {}

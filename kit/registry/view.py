@@ -74,7 +74,11 @@ class RegistryView:
         self._entries[iid] = entry
         self._by_service.setdefault(registration.service, {})[iid] = entry
         if old is None or not old.live:
-            return RegistryEvent("up", registration, "announced" if old is None else "heartbeat") if fresh else None
+            return (
+                RegistryEvent("up", registration, "announced" if old is None else "heartbeat")
+                if fresh
+                else None
+            )
         if not fresh:
             return RegistryEvent("down", registration, "expired")
         if not old.registration.same_except_heartbeat(registration):

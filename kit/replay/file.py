@@ -157,7 +157,7 @@ class RecordingWriter:
         self.flush_interval = flush_interval
         self.count = 0
         self._fingerprints: set[bytes] = set()
-        self._fo: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        self._fo: IO[bytes] = open(self.path, "wb")
         metadata = {
             META_FORMAT: FORMAT_VERSION,
             META_CREATED: datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -256,7 +256,7 @@ class RecordingReader:
         self.schemas: dict[bytes, Schema] = {}
         self.unverified = 0
         try:
-            self._fo: IO[bytes] = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+            self._fo: IO[bytes] = open(self.path, "rb")
         except OSError as exc:
             raise RecordingError(self.path, None, f"cannot open: {exc.strerror}") from None
         try:

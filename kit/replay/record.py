@@ -348,7 +348,7 @@ class _Run:
             if batch:
                 idle_deadline = time.monotonic() + idle_timeout
             elif not self.live and time.monotonic() > idle_deadline:
-                log.warning("no records for %.0fs; stopping with %d written", idle_timeout, self.count)
+                log.warning("no records for %.0fs; stopping at %d", idle_timeout, self.count)
                 self.stopped_by = "idle"
                 return
             for msg in batch:
@@ -394,7 +394,8 @@ class _Run:
         fp = fingerprint_of(value) if value is not None else None
         if fp is not None:
             self.schemas.see(fp)
-        rec = Record(tp[0], tp[1], offset, ts, ts_type, msg.key(), tuple(msg.headers() or ()), value)
+        headers = tuple(msg.headers() or ())
+        rec = Record(tp[0], tp[1], offset, ts, ts_type, msg.key(), headers, value)
         self.writer.write(rec)
         self.count += 1
         self.raw_bytes += rec.raw_size()

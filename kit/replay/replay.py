@@ -263,4 +263,3 @@ def _publish(
         if progress is not None:
             progress.update(publisher.delivered)
     return sent
-

@@ -1,0 +1,434 @@
+"""`Registry`: reads the registry topic into memory; lookups, watch, TTL sweep and cleaning."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from kit.codec import Codec
+from kit.config import Settings, load_settings
+from kit.errors import BrokerError, DecodeError, KitError
+from kit.registry.model import (
+    HEADER_CLEANER,
+    HEADER_HEARTBEAT,
+    HEADER_REASON,
+    REPOSITORY,
+    Registration,
+    load_registry_config,
+    registry_topic_spec,
+)
+from kit.registry.view import RegistryEvent, RegistryView
+from kit.transport.kafka import (
+    SchemaTopic,
+    admin_client,
+    check_reachable,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
+
+__all__ = ["Registry"]
+
+log = logging.getLogger("kit.registry")
+
+_Watcher = tuple[asyncio.AbstractEventLoop, "asyncio.Queue[RegistryEvent | None]"]
+
+
+class Registry:
+    """A live, in-memory view of the registry topic.
+
+    `await start()` reads the topic up to the high watermark it finds at start before it
+    returns, so the view holds every registration written before then. One owned thread
+    ("kit-registry-<topic>") then keeps consuming, sweeps out instances whose heartbeat
+    got older than `ttl`, and, if `clean` is on, tombstones entries whose heartbeat is
+    older than `clean_after`. Lookups only read memory. `await close()` stops the thread.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        ttl: float | None = None,
+        topic: str | None = None,
+        clean: bool | None = None,
+        clean_after: float | None = None,
+        start_timeout: float = 30.0,
+        topic_config: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        config = load_registry_config(ttl=ttl, topic=topic, clean=clean, clean_after=clean_after)
+        self.settings = settings or load_settings()
+        self.topic = config.topic
+        self.ttl = config.ttl
+        self.clean = config.clean
+        self.clean_after = config.clean_limit
+        self.start_timeout = start_timeout
+        self.topic_config = tuple(topic_config)
+        self.reader_id = f"kit-registry-{uuid.uuid4().hex[:12]}"
+        self.ready = asyncio.Event()
+        """Set once the view holds everything written before start()."""
+        self.records = 0
+        """Records read so far (registrations, tombstones and skipped values)."""
+        self.skipped = 0
+        """Values that did not decode and were skipped."""
+        self.tombstones_written = 0
+        """Tombstones this reader wrote as a cleaner."""
+        self.error: BaseException | None = None
+        self._view = RegistryView(self.ttl)
+        self._lock = threading.Lock()
+        self._watchers: list[_Watcher] = []
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._codec: Codec | None = None
+        self._position = 0
+        self._sync_requests: list[concurrent.futures.Future[None]] = []
+        self._sweep_interval = max(0.05, min(0.25, self.ttl / 20))
+        self._clean_interval = max(0.5, min(self.ttl, self.clean_after / 3))
+
+    # --- reading -----------------------------------------------------------------------
+
+    def lookup(self, service: str) -> list[Registration]:
+        """Live instances of `service`, from memory."""
+        now = time.time()
+        with self._lock:
+            return self._view.live(now, service)
+
+    def instances(self) -> list[Registration]:
+        """Every live instance, from memory."""
+        now = time.time()
+        with self._lock:
+            return self._view.live(now)
+
+    def has_live(self, service: str) -> bool:
+        """Whether `service` has at least one live instance (for fail-fast requests)."""
+        now = time.time()
+        with self._lock:
+            return self._view.has_live(service, now)
+
+    def get(self, instance_id: str) -> Registration | None:
+        """The registration of a live instance by id, or None."""
+        now = time.time()
+        with self._lock:
+            reg = self._view.get(instance_id)
+        return reg if reg is not None and reg.heartbeat_age(now) <= self.ttl else None
+
+    async def watch(self, *, initial: bool = True) -> AsyncIterator[RegistryEvent]:
+        """Yield up, down and changed events until close(); first an "up" per live instance."""
+        if self._thread is None:
+            raise KitError("Registry.watch() needs start() first")
+        queue: asyncio.Queue[RegistryEvent | None] = asyncio.Queue()
+        watcher = (asyncio.get_running_loop(), queue)
+        with self._lock:
+            if initial:
+                for reg in self._view.live(time.time()):
+                    queue.put_nowait(RegistryEvent("up", reg, "announced"))
+            if self._closing.is_set() or not self._thread.is_alive():
+                queue.put_nowait(None)
+            self._watchers.append(watcher)
+        try:
+            while True:
+                event = await queue.get()
+                if event is None:
+                    if self.error is not None:
+                        raise BrokerError(f"registry reader failed: {self.error}")
+                    return
+                yield event
+        finally:
+            with self._lock:
+                if watcher in self._watchers:
+                    self._watchers.remove(watcher)
+
+    async def sync(self, timeout: float = 10.0) -> None:
+        """Read up to the current end of the topic (read-your-writes after start)."""
+        if self._thread is None or not self._thread.is_alive():
+            raise KitError("Registry.sync() needs a running registry")
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            self._sync_requests.append(done)
+        await asyncio.wait_for(asyncio.wrap_future(done), timeout)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the topic if missing, read it to its end, then keep following it."""
+        if self._thread is not None:
+            return
+        await asyncio.to_thread(self._prepare)
+        started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(started,), name=f"kit-registry-{self.topic}", daemon=True
+        )
+        self._thread.start()
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(started), self.start_timeout + 5)
+        except BaseException:
+            await self.close()
+            raise
+        self.ready.set()
+
+    def _prepare(self) -> None:
+        admin = admin_client(self.settings)
+        check_reachable(admin, self.settings)
+        ensure_topics(admin, [registry_topic_spec(self.settings, self.topic, self.topic_config)])
+        self._codec = Codec(REPOSITORY, resolver=SchemaTopic(self.settings, admin).lookup)
+        self._consumer = make_consumer(
+            self.settings,
+            self.reader_id,
+            **{
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "client.id": self.reader_id,
+            },
+        )
+
+    async def close(self) -> None:
+        """Stop the reader thread (bounded), flush cleaner tombstones, end every watch()."""
+        self._closing.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join, 10.0)
+            if thread.is_alive():
+                log.error("registry reader thread did not stop within 10s")
+        elif thread is None and self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            consumer.close()
+        self._end_watchers()
+
+    async def __aenter__(self) -> Registry:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # --- the reader thread -------------------------------------------------------------
+
+    def _run(self, started: concurrent.futures.Future[None]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            tp = TopicPartition(self.topic, 0)
+            _low, high = consumer.get_watermark_offsets(tp, timeout=self.start_timeout)
+            consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+            if not self._read_to(high, time.monotonic() + self.start_timeout):
+                raise BrokerError(
+                    f"registry topic {self.topic} not read to offset {high} within "
+                    f"{self.start_timeout}s (at {self._position})"
+                )
+            log.info("registry view of %s ready: %d entries", self.topic, len(self._view))
+            started.set_result(None)
+            self._follow()
+        except BaseException as exc:
+            self.error = exc
+            if not started.done():
+                started.set_exception(exc)
+            else:
+                log.error("registry reader of %s failed: %s", self.topic, exc)
+        finally:
+            self._end_watchers()
+            try:
+                consumer.close()
+            finally:
+                producer, self._producer = self._producer, None
+                if producer is not None and producer.flush(5.0):
+                    log.error("cleaner tombstones not confirmed within 5s")
+
+    def _follow(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        next_sweep = 0.0
+        next_clean = time.monotonic() + self._clean_interval * random.uniform(0.5, 1.0)
+        while not self._closing.is_set():
+            self._pump(consumer.consume(500, 0.05))
+            now = time.monotonic()
+            if now >= next_sweep:
+                with self._lock:
+                    self._emit(self._view.sweep(time.time()))
+                next_sweep = now + self._sweep_interval
+            if self._sync_requests:
+                self._serve_sync()
+            if self.clean and now >= next_clean:
+                self._clean_once()
+                next_clean = now + self._clean_interval * random.uniform(0.8, 1.2)
+            if self._producer is not None:
+                self._producer.poll(0)
+
+    def _serve_sync(self) -> None:
+        with self._lock:
+            requests, self._sync_requests = self._sync_requests, []
+        ok = self._catch_up(5.0)
+        for request in requests:
+            if ok:
+                request.set_result(None)
+            else:
+                request.set_exception(BrokerError(f"could not read {self.topic} to its end"))
+
+    def _catch_up(self, timeout: float) -> bool:
+        """Read to the current high watermark; False if that did not happen in `timeout`."""
+        consumer = self._consumer
+        assert consumer is not None
+        tp = TopicPartition(self.topic, 0)
+        try:
+            _low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+        except KafkaException as exc:
+            log.warning("cannot read the end offset of %s: %s", self.topic, exc)
+            return False
+        return self._read_to(high, time.monotonic() + timeout)
+
+    def _read_to(self, high: int, deadline: float) -> bool:
+        consumer = self._consumer
+        assert consumer is not None
+        while self._position < high:
+            if time.monotonic() > deadline or self._closing.is_set():
+                return False
+            self._pump(consumer.consume(500, 0.05))
+        return True
+
+    def _pump(self, messages: list[Message]) -> None:
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._position = max(self._position, msg.offset())
+                    continue
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("registry consumer error on %s: %s", self.topic, err)
+                continue
+            self._position = msg.offset() + 1
+            self.records += 1
+            self._apply(msg)
+
+    def _apply(self, msg: Message) -> None:
+        key = msg.key()
+        if key is None:
+            self._skip(msg, "record without a key")
+            return
+        instance_id = key.decode("utf-8", "replace")
+        value = msg.value()
+        if value is None:
+            headers = dict(msg.headers() or [])
+            reason = (headers.get(HEADER_REASON) or b"stopped").decode("utf-8", "replace")
+            judged = _int_header(headers.get(HEADER_HEARTBEAT))
+            with self._lock:
+                event = self._view.remove(instance_id, reason, judged)
+                if event is not None:
+                    self._emit([event])
+            return
+        assert self._codec is not None
+        try:
+            reg = self._codec.decode(value, Registration)
+        except DecodeError as exc:
+            self._skip(msg, str(exc))
+            return
+        if reg.instance_id != instance_id:
+            self._skip(msg, f"key {instance_id!r} differs from instance_id {reg.instance_id!r}")
+            return
+        with self._lock:
+            event = self._view.put(reg, time.time())
+            if event is not None:
+                self._emit([event])
+
+    def _skip(self, msg: Message, why: str) -> None:
+        self.skipped += 1
+        log.warning(
+            "registry: skipping record at %s[%d]@%d (key %r): %s",
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            msg.key(),
+            why,
+        )
+
+    # --- cleaning ----------------------------------------------------------------------
+
+    def _clean_once(self) -> None:
+        """Tombstone entries whose heartbeat is older than clean_after, re-checking first.
+
+        The decision is re-checked after reading to the current end of the topic: only a
+        key whose latest record is still the very heartbeat judged too old is tombstoned.
+        The tombstone names that heartbeat, so readers ignore it if a newer heartbeat for
+        the key reached them first; and the next heartbeat rewrites the full registration.
+        """
+        with self._lock:
+            candidates = self._view.older_than(time.time(), self.clean_after)
+        if not candidates or not self._catch_up(5.0):
+            return
+        now = time.time()
+        for instance_id, judged in candidates:
+            with self._lock:
+                latest = self._view.heartbeat_ms(instance_id)
+            if latest != judged or now - judged / 1000 <= self.clean_after:
+                continue
+            self._write_tombstone(instance_id, judged)
+
+    def _write_tombstone(self, instance_id: str, judged_ms: int) -> None:
+        if self._producer is None:
+            self._producer = make_producer(self.settings, low_latency=True)
+        headers = [
+            (HEADER_REASON, b"expired"),
+            (HEADER_HEARTBEAT, str(judged_ms).encode()),
+            (HEADER_CLEANER, self.reader_id.encode()),
+        ]
+        self._producer.produce(self.topic, None, instance_id.encode(), headers=headers)
+        self._producer.poll(0)
+        self.tombstones_written += 1
+        log.info(
+            "registry cleaner %s tombstoned %s (last heartbeat %.1fs ago)",
+            self.reader_id,
+            instance_id,
+            time.time() - judged_ms / 1000,
+        )
+
+    # --- watchers ----------------------------------------------------------------------
+
+    def _emit(self, events: list[RegistryEvent]) -> None:
+        """Hand events to every watcher (call with the lock held, so order is kept)."""
+        for event in events:
+            for loop, queue in self._watchers:
+                _deliver(loop, queue, event)
+
+    def _end_watchers(self) -> None:
+        with self._lock:
+            watchers = list(self._watchers)
+        for loop, queue in watchers:
+            _deliver(loop, queue, None)
+
+
+def _deliver(
+    loop: asyncio.AbstractEventLoop,
+    queue: asyncio.Queue[RegistryEvent | None],
+    item: RegistryEvent | None,
+) -> None:
+    try:
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+    except RuntimeError:  # the watcher's loop is closed
+        pass
+
+
+def _int_header(raw: Any) -> int | None:
+    try:
+        return int(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
