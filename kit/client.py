@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -14,7 +15,8 @@ from kit.codec import Codec
 from kit.config import Settings, load_settings
 from kit.errors import DecodeError, DeliveryError
 from kit.event import Event
-from kit.schema import SchemaRepository, default_repository
+from kit.rpc import LiveCheck, Requester
+from kit.schema import Schema, SchemaRepository, default_repository
 from kit.transport.kafka import KafkaSink, SchemaTopic, admin_client, make_consumer, make_producer
 
 __all__ = ["Client"]
@@ -43,6 +45,9 @@ class Client:
         self._schemas = SchemaTopic(self.settings, self._admin)
         self._codec = Codec(repository or SchemaRepository(), resolver=self._schemas.lookup)
         self._topic_lock = asyncio.Lock()
+        self._requester: Requester | None = None
+        self.registry: LiveCheck | None = None
+        """Optional: requests fail fast with ServiceUnavailable when it has no live instance."""
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kit-client-poll", daemon=True)
         self._poller.start()
@@ -63,9 +68,43 @@ class Client:
         """Deliver what is queued (bounded by KIT_DELIVERY_TIMEOUT) and stop the poll thread."""
         if self._closed.is_set():
             return
+        if self._requester is not None:
+            await self._requester.close()
         await asyncio.to_thread(self._producer.flush, self.settings.delivery_timeout)
         self._closed.set()
         await asyncio.to_thread(self._poller.join, 5)
+
+    async def request(
+        self,
+        target: str | Callable[..., Any],
+        event: Event,
+        *,
+        reply: type[E] | None = None,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+    ) -> Any:
+        """Call a responder and wait for its typed reply.
+
+        `target` is a responder function (`client.request(check_stock, CheckStock(...))`) or
+        "service.method" with `reply=` the reply Event class. The deadline is `timeout` or
+        KIT_REQUEST_TIMEOUT. Raises RequestTimeout, RemoteError or ServiceUnavailable.
+        """
+        schema = event.kit_schema()
+        started = time.monotonic()
+        if not self._schemas.is_published(schema):  # once per schema; counts against the deadline
+            await asyncio.to_thread(self._schemas.publish, [schema])
+        return await self.requester.request(
+            target, event, reply=reply, timeout=timeout, key=key, started=started
+        )
+
+    @property
+    def requester(self) -> Requester:
+        """The underlying Requester (created on first request)."""
+        if self._requester is None:
+            self._requester = Requester(
+                self.settings, self._codec, self._producer, registry=self.registry
+            )
+        return self._requester
 
     async def publish(
         self,
@@ -75,15 +114,13 @@ class Client:
         topic: str | None = None,
         headers: Mapping[str, str | bytes] | None = None,
     ) -> None:
-        """Publish one typed event and wait until the broker confirms it."""
-        await self.publish_raw(
-            topic or event.kit_schema().full_name, self.encode(event), key=key, headers=headers
-        )
+        """Publish one typed event and wait until the broker confirms it.
 
-    def encode(self, event: Event) -> bytes:
-        """Encode an event, making sure its writer schema is on the schema topic."""
-        self._schemas.publish([event.kit_schema()])
-        return self._codec.encode(event)
+        Calls made in program order are produced in that order (per partition, per key).
+        """
+        schema = event.kit_schema()
+        value = self._codec.encode(event)
+        await self._send(topic or schema.full_name, value, key, headers, schema)
 
     async def publish_raw(
         self,
@@ -94,26 +131,42 @@ class Client:
         headers: Mapping[str, str | bytes] | list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Publish already-encoded bytes (for tests of bad input, replay, bridges)."""
+        await self._send(topic, value, key, headers, None)
+
+    async def _send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: str | bytes | None,
+        headers: Mapping[str, str | bytes] | list[tuple[str, bytes]] | None,
+        schema: Schema | None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is None:
-                loop.call_soon_threadsafe(_resolve, future, None)
-            else:
-                loop.call_soon_threadsafe(_resolve, future, DeliveryError(f"{topic}: {err}"))
+            error = None if err is None else DeliveryError(f"{topic}: {err}")
+            loop.call_soon_threadsafe(_resolve, future, error)
 
         hdrs = list(headers.items()) if isinstance(headers, Mapping) else headers
-        hdr_bytes = [(k, v.encode() if isinstance(v, str) else v) for k, v in hdrs or []]
+        hdr_bytes = [(k, v.encode() if isinstance(v, str) else v) for k, v in hdrs or []] or None
         raw_key = key.encode() if isinstance(key, str) else key
-        if topic not in self._sink.known_topics or self._topic_lock.locked():
-            # A FIFO lock: records published in program order are produced in that order.
+        sink = self._sink
+        slow = (
+            topic not in sink.known_topics
+            or (schema is not None and not self._schemas.is_published(schema))
+            or self._topic_lock.locked()
+        )
+        if slow:
+            # A FIFO lock: set-up runs in a thread, yet calls are produced in program order.
             async with self._topic_lock:
-                if topic not in self._sink.known_topics:
-                    await asyncio.to_thread(self._sink.ensure_topic, topic)
-                self._sink.produce(topic, value, raw_key, hdr_bytes or None, delivered)
+                if schema is not None and not self._schemas.is_published(schema):
+                    await asyncio.to_thread(self._schemas.publish, [schema])
+                if topic not in sink.known_topics:
+                    await asyncio.to_thread(sink.ensure_topic, topic)
+                sink.produce(topic, value, raw_key, hdr_bytes, delivered)
         else:
-            self._sink.produce(topic, value, raw_key, hdr_bytes or None, delivered)
+            sink.produce(topic, value, raw_key, hdr_bytes, delivered)
         await asyncio.wait_for(future, self.settings.delivery_timeout + 1)
 
     async def consume(

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     delivery_timeout: float = Field(30.0, gt=0, description="Seconds to confirm publishing.")
     schemas_dir: str | None = Field(None, description="Folder of .avsc files.")
     schema_topic: str = Field("_kit_schemas", min_length=1, description="Writer schemas topic.")
+    remote_tracebacks: bool = Field(False, description="Send responder tracebacks to callers.")
+    linger_ms: float | None = Field(None, ge=0, description="Producer linger; auto if unset.")
     request_timeout: float = Field(10.0, gt=0, description="Default request deadline (s).")
     kafka_config: str | None = Field(None, description="JSON object of extra client settings.")
 

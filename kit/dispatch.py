@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from kit.codec import Codec
 from kit.config import Settings
 from kit.errors import DecodeError, EncodeError
 from kit.event import Event
+from kit.rpc import CORRELATION_ID, DEADLINE, ERROR_MESSAGE, ERROR_TRACE, ERROR_TYPE, REPLY_TO
 from kit.service import Handler, Responder, Service
+
+if TYPE_CHECKING:
+    from kit.rpc import Requester
+
+R = TypeVar("R", bound=Event)
 
 __all__ = ["Context", "Dispatcher", "MessageLike", "Sink", "Ticket"]
 
@@ -73,6 +80,13 @@ class Ticket:
         return self.closed and self.pending <= 0
 
 
+def _header(msg: MessageLike, name: str) -> bytes | None:
+    for key, value in msg.headers() or ():
+        if key == name:
+            return value
+    return None
+
+
 def _to_bytes(key: str | bytes | None) -> bytes | None:
     return key.encode() if isinstance(key, str) else key
 
@@ -127,6 +141,44 @@ class Context:
         """The service whose handler is running."""
         return self._dispatcher.service
 
+    @overload
+    async def request(
+        self,
+        target: Callable[..., Any],
+        event: Event,
+        *,
+        reply: None = None,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+    ) -> Event: ...
+
+    @overload
+    async def request(
+        self,
+        target: str | Callable[..., Any],
+        event: Event,
+        *,
+        reply: type[R],
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+    ) -> R: ...
+
+    async def request(
+        self,
+        target: str | Callable[..., Any],
+        event: Event,
+        *,
+        reply: type[Event] | None = None,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+    ) -> Event:
+        """Call a responder and wait for its typed reply (see `Requester.request`)."""
+        factory = self._dispatcher.requester
+        if factory is None:
+            raise RuntimeError("this transport does not support requests")
+        requester = await factory()
+        return await requester.request(target, event, reply=reply, timeout=timeout, key=key)
+
     def publish(
         self,
         event: Event,
@@ -156,9 +208,12 @@ class Dispatcher:
         self.group = service.group
         self.handled = 0
         self.dead_lettered = 0
-        self.on_reply: (
-            Callable[[Responder, MessageLike, Event | None, Exception | None, Ticket], None] | None
-        ) = None
+        self.expired = 0
+        self.replies_dropped = 0
+        self.reply_topic_exists: Callable[[str], bool] = lambda _topic: True
+        """Checks a reply topic exists before replying (so a dead requester's is not recreated)."""
+        self.requester: Callable[[], Awaitable[Requester]] | None = None
+        """Gives the Requester that handlers' ctx.request() uses (set by the runtime)."""
 
     def dead_letter_topic(self, handler: Handler) -> str:
         """Where a handler's failed records go."""
@@ -181,17 +236,24 @@ class Dispatcher:
             offsets[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
 
     async def handle(self, msg: MessageLike, ticket: Ticket) -> None:
-        """Handle one record completely: decode, call, publish outbox or dead-letter."""
+        """Handle one record completely: decode, call, publish outbox, reply or dead-letter."""
         handler = self.by_topic.get(msg.topic() or "")
         if handler is None:
             log.warning("no handler for topic %s; record skipped", msg.topic())
+            return
+        responder = isinstance(handler, Responder)
+        if responder and self._expired(msg):
+            self.expired += 1
+            log.info(
+                "skipped expired request %s[%s]@%s", msg.topic(), msg.partition(), msg.offset()
+            )
             return
         try:
             event = self.codec.decode(msg.value(), handler.event_type)
         except DecodeError as exc:
             self.dead_letter(msg, handler, exc, 0, ticket)
-            if isinstance(handler, Responder) and self.on_reply is not None:
-                self.on_reply(handler, msg, None, exc, ticket)
+            if responder:
+                self.reply(msg, None, exc, ticket)
             return
         retries = self.settings.retries if handler.retries is None else handler.retries
         attempt = 0
@@ -205,24 +267,15 @@ class Dispatcher:
                     result = handler.func(event)
                 if handler.is_async:
                     result = await result
+                if responder and not isinstance(result, Event):
+                    raise EncodeError(
+                        f"{handler.name} returned {type(result).__name__}, not an Event"
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if attempt > retries:
-                    log.error(
-                        "%s.%s failed %d time(s) on %s[%s]@%s: %s: %s",
-                        self.service.name,
-                        handler.name,
-                        attempt,
-                        msg.topic(),
-                        msg.partition(),
-                        msg.offset(),
-                        type(exc).__name__,
-                        exc,
-                    )
-                    self.dead_letter(msg, handler, exc, attempt, ticket)
-                    if isinstance(handler, Responder) and self.on_reply is not None:
-                        self.on_reply(handler, msg, None, exc, ticket)
+                    self._failed(msg, handler, exc, attempt, ticket)
                     return
                 delay = min(
                     self.settings.retry_backoff * (2 ** (attempt - 1)),
@@ -245,12 +298,62 @@ class Dispatcher:
         for topic, value, key, headers in ctx.outbox:
             ticket.pending += 1
             produce(topic, value, key, headers, ticket.delivered)
-        if isinstance(handler, Responder) and self.on_reply is not None:
-            if result is not None and not isinstance(result, Event):
-                err = EncodeError(f"{handler.name} returned {type(result).__name__}, not an Event")
-                self.on_reply(handler, msg, None, err, ticket)
-            else:
-                self.on_reply(handler, msg, result, None, ticket)
+        if responder:
+            self.reply(msg, result, None, ticket)
+
+    def _failed(
+        self, msg: MessageLike, handler: Handler, exc: Exception, attempts: int, ticket: Ticket
+    ) -> None:
+        log.error(
+            "%s.%s failed %d time(s) on %s[%s]@%s: %s: %s",
+            self.service.name,
+            handler.name,
+            attempts,
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            type(exc).__name__,
+            exc,
+        )
+        if isinstance(handler, Responder) and _header(msg, REPLY_TO):
+            self.reply(msg, None, exc, ticket)  # the caller gets the error: it is not lost
+        else:
+            self.dead_letter(msg, handler, exc, attempts, ticket)
+
+    def _expired(self, msg: MessageLike) -> bool:
+        deadline = _header(msg, DEADLINE)
+        if not deadline:
+            return False
+        try:
+            return int(deadline) < time.time() * 1000
+        except ValueError:
+            return False
+
+    def reply(
+        self, msg: MessageLike, result: Event | None, error: BaseException | None, ticket: Ticket
+    ) -> None:
+        """Send a responder's result (or error) to the requester's reply topic."""
+        reply_to = _header(msg, REPLY_TO)
+        correlation = _header(msg, CORRELATION_ID)
+        if not reply_to or not correlation:
+            return
+        topic = reply_to.decode(errors="replace")
+        if not self.reply_topic_exists(topic):
+            self.replies_dropped += 1
+            log.warning("reply topic %s is gone (requester stopped); reply dropped", topic)
+            return
+        headers: Headers = [(CORRELATION_ID, correlation)]
+        value = None
+        if error is None and result is not None:
+            value = self.codec.encode(result)
+        else:
+            headers.append((ERROR_TYPE, type(error).__name__.encode()))
+            headers.append((ERROR_MESSAGE, str(error).encode(errors="replace")[:4096]))
+            if self.settings.remote_tracebacks and error is not None:
+                trace = "".join(traceback.format_exception(error))[-8192:]
+                headers.append((ERROR_TRACE, trace.encode(errors="replace")))
+        ticket.pending += 1
+        self.sink.produce(topic, value, None, headers, ticket.delivered)
 
     def dead_letter(
         self, msg: MessageLike, handler: Handler, exc: BaseException, attempts: int, ticket: Ticket

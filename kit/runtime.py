@@ -18,6 +18,7 @@ from kit.codec import Codec
 from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.dispatch import Dispatcher, Ticket
 from kit.errors import DeliveryError, KitError
+from kit.rpc import LiveCheck, Requester
 from kit.schema import SchemaRepository, default_repository
 from kit.service import Service
 from kit.transport.kafka import (
@@ -70,6 +71,9 @@ class Runtime:
         self._started = False
         self.codec: Codec
         self.dispatcher: Dispatcher
+        self._requester: Requester | None = None
+        self.registry: LiveCheck | None = None
+        """Optional: lets requests fail fast with ServiceUnavailable (see kit.registry)."""
         self.on_assigned: list[Callable[[Runtime], None]] = []
         """Called on the loop after each assignment (e.g. to announce the instance)."""
         self.on_closed: list[Callable[[Runtime], None]] = []
@@ -86,11 +90,14 @@ class Runtime:
         await asyncio.to_thread(check_reachable, admin, settings, settings.connect_timeout)
         self.schema_topic = SchemaTopic(settings, admin)
         self.codec = Codec(self.repository, resolver=self.schema_topic.lookup)
-        producer = make_producer(settings)
+        producer = make_producer(settings, low_latency=bool(self.service.responders()))
         self.sink = KafkaSink(producer, admin, settings)
         self.producer = producer
         self.dispatcher = Dispatcher(self.service, self.codec, settings, self.sink)
         self.dispatcher.group = self.group
+        self.dispatcher.reply_topic_exists = self._topic_exists
+        self.dispatcher.requester = self.requester
+        self._admin = admin
         specs = [
             TopicSpec(
                 h.topic, h.partitions or settings.topic_partitions, settings.topic_replication
@@ -142,6 +149,28 @@ class Runtime:
             self.bootstrap_source,
         )
 
+    async def requester(self) -> Requester:
+        """The Requester that handlers' ctx.request() uses, started on first use."""
+        if self._requester is None:
+            self._requester = Requester(
+                self.settings,
+                self.codec,
+                self.producer,
+                instance_id=self.instance_id,
+                registry=self.registry,
+            )
+        await self._requester.start()
+        return self._requester
+
+    def _topic_exists(self, topic: str) -> bool:
+        if topic in self.sink.known_topics:
+            return True
+        meta = self._admin.list_topics(topic, timeout=5).topics.get(topic)
+        exists = meta is not None and meta.error is None
+        if exists:
+            self.sink.known_topics.add(topic)
+        return exists
+
     def stop(self) -> None:
         """Ask the runtime to stop after the batch in flight (safe from signal handlers)."""
         if self._loop is not None and threading.get_ident() != self._loop_thread:
@@ -174,8 +203,13 @@ class Runtime:
         while not stopping.is_set():
             messages = consumer.consume(batch_size, 0)
             if not messages:
-                fut = loop.run_in_executor(self._executor, consumer.consume, batch_size, 0.05)
-                messages = await fut
+                # consume(n, t) waits for n records or t; poll(t) wakes on the first record
+                first = await loop.run_in_executor(self._executor, consumer.poll, 0.05)
+                if first is not None:
+                    messages = [
+                        first,
+                        *(consumer.consume(batch_size - 1, 0) if batch_size > 1 else []),
+                    ]
             if messages:
                 records = [m for m in messages if m.error() is None]
                 if len(records) != len(messages):
@@ -235,6 +269,8 @@ class Runtime:
 
     async def _close(self) -> None:
         timeout = self.settings.shutdown_timeout
+        if self._requester is not None:
+            await self._requester.close()
         try:
             self._finish_pending(timeout)
             self._commit(self._consumer)
@@ -250,10 +286,11 @@ class Runtime:
                 except Exception:
                     log.exception("on_closed callback %r failed", callback)
             log.info(
-                "%s stopped: %d handled, %d dead-lettered",
+                "%s stopped: %d handled, %d dead-lettered, %d expired requests skipped",
                 self.service.name,
                 self.dispatcher.handled,
                 self.dispatcher.dead_lettered,
+                self.dispatcher.expired,
             )
 
     # --- rebalance callbacks (run inside consume(), in whichever thread called it) ------

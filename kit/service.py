@@ -149,6 +149,7 @@ class Service:
                     reply_type=reply,
                 )
             )
+            func.__kit_responder__ = (self.name, self.handlers[-1])  # type: ignore[attr-defined]
             return func
 
         return register

@@ -19,6 +19,7 @@ from kit.registry.model import (
 )
 from kit.registry.reader import Registry
 from kit.registry.view import RegistryEvent, RegistryView
+from kit.registry.watch import Watch
 
 __all__ = [
     "Announcer",
@@ -28,6 +29,7 @@ __all__ = [
     "RegistryConfig",
     "RegistryEvent",
     "RegistryView",
+    "Watch",
     "cli_services",
     "endpoints_of",
     "load_registry_config",

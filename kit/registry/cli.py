@@ -101,27 +101,27 @@ async def _redraw(
 async def _stream_events(
     registry: Registry, service: str | None, stop: asyncio.Event, out: TextIO
 ) -> None:
-    events = registry.watch()
     stopper = asyncio.ensure_future(stop.wait())
-    try:
-        while True:
-            nxt = asyncio.ensure_future(anext(events))
-            done, _ = await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if nxt not in done:
-                nxt.cancel()
-                return
-            try:
-                event = nxt.result()
-            except StopAsyncIteration:
-                return
-            if service is None or event.service == service:
-                line = {"event": event.kind, "reason": event.reason, "at": time.time()}
-                line["instance"] = _instance_json(event.registration, time.time())
-                out.write(json.dumps(line) + "\n")
-                out.flush()
-    finally:
-        stopper.cancel()
-        await events.aclose()
+    with contextlib.closing(registry.watch()) as events:
+        try:
+            while True:
+                nxt = asyncio.ensure_future(anext(events))
+                done, _ = await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    return
+                try:
+                    event = nxt.result()
+                except StopAsyncIteration:
+                    return
+                if service is None or event.service == service:
+                    now = time.time()
+                    line = {"event": event.kind, "reason": event.reason, "at": now}
+                    line["instance"] = _instance_json(event.registration, now)
+                    out.write(json.dumps(line) + "\n")
+                    out.flush()
+        finally:
+            stopper.cancel()
 
 
 def _select(regs: Sequence[Registration], service: str | None) -> list[Registration]:

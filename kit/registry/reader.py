@@ -9,7 +9,8 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+import weakref
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -19,15 +20,14 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
 from kit.codec import Codec
 from kit.config import Settings, load_settings
 from kit.errors import BrokerError, DecodeError, KitError
+from kit.registry.cleaner import Cleaner
 from kit.registry.model import (
-    HEADER_CLEANER,
     HEADER_HEARTBEAT,
     HEADER_REASON,
     REPOSITORY,
@@ -36,20 +36,18 @@ from kit.registry.model import (
     registry_topic_spec,
 )
 from kit.registry.view import RegistryEvent, RegistryView
+from kit.registry.watch import Watch
 from kit.transport.kafka import (
     SchemaTopic,
     admin_client,
     check_reachable,
     ensure_topics,
     make_consumer,
-    make_producer,
 )
 
 __all__ = ["Registry"]
 
 log = logging.getLogger("kit.registry")
-
-_Watcher = tuple[asyncio.AbstractEventLoop, "asyncio.Queue[RegistryEvent | None]"]
 
 
 class Registry:
@@ -88,16 +86,15 @@ class Registry:
         """Records read so far (registrations, tombstones and skipped values)."""
         self.skipped = 0
         """Values that did not decode and were skipped."""
-        self.tombstones_written = 0
-        """Tombstones this reader wrote as a cleaner."""
         self.error: BaseException | None = None
+        """Why the reader thread stopped, if it failed."""
         self._view = RegistryView(self.ttl)
         self._lock = threading.Lock()
-        self._watchers: list[_Watcher] = []
+        self._watchers: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
+        self._cleaner = Cleaner(self.settings, self.topic, self.clean_after, self.reader_id)
         self._codec: Codec | None = None
         self._position = 0
         self._sync_requests: list[concurrent.futures.Future[None]] = []
@@ -131,31 +128,32 @@ class Registry:
             reg = self._view.get(instance_id)
         return reg if reg is not None and reg.heartbeat_age(now) <= self.ttl else None
 
-    async def watch(self, *, initial: bool = True) -> AsyncIterator[RegistryEvent]:
-        """Yield up, down and changed events until close(); first an "up" per live instance."""
+    @property
+    def tombstones_written(self) -> int:
+        """Tombstones this reader wrote as a cleaner."""
+        return self._cleaner.tombstones_written
+
+    def watch(self, *, initial: bool = True) -> Watch:
+        """Events from now until close(): `async for event in registry.watch(): ...`.
+
+        With `initial`, it first yields an "up" event for every instance live right now.
+        Call it from a coroutine; events are delivered to that coroutine's loop.
+        """
         if self._thread is None:
             raise KitError("Registry.watch() needs start() first")
-        queue: asyncio.Queue[RegistryEvent | None] = asyncio.Queue()
-        watcher = (asyncio.get_running_loop(), queue)
+        watch = Watch(self._unsubscribe)
         with self._lock:
             if initial:
                 for reg in self._view.live(time.time()):
-                    queue.put_nowait(RegistryEvent("up", reg, "announced"))
+                    watch.push(RegistryEvent("up", reg, "announced"))
             if self._closing.is_set() or not self._thread.is_alive():
-                queue.put_nowait(None)
-            self._watchers.append(watcher)
-        try:
-            while True:
-                event = await queue.get()
-                if event is None:
-                    if self.error is not None:
-                        raise BrokerError(f"registry reader failed: {self.error}")
-                    return
-                yield event
-        finally:
-            with self._lock:
-                if watcher in self._watchers:
-                    self._watchers.remove(watcher)
+                watch.push(self.error)
+            self._watchers.add(watch)
+        return watch
+
+    def _unsubscribe(self, watch: Watch) -> None:
+        with self._lock:
+            self._watchers.discard(watch)
 
     async def sync(self, timeout: float = 10.0) -> None:
         """Read up to the current end of the topic (read-your-writes after start)."""
@@ -187,7 +185,7 @@ class Registry:
 
     def _prepare(self) -> None:
         admin = admin_client(self.settings)
-        check_reachable(admin, self.settings)
+        check_reachable(admin, self.settings, self.settings.connect_timeout)
         ensure_topics(admin, [registry_topic_spec(self.settings, self.topic, self.topic_config)])
         self._codec = Codec(REPOSITORY, resolver=SchemaTopic(self.settings, admin).lookup)
         self._consumer = make_consumer(
@@ -250,9 +248,7 @@ class Registry:
             try:
                 consumer.close()
             finally:
-                producer, self._producer = self._producer, None
-                if producer is not None and producer.flush(5.0):
-                    log.error("cleaner tombstones not confirmed within 5s")
+                self._cleaner.close(5.0)
 
     def _follow(self) -> None:
         consumer = self._consumer
@@ -269,10 +265,9 @@ class Registry:
             if self._sync_requests:
                 self._serve_sync()
             if self.clean and now >= next_clean:
-                self._clean_once()
+                self._cleaner.run_once(self._view, self._lock, self._catch_up)
                 next_clean = now + self._clean_interval * random.uniform(0.8, 1.2)
-            if self._producer is not None:
-                self._producer.poll(0)
+            self._cleaner.poll()
 
     def _serve_sync(self) -> None:
         with self._lock:
@@ -310,13 +305,13 @@ class Registry:
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    self._position = max(self._position, msg.offset())
+                    self._position = max(self._position, msg.offset() or 0)
                     continue
                 if err.fatal():
                     raise KafkaException(err)
                 log.warning("registry consumer error on %s: %s", self.topic, err)
                 continue
-            self._position = msg.offset() + 1
+            self._position = (msg.offset() or 0) + 1
             self.records += 1
             self._apply(msg)
 
@@ -325,11 +320,11 @@ class Registry:
         if key is None:
             self._skip(msg, "record without a key")
             return
-        instance_id = key.decode("utf-8", "replace")
+        instance_id = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
         value = msg.value()
         if value is None:
             headers = dict(msg.headers() or [])
-            reason = (headers.get(HEADER_REASON) or b"stopped").decode("utf-8", "replace")
+            reason = _text(headers.get(HEADER_REASON)) or "stopped"
             judged = _int_header(headers.get(HEADER_HEARTBEAT))
             with self._lock:
                 event = self._view.remove(instance_id, reason, judged)
@@ -361,70 +356,23 @@ class Registry:
             why,
         )
 
-    # --- cleaning ----------------------------------------------------------------------
-
-    def _clean_once(self) -> None:
-        """Tombstone entries whose heartbeat is older than clean_after, re-checking first.
-
-        The decision is re-checked after reading to the current end of the topic: only a
-        key whose latest record is still the very heartbeat judged too old is tombstoned.
-        The tombstone names that heartbeat, so readers ignore it if a newer heartbeat for
-        the key reached them first; and the next heartbeat rewrites the full registration.
-        """
-        with self._lock:
-            candidates = self._view.older_than(time.time(), self.clean_after)
-        if not candidates or not self._catch_up(5.0):
-            return
-        now = time.time()
-        for instance_id, judged in candidates:
-            with self._lock:
-                latest = self._view.heartbeat_ms(instance_id)
-            if latest != judged or now - judged / 1000 <= self.clean_after:
-                continue
-            self._write_tombstone(instance_id, judged)
-
-    def _write_tombstone(self, instance_id: str, judged_ms: int) -> None:
-        if self._producer is None:
-            self._producer = make_producer(self.settings, low_latency=True)
-        headers = [
-            (HEADER_REASON, b"expired"),
-            (HEADER_HEARTBEAT, str(judged_ms).encode()),
-            (HEADER_CLEANER, self.reader_id.encode()),
-        ]
-        self._producer.produce(self.topic, None, instance_id.encode(), headers=headers)
-        self._producer.poll(0)
-        self.tombstones_written += 1
-        log.info(
-            "registry cleaner %s tombstoned %s (last heartbeat %.1fs ago)",
-            self.reader_id,
-            instance_id,
-            time.time() - judged_ms / 1000,
-        )
-
     # --- watchers ----------------------------------------------------------------------
 
     def _emit(self, events: list[RegistryEvent]) -> None:
-        """Hand events to every watcher (call with the lock held, so order is kept)."""
+        """Hand events to every watch (call with the lock held, so order is kept)."""
         for event in events:
-            for loop, queue in self._watchers:
-                _deliver(loop, queue, event)
+            for watch in list(self._watchers):
+                watch.push(event)
 
     def _end_watchers(self) -> None:
         with self._lock:
-            watchers = list(self._watchers)
-        for loop, queue in watchers:
-            _deliver(loop, queue, None)
+            watches = list(self._watchers)
+        for watch in watches:
+            watch.push(self.error)
 
 
-def _deliver(
-    loop: asyncio.AbstractEventLoop,
-    queue: asyncio.Queue[RegistryEvent | None],
-    item: RegistryEvent | None,
-) -> None:
-    try:
-        loop.call_soon_threadsafe(queue.put_nowait, item)
-    except RuntimeError:  # the watcher's loop is closed
-        pass
+def _text(raw: Any) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
 
 
 def _int_header(raw: Any) -> int | None:

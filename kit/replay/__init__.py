@@ -130,9 +130,9 @@ def _record_main(args: argparse.Namespace) -> int:
     per = result.file_bytes / result.records if result.records else 0.0
     raw = result.raw_bytes / result.records if result.records else 0.0
     print(
-        f"kit record: {result.records:,} record(s) to {result.path} "
-        f"({result.file_bytes:,} bytes, {per:.1f} B/record vs {raw:.1f} B raw; "
-        f"{result.schemas} writer schema(s)); stopped by {result.stopped_by}",
+        f"kit record: {result.records:,} record(s) to {result.path} in {result.seconds:.1f}s "
+        f"({result.rate:,.0f}/s; {result.file_bytes:,} bytes, {per:.1f} B/record vs "
+        f"{raw:.1f} B raw; {result.schemas} writer schema(s)); stopped by {result.stopped_by}",
         file=sys.stderr,
     )
     if result.unknown_fingerprints:

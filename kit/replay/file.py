@@ -40,6 +40,11 @@ META_CREATED = "kit.replay.created_at"
 META_SOURCE = "kit.replay.source"
 META_TOPICS = "kit.replay.topics"
 
+HEADER_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "Header",
+    "fields": [{"name": "name", "type": "string"}, {"name": "value", "type": ["null", "bytes"]}],
+}
 RECORD_SCHEMA: dict[str, Any] = {
     "type": "record",
     "name": "Record",
@@ -52,20 +57,7 @@ RECORD_SCHEMA: dict[str, Any] = {
         {"name": "timestamp", "type": "long", "doc": "milliseconds since the epoch"},
         {"name": "timestamp_type", "type": "int", "doc": "0 none, 1 create, 2 log append"},
         {"name": "key", "type": ["null", "bytes"]},
-        {
-            "name": "headers",
-            "type": {
-                "type": "array",
-                "items": {
-                    "type": "record",
-                    "name": "Header",
-                    "fields": [
-                        {"name": "name", "type": "string"},
-                        {"name": "value", "type": ["null", "bytes"]},
-                    ],
-                },
-            },
-        },
+        {"name": "headers", "type": {"type": "array", "items": HEADER_SCHEMA}},
         {"name": "value", "type": ["null", "bytes"]},
     ],
 }
@@ -120,7 +112,9 @@ class Record:
     def raw_size(self) -> int:
         """Bytes of key, value, header names and header values: the payload on the wire."""
         size = len(self.key or b"") + len(self.value or b"")
-        return size + sum(len(n.encode()) + len(v or b"") for n, v in self.headers)
+        for name, value in self.headers:
+            size += len(name.encode()) + len(value or b"")
+        return size
 
 
 @dataclass(frozen=True)
@@ -157,7 +151,10 @@ class RecordingWriter:
         self.flush_interval = flush_interval
         self.count = 0
         self._fingerprints: set[bytes] = set()
-        self._fo: IO[bytes] = open(self.path, "wb")
+        try:
+            self._fo: IO[bytes] = open(self.path, "wb")
+        except OSError as exc:
+            raise RecordingError(self.path, None, f"cannot create: {exc.strerror}") from None
         metadata = {
             META_FORMAT: FORMAT_VERSION,
             META_CREATED: datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -165,7 +162,10 @@ class RecordingWriter:
             META_TOPICS: json.dumps(self.topics, sort_keys=True),
         }
         try:
-            self._writer = Writer(self._fo, _PARSED_FILE_SCHEMA, codec=codec, metadata=metadata)
+            # Any: fastavro's stubs do not know the (branch name, datum) tuple notation.
+            self._writer: Any = Writer(
+                self._fo, _PARSED_FILE_SCHEMA, codec=codec, metadata=metadata
+            )
             self._writer.flush()
         except Exception as exc:
             self._fo.close()
@@ -316,7 +316,7 @@ class RecordingReader:
 
     def __iter__(self) -> Iterator[tuple[int, Record]]:
         index = 0
-        blocks = iter(self._blocks)
+        blocks: Iterator[Any] = iter(self._blocks)
         while True:
             try:
                 block = next(blocks)
@@ -325,7 +325,7 @@ class RecordingReader:
             except Exception as exc:
                 raise self._error(index, "corrupt or truncated block", exc) from None
             data, first = block.bytes_, index
-            entries = iter(block)
+            entries: Iterator[tuple[str, dict[str, Any]]] = iter(block)
             for _ in range(block.num_records):
                 try:
                     name, datum = next(entries)
@@ -398,6 +398,7 @@ class RecordingReader:
 
 
 def _record(datum: dict[str, Any]) -> Record:
+    headers = datum["headers"]
     return Record(
         datum["topic"],
         datum["partition"],
@@ -405,7 +406,7 @@ def _record(datum: dict[str, Any]) -> Record:
         datum["timestamp"],
         datum["timestamp_type"],
         datum["key"],
-        tuple((h["name"], h["value"]) for h in datum["headers"]),
+        tuple([(h["name"], h["value"]) for h in headers]) if headers else (),
         datum["value"],
     )
 

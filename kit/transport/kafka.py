@@ -42,7 +42,9 @@ def producer_config(settings: Settings, *, low_latency: bool = False) -> dict[st
     return {
         "acks": "all",
         "enable.idempotence": True,
-        "linger.ms": 0 if low_latency else 5,
+        "linger.ms": settings.linger_ms
+        if settings.linger_ms is not None
+        else (0 if low_latency else 5),
         "socket.nagle.disable": True,
         "message.timeout.ms": int(settings.delivery_timeout * 1000),
         "queue.buffering.max.messages": 200_000,
@@ -271,6 +273,10 @@ class SchemaTopic:
                 ],
             )
             self._ensured = True
+
+    def is_published(self, schema: Schema) -> bool:
+        """True once this process made sure the schema is on the topic."""
+        return schema.fingerprint in self._published
 
     def publish(self, schemas: Iterable[Schema], timeout: float = 15.0) -> None:
         """Make sure every schema is on the topic (idempotent: same key, same value)."""

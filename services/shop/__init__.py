@@ -33,3 +33,29 @@ class InvoiceIssued(Event, schema="billing.InvoiceIssued"):
     total_cents: int
     currency: str = "EUR"
     issued_at: datetime
+
+
+class OrderChecked(Event, schema="shop.OrderChecked"):
+    """The orders service checked stock for an order."""
+
+    order_id: str
+    accepted: bool
+    reason: str | None = None
+
+
+class CheckStock(Event, schema="inventory.CheckStock"):
+    """Request to the inventory service: is there enough of a SKU?"""
+
+    sku: str
+    quantity: int
+    request_id: str | None = None
+
+
+class StockLevel(Event, schema="inventory.StockLevel"):
+    """Reply of the inventory service."""
+
+    sku: str
+    available: int
+    enough: bool
+    request_id: str | None = None
+    served_by: str | None = None

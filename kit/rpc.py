@@ -1,0 +1,321 @@
+"""Request-reply over Kafka: correlation ids, per-instance reply topics, deadlines, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, overload
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+
+from kit.codec import Codec
+from kit.config import Settings
+from kit.errors import ConfigError, DeliveryError, RemoteError, RequestTimeout, ServiceUnavailable
+from kit.event import Event
+from kit.transport.kafka import KafkaSink, TopicSpec, admin_client, ensure_topics, make_consumer
+
+__all__ = [
+    "CORRELATION_ID",
+    "DEADLINE",
+    "ERROR_MESSAGE",
+    "ERROR_TYPE",
+    "REPLY_TO",
+    "Requester",
+    "reply_topic_name",
+]
+
+log = logging.getLogger("kit.rpc")
+
+CORRELATION_ID = "kit-correlation-id"
+REPLY_TO = "kit-reply-to"
+DEADLINE = "kit-deadline"
+METHOD = "kit-method"
+ERROR_TYPE = "kit-error"
+ERROR_MESSAGE = "kit-error-message"
+ERROR_TRACE = "kit-error-trace"
+REPLY_TOPIC_PREFIX = "_kit.replies."
+
+R = TypeVar("R", bound=Event)
+
+
+def reply_topic_name(instance_id: str) -> str:
+    """The reply topic owned by one requesting instance."""
+    return f"{REPLY_TOPIC_PREFIX}{instance_id}"
+
+
+class LiveCheck(Protocol):
+    """What the requester asks the registry: is any instance of this service live?"""
+
+    def has_live(self, service: str) -> bool: ...
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[Message]
+    service: str
+    method: str
+    started: float
+
+
+class Requester:
+    """Sends requests and matches replies on this instance's own reply topic.
+
+    Replies go to `_kit.replies.<instance id>` (one partition, read by this instance only,
+    no consumer group), so a reply never reaches another instance. The topic is created by
+    `start()` and deleted by `close()`; topics left by crashed instances are removed by
+    `kit replies prune` (see docs/requests.md).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        producer: Producer,
+        *,
+        instance_id: str | None = None,
+        registry: LiveCheck | None = None,
+    ) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.producer = producer
+        self.instance_id = instance_id or f"client-{uuid.uuid4().hex[:12]}"
+        self.reply_topic = reply_topic_name(self.instance_id)
+        self.registry = registry
+        self.pending: dict[str, _Pending] = {}
+        self.late_replies = 0
+        self._admin = admin_client(settings)
+        self._sink = KafkaSink(producer, self._admin, settings)
+        self._consumer: Consumer | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._start_lock = asyncio.Lock()
+
+    @property
+    def started(self) -> bool:
+        """True once the reply topic exists and is being read."""
+        return self._thread is not None
+
+    async def start(self) -> None:
+        """Create the reply topic and start the reply reader thread (idempotent)."""
+        async with self._start_lock:
+            if self._thread is not None:
+                return
+            self._loop = asyncio.get_running_loop()
+            spec = TopicSpec(
+                self.reply_topic,
+                1,
+                self.settings.topic_replication,
+                (("retention.ms", str(3_600_000)),),
+            )
+            await asyncio.to_thread(ensure_topics, self._admin, [spec])
+            consumer = make_consumer(
+                self.settings,
+                f"kit-replies-{self.instance_id}",
+                **{"enable.auto.commit": False, "fetch.wait.max.ms": 5},
+            )
+            consumer.assign([TopicPartition(self.reply_topic, 0, OFFSET_BEGINNING)])
+            self._consumer = consumer
+            self._thread = threading.Thread(
+                target=self._read_replies, name=f"kit-replies-{self.instance_id}", daemon=True
+            )
+            self._thread.start()
+
+    async def close(self, *, delete_topic: bool = True) -> None:
+        """Stop reading replies, fail pending calls, and delete the reply topic."""
+        if self._thread is None:
+            return
+        self._closed.set()
+        await asyncio.to_thread(self._thread.join, 5)
+        self._thread = None
+        for corr, entry in list(self.pending.items()):
+            if not entry.future.done():
+                entry.future.set_exception(
+                    RequestTimeout(
+                        entry.service, entry.method, corr, time.monotonic() - entry.started
+                    )
+                )
+        if self._consumer is not None:
+            await asyncio.to_thread(self._consumer.close)
+            self._consumer = None
+        if delete_topic:
+            futures = self._admin.delete_topics([self.reply_topic], operation_timeout=10)
+            for future in futures.values():
+                try:
+                    await asyncio.to_thread(future.result, 15)
+                except Exception as exc:
+                    log.warning("could not delete reply topic %s: %s", self.reply_topic, exc)
+
+    def _read_replies(self) -> None:
+        consumer, loop = self._consumer, self._loop
+        assert consumer is not None and loop is not None
+        while not self._closed.is_set():
+            msg = consumer.poll(0.1)
+            if msg is None:
+                continue
+            batch = [msg, *consumer.consume(500, 0)]
+            loop.call_soon_threadsafe(self._deliver, batch)
+
+    def _deliver(self, batch: list[Message]) -> None:
+        for msg in batch:
+            if msg.error() is not None:
+                log.warning("reply topic error: %s", msg.error())
+                continue
+            corr = _header(msg, CORRELATION_ID)
+            entry = self.pending.get(corr.decode()) if corr else None
+            if entry is None or entry.future.done():
+                self.late_replies += 1
+                log.debug("dropped a late or unknown reply (correlation id %r)", corr)
+                continue
+            entry.future.set_result(msg)
+
+    async def request_raw(
+        self,
+        service: str,
+        method: str,
+        value: bytes,
+        *,
+        topic: str | None = None,
+        key: bytes | None = None,
+        timeout: float | None = None,
+        started: float | None = None,
+    ) -> Message:
+        """Send encoded request bytes to `service.method`; return the reply record.
+
+        Raises ServiceUnavailable (registry says no live instance), RequestTimeout, or
+        RemoteError (the responder raised or could not decode the request).
+        """
+        if self.registry is not None and not self.registry.has_live(service):
+            raise ServiceUnavailable(service)
+        if self._thread is None:
+            await self.start()
+        wait = self.settings.request_timeout if timeout is None else timeout
+        if wait <= 0:
+            raise ConfigError("timeout", f"must be positive, got {wait}")
+        loop = asyncio.get_running_loop()
+        corr = uuid.uuid4().hex
+        now = time.monotonic()
+        started = now if started is None else started
+        wait -= now - started
+        future: asyncio.Future[Message] = loop.create_future()
+        self.pending[corr] = _Pending(future, service, method, started)
+        deadline_ms = int((time.time() + wait) * 1000)
+        headers = [
+            (CORRELATION_ID, corr.encode()),
+            (REPLY_TO, self.reply_topic.encode()),
+            (DEADLINE, str(deadline_ms).encode()),
+            (METHOD, f"{service}.{method}".encode()),
+        ]
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                loop.call_soon_threadsafe(_fail, future, DeliveryError(f"request not sent: {err}"))
+
+        try:
+            target = topic or f"{service}.{method}"
+            async with asyncio.timeout(wait):  # the deadline covers topic set-up too
+                if target not in self._sink.known_topics:
+                    await asyncio.to_thread(self._sink.ensure_topic, target)
+                self._sink.produce(target, value, key, headers, delivered)
+                self.producer.poll(0)
+                reply = await future
+        except TimeoutError:
+            raise RequestTimeout(service, method, corr, time.monotonic() - started) from None
+        finally:
+            self.pending.pop(corr, None)
+        error = _header(reply, ERROR_TYPE)
+        if error is not None:
+            message = (_header(reply, ERROR_MESSAGE) or b"").decode(errors="replace")
+            trace = _header(reply, ERROR_TRACE)
+            raise RemoteError(
+                service,
+                method,
+                error.decode(),
+                message,
+                corr,
+                trace.decode(errors="replace") if trace else None,
+            )
+        return reply
+
+    @overload
+    async def request(
+        self,
+        target: Callable[..., Any],
+        event: Event,
+        *,
+        reply: None = None,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+    ) -> Event: ...
+
+    @overload
+    async def request(
+        self,
+        target: str | Callable[..., Any],
+        event: Event,
+        *,
+        reply: type[R],
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+    ) -> R: ...
+
+    async def request(
+        self,
+        target: str | Callable[..., Any],
+        event: Event,
+        *,
+        reply: type[Event] | None = None,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+        started: float | None = None,
+    ) -> Event:
+        """Send a typed request and return the typed reply.
+
+        `target` is a responder function (its service, topic and reply type are known) or
+        "service.method" with `reply=` the reply event class. `started` (time.monotonic())
+        is when the caller's deadline began, if earlier than now.
+        """
+        service, method, topic, reply_type = resolve_target(target, reply)
+        raw = await self.request_raw(
+            service,
+            method,
+            self.codec.encode(event),
+            topic=topic,
+            key=key.encode() if isinstance(key, str) else key,
+            timeout=timeout,
+            started=started,
+        )
+        return self.codec.decode(raw.value(), reply_type)
+
+
+def resolve_target(
+    target: str | Callable[..., Any], reply: type[Event] | None
+) -> tuple[str, str, str | None, type[Event]]:
+    """(service, method, topic, reply type) of a request target."""
+    declared = getattr(target, "__kit_responder__", None)
+    if declared is not None:
+        service_name, responder = declared
+        return service_name, responder.name, responder.topic, reply or responder.reply_type
+    if not isinstance(target, str) or "." not in target:
+        raise ConfigError("target", f"expected a responder or 'service.method', got {target!r}")
+    if reply is None:
+        raise ConfigError("reply", f"request to {target!r} needs reply=<the reply Event class>")
+    service_name, _, method = target.rpartition(".")
+    return service_name, method, None, reply
+
+
+def _header(msg: Message, name: str) -> bytes | None:
+    for key, value in msg.headers() or ():
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+def _fail(future: asyncio.Future[Message], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
