@@ -65,6 +65,86 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_request(args: argparse.Namespace) -> int:
+    """kit request SERVICE METHOD --json '{...}': exit 0 ok, 2 bad input, 3 timeout, 4 remote."""
+    import json
+    from io import BytesIO
+
+    from fastavro import schemaless_reader, schemaless_writer
+
+    from kit.client import Client
+    from kit.config import load_settings
+    from kit.errors import EncodeError, RemoteError, RequestTimeout, SchemaError
+    from kit.jsonavro import from_json, to_json
+    from kit.schema import default_repository
+
+    try:
+        payload = json.loads(args.json)
+    except ValueError as exc:
+        print(f"kit request: --json is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    settings = load_settings()
+
+    async def call() -> int:
+        async with Client(settings) as client:
+            name = args.schema or _endpoint_schema(args.service, args.method)
+            if name is None:
+                print(
+                    f"kit request: cannot tell the request schema of {args.service}.{args.method}:"
+                    " pass --schema FULL.NAME (or start the service so the registry lists it)",
+                    file=sys.stderr,
+                )
+                return 2
+            repo = default_repository()
+            schema = repo.get(name) if name in repo else client._schemas.by_name(name)
+            if schema is None:
+                raise SchemaError(f"no schema named {name!r} in {repo.root} or the schema topic")
+            try:
+                datum = from_json(schema.parsed, payload)
+            except EncodeError as exc:
+                print(f"kit request: invalid input for {name}: {exc}", file=sys.stderr)
+                return 2
+            buf = BytesIO()
+            buf.write(b"\xc3\x01" + schema.fingerprint)
+            schemaless_writer(buf, schema.parsed, datum)
+            await client.ensure_schema(schema)
+            try:
+                reply = await client.requester.request_raw(
+                    args.service,
+                    args.method,
+                    buf.getvalue(),
+                    topic=args.topic,
+                    timeout=args.timeout,
+                )
+            except RequestTimeout as exc:
+                print(f"kit request: {exc}", file=sys.stderr)
+                return 3
+            except RemoteError as exc:
+                print(f"kit request: remote error: {exc}", file=sys.stderr)
+                return 4
+            value = reply.value() or b""
+            writer = client.writer_schema(bytes(value[2:10]))
+            if writer is None:
+                print("kit request: the reply's writer schema is unknown", file=sys.stderr)
+                return 4
+            body = BytesIO(value)
+            body.seek(10)
+            print(json.dumps(to_json(schemaless_reader(body, writer.parsed, None)), indent=2))
+            return 0
+
+    return asyncio.run(call())
+
+
+def _endpoint_schema(service: str, method: str) -> str | None:
+    """The request schema of service.method from the registry, when it is available."""
+    try:
+        from kit.registry import lookup_endpoint_schema  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    result: str | None = lookup_endpoint_schema(service, method)
+    return result
+
+
 def _cmd_broker(argv: list[str]) -> int:
     from kit.broker.local import cli_main
 
@@ -76,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "broker":
         return _cmd_broker(argv[1:])
+    if argv and argv[0] in ("record", "replay"):
+        from kit.replay import cli_record, cli_replay
+
+        return (cli_record if argv[0] == "record" else cli_replay)(argv[1:])
     parser = argparse.ArgumentParser(prog="kit", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("KIT_LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("target", help="module:attribute naming a kit.Service")
     p_run.set_defaults(func=_cmd_run)
     sub.add_parser("broker", help="start | stop | status the local Kafka broker")
+    sub.add_parser("record", help="record topics to a file: kit record TOPIC... -o FILE")
+    sub.add_parser("replay", help="republish a recording: kit replay FILE [--into ADDR]")
+    p_req = sub.add_parser("request", help="call a responder: kit request SERVICE METHOD --json")
+    p_req.add_argument("service")
+    p_req.add_argument("method")
+    p_req.add_argument("--json", required=True, help="the request as a JSON object")
+    p_req.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+    p_req.add_argument("--schema", help="request schema full name (default: from the registry)")
+    p_req.add_argument("--topic", help="request topic (default: SERVICE.METHOD)")
+    p_req.set_defaults(func=_cmd_request)
     p_schemas = sub.add_parser("schemas", help="schema tools")
     schemas_sub = p_schemas.add_subparsers(dest="action", required=True)
     p_check = schemas_sub.add_parser("check", help="validate every .avsc file")

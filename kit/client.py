@@ -97,6 +97,15 @@ class Client:
             target, event, reply=reply, timeout=timeout, key=key, started=started
         )
 
+    async def ensure_schema(self, schema: Schema) -> None:
+        """Make sure a writer schema is on the schema topic (for raw publishing)."""
+        if not self._schemas.is_published(schema):
+            await asyncio.to_thread(self._schemas.publish, [schema])
+
+    def writer_schema(self, fingerprint: bytes) -> Schema | None:
+        """A writer schema by fingerprint, from the schema topic."""
+        return self._codec.writer_schema(fingerprint)
+
     @property
     def requester(self) -> Requester:
         """The underlying Requester (created on first request)."""

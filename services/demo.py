@@ -118,7 +118,7 @@ async def traffic(run: str) -> list[InvoiceIssued]:
 
 def main() -> int:
     """Run the demo; exit 0 when every expected outcome was seen."""
-    from kit.broker.local import ensure_running, stop, status
+    from kit.broker.local import ensure_running, status, stop
 
     started_broker = False
     if not os.environ.get("KIT_BOOTSTRAP_SERVERS"):

@@ -312,6 +312,12 @@ class SchemaTopic:
         self.refresh()
         return self._known.get(fp)
 
+    def by_name(self, full_name: str) -> Schema | None:
+        """The newest schema on the topic with this full name, if any."""
+        self.refresh()
+        found = [s for s in self._known.values() if s.full_name == full_name]
+        return found[-1] if found else None
+
     def refresh(self, timeout: float = 10.0) -> None:
         """Read the whole schema topic to its end, caching every schema in it."""
         self._ensure()

@@ -1,0 +1,71 @@
+"""`kit request` against a running responder: reply as JSON, exit codes for failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kit import Settings
+from tests.integration.helpers import running
+from tests.integration.test_rpc import inventory
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def kit_request(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kit.cli", "request", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_kit_request_prints_reply_and_exits_non_zero_on_failures(
+    kit_settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    name = unique_name("cli")
+    schema = ("--schema", "inventory.CheckStock")
+
+    async def scenario() -> list[subprocess.CompletedProcess[str]]:
+        async with running(inventory(name), kit_settings):
+            calls = [
+                (name, "check", "--json", '{"sku": "tea", "quantity": 3}', *schema),
+                (name, "check", "--json", '{"sku": "boom", "quantity": 3}', *schema),
+                (name, "check", "--json", '{"sku": 5}', *schema),
+                (name, "check", "--json", "{not json", *schema),
+                (
+                    name + "-nobody",
+                    "check",
+                    "--json",
+                    '{"sku": "a", "quantity": 1}',
+                    *schema,
+                    "--timeout",
+                    "1",
+                ),
+            ]
+            return [await asyncio.to_thread(kit_request, *c) for c in calls]
+
+    ok, remote, invalid, not_json, timeout = asyncio.run(scenario())
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout) == {
+        "sku": "tea",
+        "available": 10,
+        "enough": True,
+        "request_id": None,
+        "served_by": "",
+    }
+    assert remote.returncode == 4 and "KeyError" in remote.stderr
+    assert invalid.returncode == 2 and "$.sku: expected string" in invalid.stderr
+    assert not_json.returncode == 2 and "not valid JSON" in not_json.stderr
+    assert timeout.returncode == 3 and "timed out after 1." in timeout.stderr

@@ -1,0 +1,273 @@
+"""kit record / kit replay against a real broker: fidelity, ordering, time windows, bad files."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Message, Producer
+
+from kit import Client, Codec, SchemaRepository, Settings
+from kit.replay import (
+    Progress,
+    Record,
+    RecordingError,
+    RecordingReader,
+    RecordingWriter,
+    cli_record,
+    cli_replay,
+    read_schemas,
+    record,
+    replay,
+)
+from kit.transport.kafka import TopicSpec, admin_client, ensure_topics
+from services.shop import OrderPlaced
+from tests.integration.helpers import order, read_raw
+
+pytestmark = pytest.mark.integration
+
+
+def by_partition(messages: list[Message]) -> dict[int, list[tuple[Any, ...]]]:
+    """Each partition's records as (key, headers, value), in offset order."""
+    out: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+    for m in sorted(messages, key=lambda m: (m.partition(), m.offset())):
+        out[m.partition()].append((m.key(), m.headers() or [], m.value()))
+    return dict(out)
+
+
+def produce(bootstrap: str, topic: str, rows: list[dict[str, Any]]) -> None:
+    """Produce raw records (explicit partitions, timestamps, odd headers) and wait for them."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for row in rows:
+        producer.produce(topic, **row)
+    assert producer.flush(15) == 0
+
+
+def make_topic(settings: Settings, name: str, partitions: int) -> None:
+    ensure_topics(admin_client(settings), [TopicSpec(name, partitions, 1)])
+
+
+def test_record_then_replay_keeps_keys_headers_values_and_partition_order(
+    kit_settings: Settings,
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    source, target = unique_name("orders"), unique_name("copy")
+
+    async def publish() -> None:
+        async with Client(kit_settings) as client:
+            for n in range(90):
+                headers = {"seq": str(n), "kit-test": b"\x00\xff"}
+                await client.publish(order(n), key=f"c-{n % 30}", topic=source, headers=headers)
+
+    asyncio.run(publish())
+    produce(
+        kafka_bootstrap,
+        source,
+        [
+            {"value": None, "key": b"c-1", "headers": [("gone", None)]},  # a tombstone
+            {"value": b"not avro", "key": None, "partition": 2},
+        ],
+    )
+    path = tmp_path / "orders.kitrec"
+    assert cli_record([source, "-o", str(path), "--bootstrap", kafka_bootstrap, "-q"]) == 0
+    recorded = [r for _, r in RecordingReader(path, verify_values=True)]
+    assert len(recorded) == 92
+
+    mapping = f"{source}={target}"
+    assert cli_replay([str(path), "--into", kafka_bootstrap, "--topic-map", mapping, "-q"]) == 0
+
+    original = by_partition(read_raw(kafka_bootstrap, source, 92))
+    copy = by_partition(read_raw(kafka_bootstrap, target, 92))
+    assert len(original) == 3, {p: len(v) for p, v in original.items()}
+    assert copy == original
+    assert (b"c-1", [("gone", None)], None) in original[recorded[-2].partition]
+
+    # The recording carries the writer schema: it decodes with no broker and no schemas/.
+    schemas = read_schemas(path)
+    repo = SchemaRepository()
+    for schema in schemas.values():
+        repo.add(schema)
+    first = next(r for r in recorded if r.value and r.value.startswith(b"\xc3\x01"))
+    event = Codec(repo).decode(first.value, OrderPlaced)
+    assert event.order_id.startswith("o-") and first.fingerprint in schemas
+
+    # With no local schemas, the writer schema comes from the cluster's schema topic.
+    bare = kit_settings.model_copy(update={"schemas_dir": str(tmp_path)})
+    again = record([source], tmp_path / "again.kitrec", settings=bare, max_records=5)
+    assert again.schemas == 1 and again.unknown_fingerprints == ()
+    assert read_schemas(tmp_path / "again.kitrec").keys() == schemas.keys()
+
+
+def test_from_to_and_max_select_by_timestamp(
+    kit_settings: Settings, kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    topic = unique_name("readings")
+    make_topic(kit_settings, topic, 2)
+    now = datetime.now(UTC)
+    old_ms = int((now - timedelta(hours=1)).timestamp() * 1000)
+    new_ms = int((now - timedelta(minutes=1)).timestamp() * 1000)
+    rows = [
+        {"value": f"old-{n}".encode(), "partition": n % 2, "timestamp": old_ms + n}
+        for n in range(10)
+    ] + [
+        {"value": f"new-{n}".encode(), "partition": n % 2, "timestamp": new_ms + n}
+        for n in range(10)
+    ]
+    produce(kafka_bootstrap, topic, rows)
+
+    def values(result_path: Path) -> list[bytes]:
+        return sorted(r.value or b"" for _, r in RecordingReader(result_path))
+
+    recent = record(
+        [topic], tmp_path / "a", settings=kit_settings, start=now - timedelta(minutes=30)
+    )
+    assert recent.stopped_by == "end" and recent.records == 10
+    assert values(tmp_path / "a") == sorted(f"new-{n}".encode() for n in range(10))
+
+    early = record([topic], tmp_path / "b", settings=kit_settings, end=now - timedelta(minutes=30))
+    assert early.stopped_by == "to" and early.records == 10
+    assert values(tmp_path / "b") == sorted(f"old-{n}".encode() for n in range(10))
+
+    few = record([topic], tmp_path / "c", settings=kit_settings, max_records=4)
+    assert few.stopped_by == "max" and few.records == 4
+
+    after = record([topic], tmp_path / "d", settings=kit_settings, start=now + timedelta(hours=1))
+    assert after.records == 0 and len(list(RecordingReader(tmp_path / "d"))) == 0
+
+
+def test_live_recording_stops_at_to_or_when_asked(
+    kit_settings: Settings, kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    topic = unique_name("live")
+    make_topic(kit_settings, topic, 2)
+    produce(kafka_bootstrap, topic, [{"value": b"before", "key": b"k"}])
+    timer = threading.Timer(1.0, produce, (kafka_bootstrap, topic, [{"value": b"during"}]))
+    timer.start()
+    try:
+        end = datetime.now(UTC) + timedelta(seconds=3)
+        result = record([topic], tmp_path / "live", settings=kit_settings, end=end)
+    finally:
+        timer.join()
+    assert result.stopped_by == "to" and result.seconds >= 2
+    assert sorted(r.value or b"" for _, r in RecordingReader(tmp_path / "live")) == [
+        b"before",
+        b"during",
+    ]
+
+    stop = threading.Event()
+
+    class StopAfterTwo(Progress):
+        def update(self, count: int) -> None:
+            if count >= 2:
+                stop.set()  # what the first Ctrl-C does
+
+    end = datetime.now(UTC) + timedelta(minutes=5)
+    watch = StopAfterTwo("test", io.StringIO())
+    stopped = record(
+        [topic], tmp_path / "stopped", settings=kit_settings, end=end, stop=stop, progress=watch
+    )
+    assert stopped.stopped_by == "interrupt" and stopped.records == 2
+    assert len(list(RecordingReader(tmp_path / "stopped"))) == 2
+
+
+def test_speed_keeps_the_original_gaps_scaled(
+    kit_settings: Settings, kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    source = unique_name("paced")
+    make_topic(kit_settings, source, 2)
+    base = int(time.time() * 1000) - 10_000
+    rows = [
+        {"value": b"%d" % n, "partition": n % 2, "timestamp": base + 100 * n} for n in range(11)
+    ]
+    produce(kafka_bootstrap, source, rows)
+    path = tmp_path / "paced.kitrec"
+    assert record([source], path, settings=kit_settings).records == 11
+
+    def span_ms(target: str) -> int:
+        stamps = [m.timestamp()[1] for m in read_raw(kafka_bootstrap, target, 11)]
+        return max(stamps) - min(stamps)
+
+    double = unique_name("double")
+    replay(path, settings=kit_settings, topic_map={source: double}, speed=2)
+    assert 400 <= span_ms(double) <= 800  # 1000 ms of original time at twice the speed
+
+    fast = unique_name("fast")
+    replay(path, settings=kit_settings, topic_map={source: fast})
+    assert span_ms(fast) < 400
+
+    kept = unique_name("kept")
+    replay(path, settings=kit_settings, topic_map={source: kept}, speed=None, keep_timestamps=True)
+    stamps = sorted(m.timestamp()[1] for m in read_raw(kafka_bootstrap, kept, 11))
+    assert stamps == [base + 100 * n for n in range(11)]
+
+
+def test_replay_into_a_topic_with_fewer_partitions_goes_by_key(
+    kit_settings: Settings, kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    source, target = unique_name("wide"), unique_name("narrow")
+    make_topic(kit_settings, source, 3)
+    make_topic(kit_settings, target, 2)
+    rows = [{"value": b"%d" % n, "key": b"k%d" % (n % 5), "partition": n % 3} for n in range(60)]
+    produce(kafka_bootstrap, source, rows)
+    path = tmp_path / "wide.kitrec"
+    record([source], path, settings=kit_settings)
+    result = replay(path, settings=kit_settings, topic_map={source: target})
+    assert result.by_key == (target,) and result.published == 60 and result.created == ()
+
+    def per_key(messages: list[Message]) -> dict[bytes, list[bytes]]:
+        out: dict[bytes, list[bytes]] = defaultdict(list)
+        for m in sorted(messages, key=lambda m: (m.partition(), m.offset())):
+            out[m.key()].append(m.value())
+        return dict(out)
+
+    copied = read_raw(kafka_bootstrap, target, 60)
+    assert {m.partition() for m in copied} <= {0, 1}
+    recorded = [r for _, r in RecordingReader(path)]
+    expected: dict[bytes, list[bytes]] = defaultdict(list)
+    for r in recorded:
+        assert r.key is not None and r.value is not None
+        expected[r.key].append(r.value)
+    assert per_key(copied) == dict(expected)
+
+
+def test_replay_of_a_truncated_recording_reports_what_it_published(
+    kit_settings: Settings,
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source, target = unique_name("src"), unique_name("dst")
+    path = tmp_path / "cut.kitrec"
+    with RecordingWriter(path, topics={source: 3}) as writer:
+        for n in range(1000):
+            writer.write(Record(source, n % 3, n // 3, 1_000 + n, 1, b"k%d" % n, (), b"v%d" % n))
+            if n % 100 == 99:
+                writer.flush()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+    rc = cli_replay([str(path), "--into", kafka_bootstrap, "--topic-map", f"{source}={target}"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    with pytest.raises(RecordingError) as caught:
+        list(RecordingReader(path))
+    index = caught.value.index
+    assert index is not None and 0 < index < 1000 and index % 100 == 0
+    assert f"kit replay: {path}: record {index}: corrupt or truncated block" in err
+    assert f"{index:,} record(s) were published before it" in err
+    assert len(read_raw(kafka_bootstrap, target, index)) == index
+
+    with pytest.raises(RecordingError) as again:
+        replay(path, settings=kit_settings, topic_map={source: unique_name("dst2")}, speed=1000)
+    assert again.value.index == index and again.value.published == index
