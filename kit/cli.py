@@ -156,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "broker":
         return _cmd_broker(argv[1:])
+    if argv and argv[0] == "replay" and any(a.startswith("--shadow") for a in argv):
+        from kit.replay.shadow import cli_shadow
+
+        return cli_shadow(argv[1:])
     if argv and argv[0] in ("record", "replay"):
         from kit.replay import cli_record, cli_replay
 
@@ -168,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.set_defaults(func=_cmd_run)
     sub.add_parser("broker", help="start | stop | status the local Kafka broker")
     sub.add_parser("record", help="record topics to a file: kit record TOPIC... -o FILE")
-    sub.add_parser("replay", help="republish a recording: kit replay FILE [--into ADDR]")
+    sub.add_parser(
+        "replay", help="republish a recording (kit replay FILE) or diff a new version (--shadow)"
+    )
     p_req = sub.add_parser("request", help="call a responder: kit request SERVICE METHOD --json")
     p_req.add_argument("service")
     p_req.add_argument("method")

@@ -18,7 +18,7 @@ from kit.rpc import CORRELATION_ID, DEADLINE, ERROR_MESSAGE, ERROR_TRACE, ERROR_
 from kit.service import Handler, Responder, Service
 
 if TYPE_CHECKING:
-    from kit.rpc import Requester
+    from kit.rpc import BaseRequester
 
 R = TypeVar("R", bound=Event)
 
@@ -212,7 +212,7 @@ class Dispatcher:
         self.replies_dropped = 0
         self.reply_topic_exists: Callable[[str], bool] = lambda _topic: True
         """Checks a reply topic exists before replying (so a dead requester's is not recreated)."""
-        self.requester: Callable[[], Awaitable[Requester]] | None = None
+        self.requester: Callable[[], Awaitable[BaseRequester]] | None = None
         """Gives the Requester that handlers' ctx.request() uses (set by the runtime)."""
 
     def dead_letter_topic(self, handler: Handler) -> str:

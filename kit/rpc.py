@@ -62,7 +62,77 @@ class _Pending:
     started: float
 
 
-class Requester:
+class BaseRequester:
+    """The typed request API over a transport's `request_raw`."""
+
+    codec: Codec
+
+    async def request_raw(
+        self,
+        service: str,
+        method: str,
+        value: bytes,
+        *,
+        topic: str | None = None,
+        key: bytes | None = None,
+        timeout: float | None = None,
+        started: float | None = None,
+    ) -> Any:
+        """Send encoded request bytes; return the reply record (see Requester)."""
+        raise NotImplementedError
+
+    @overload
+    async def request(
+        self,
+        target: Callable[..., Any],
+        event: Event,
+        *,
+        reply: None = None,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+    ) -> Event: ...
+
+    @overload
+    async def request(
+        self,
+        target: str | Callable[..., Any],
+        event: Event,
+        *,
+        reply: type[R],
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+    ) -> R: ...
+
+    async def request(
+        self,
+        target: str | Callable[..., Any],
+        event: Event,
+        *,
+        reply: type[Event] | None = None,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+        started: float | None = None,
+    ) -> Event:
+        """Send a typed request and return the typed reply.
+
+        `target` is a responder function (its service, topic and reply type are known) or
+        "service.method" with `reply=` the reply event class. `started` (time.monotonic())
+        is when the caller's deadline began, if earlier than now.
+        """
+        service, method, topic, reply_type = resolve_target(target, reply)
+        raw = await self.request_raw(
+            service,
+            method,
+            self.codec.encode(event),
+            topic=topic,
+            key=key.encode() if isinstance(key, str) else key,
+            timeout=timeout,
+            started=started,
+        )
+        return self.codec.decode(raw.value(), reply_type)
+
+
+class Requester(BaseRequester):
     """Sends requests and matches replies on this instance's own reply topic.
 
     Replies go to `_kit.replies.<instance id>` (one partition, read by this instance only,
@@ -228,69 +298,24 @@ class Requester:
             raise RequestTimeout(service, method, corr, time.monotonic() - started) from None
         finally:
             self.pending.pop(corr, None)
-        error = _header(reply, ERROR_TYPE)
-        if error is not None:
-            message = (_header(reply, ERROR_MESSAGE) or b"").decode(errors="replace")
-            trace = _header(reply, ERROR_TRACE)
-            raise RemoteError(
-                service,
-                method,
-                error.decode(),
-                message,
-                corr,
-                trace.decode(errors="replace") if trace else None,
-            )
-        return reply
+        return check_reply(reply, service, method, corr)
 
-    @overload
-    async def request(
-        self,
-        target: Callable[..., Any],
-        event: Event,
-        *,
-        reply: None = None,
-        timeout: float | None = None,
-        key: str | bytes | None = None,
-    ) -> Event: ...
 
-    @overload
-    async def request(
-        self,
-        target: str | Callable[..., Any],
-        event: Event,
-        *,
-        reply: type[R],
-        timeout: float | None = None,
-        key: str | bytes | None = None,
-    ) -> R: ...
-
-    async def request(
-        self,
-        target: str | Callable[..., Any],
-        event: Event,
-        *,
-        reply: type[Event] | None = None,
-        timeout: float | None = None,
-        key: str | bytes | None = None,
-        started: float | None = None,
-    ) -> Event:
-        """Send a typed request and return the typed reply.
-
-        `target` is a responder function (its service, topic and reply type are known) or
-        "service.method" with `reply=` the reply event class. `started` (time.monotonic())
-        is when the caller's deadline began, if earlier than now.
-        """
-        service, method, topic, reply_type = resolve_target(target, reply)
-        raw = await self.request_raw(
+def check_reply(reply: Message, service: str, method: str, corr: str) -> Message:
+    """Return the reply, or raise RemoteError when it carries the responder's error."""
+    error = _header(reply, ERROR_TYPE)
+    if error is not None:
+        message = (_header(reply, ERROR_MESSAGE) or b"").decode(errors="replace")
+        trace = _header(reply, ERROR_TRACE)
+        raise RemoteError(
             service,
             method,
-            self.codec.encode(event),
-            topic=topic,
-            key=key.encode() if isinstance(key, str) else key,
-            timeout=timeout,
-            started=started,
+            error.decode(),
+            message,
+            corr,
+            trace.decode(errors="replace") if trace else None,
         )
-        return self.codec.decode(raw.value(), reply_type)
+    return reply
 
 
 def resolve_target(

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from kit.config import Settings, load_settings
+from kit.service import Service
+from kit.testing.harness import Harness
 
-__all__ = ["kafka_bootstrap", "kit_settings", "unique_name"]
+__all__ = ["kafka_bootstrap", "kit_harness", "kit_settings", "unique_name"]
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +55,13 @@ def kit_settings(kafka_bootstrap: str) -> Settings:
         retry_backoff_max=0.05,
         shutdown_timeout=20,
     )
+
+
+@pytest.fixture
+def kit_harness() -> Callable[..., Harness]:
+    """Make an in-process Harness of services: kit_harness(billing.service, inventory.service)."""
+
+    def make(*services: Service, **options: Any) -> Harness:
+        return Harness(*services, **options)
+
+    return make

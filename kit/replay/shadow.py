@@ -1,0 +1,198 @@
+"""Shadow replay: run a recording's inputs through a new service version and diff its outputs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from fastavro import schemaless_reader
+
+from kit.codec import Codec, fingerprint_of
+from kit.errors import KitError
+from kit.jsonavro import to_json
+from kit.replay.file import RecordingReader
+from kit.service import Service
+
+__all__ = ["Difference", "FieldChange", "ShadowReport", "cli_shadow", "shadow"]
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field whose value differs: its path (`lines[0].sku`), and both values."""
+
+    path: str
+    recorded: Any
+    shadow: Any
+
+
+@dataclass(frozen=True)
+class Difference:
+    """An output that is missing, extra, or changed (with the fields that changed)."""
+
+    kind: str
+    topic: str
+    key: bytes | None
+    index: int
+    """Position among the outputs with this topic and key."""
+    recorded: Any = None
+    shadow: Any = None
+    changes: tuple[FieldChange, ...] = ()
+
+    def __str__(self) -> str:
+        where = f"{self.topic} key={_show_key(self.key)} #{self.index}"
+        if self.kind == "changed":
+            fields = "; ".join(f"{c.path}: {c.recorded!r} -> {c.shadow!r}" for c in self.changes)
+            return f"changed {where}: {fields}"
+        value = self.recorded if self.kind == "missing" else self.shadow
+        return f"{self.kind} {where}: {json.dumps(to_json(value), default=str)[:200]}"
+
+
+@dataclass
+class ShadowReport:
+    """What a shadow replay found."""
+
+    inputs: int
+    recorded_outputs: int
+    shadow_outputs: int
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the new version emitted exactly what the recording holds."""
+        return not self.differences
+
+    def __str__(self) -> str:
+        head = (
+            f"shadow replay: {self.inputs} inputs, {self.recorded_outputs} recorded outputs, "
+            f"{self.shadow_outputs} shadow outputs, {len(self.differences)} difference(s)"
+        )
+        return "\n".join([head, *(f"  {d}" for d in self.differences)])
+
+
+async def shadow(
+    services: Service | Sequence[Service],
+    recording: Path | str,
+    *,
+    inputs: Iterable[str] | None = None,
+    outputs: Iterable[str] | None = None,
+) -> ShadowReport:
+    """Replay a recording's input topics through `services` in-process; diff the outputs.
+
+    `inputs` defaults to the recorded topics the services consume; `outputs` to every
+    other recorded topic. Outputs are matched by topic and key, in order.
+    """
+    from kit.testing.harness import Harness
+
+    svcs = [services] if isinstance(services, Service) else list(services)
+    with RecordingReader(recording) as reader:
+        records = [rec for _i, rec in reader]
+        schemas = dict(reader.schemas)
+    recorded_topics = {r.topic for r in records}
+    consumed = {t for s in svcs for t in s.topics()}
+    input_topics = set(inputs) if inputs is not None else recorded_topics & consumed
+    if not input_topics:
+        raise KitError(f"{recording}: none of the services' topics {sorted(consumed)} is recorded")
+    output_topics = set(outputs) if outputs is not None else recorded_topics - input_topics
+    harness = Harness(*svcs)
+    harness._extra_schemas.update(schemas)
+    fed = harness.feed_recording(recording, input_topics)
+    await harness.run()
+    codec = harness.codec
+    recorded = [(r.topic, r.key, r.value) for r in records if r.topic in output_topics]
+    produced = [(o.topic, o.key, o.value) for o in harness.outputs if o.topic in output_topics]
+    report = ShadowReport(fed, len(recorded), len(produced))
+    report.differences = _diff(recorded, produced, codec)
+    return report
+
+
+def _diff(
+    recorded: list[tuple[str, bytes | None, bytes | None]],
+    produced: list[tuple[str, bytes | None, bytes | None]],
+    codec: Codec,
+) -> list[Difference]:
+    def group(items: list[tuple[str, bytes | None, bytes | None]]) -> dict[Any, list[Any]]:
+        out: dict[Any, list[Any]] = defaultdict(list)
+        for topic, key, value in items:
+            out[(topic, key)].append(_decode(value, codec))
+        return out
+
+    left, right = group(recorded), group(produced)
+    found: list[Difference] = []
+    for topic, key in sorted(set(left) | set(right), key=lambda k: (k[0], k[1] or b"")):
+        a, b = left.get((topic, key), []), right.get((topic, key), [])
+        for i in range(max(len(a), len(b))):
+            if i >= len(b):
+                found.append(Difference("missing", topic, key, i, recorded=a[i]))
+            elif i >= len(a):
+                found.append(Difference("extra", topic, key, i, shadow=b[i]))
+            else:
+                changes = tuple(_field_changes(a[i], b[i], ""))
+                if changes:
+                    found.append(Difference("changed", topic, key, i, a[i], b[i], changes))
+    return found
+
+
+def _decode(value: bytes | None, codec: Codec) -> Any:
+    """A value as plain data via its writer schema; raw bytes if it is not decodable."""
+    fp = fingerprint_of(value) if value else None
+    schema = codec.writer_schema(fp) if fp else None
+    if value is None or schema is None:
+        return value
+    body = BytesIO(value)
+    body.seek(10)
+    try:
+        return schemaless_reader(body, schema.parsed, None)
+    except Exception:
+        return value
+
+
+def _field_changes(a: Any, b: Any, path: str) -> Iterable[FieldChange]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for name in list(a) + [k for k in b if k not in a]:
+            sub = f"{path}.{name}" if path else name
+            if name not in a or name not in b:
+                yield FieldChange(sub, a.get(name), b.get(name))
+            else:
+                yield from _field_changes(a[name], b[name], sub)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            yield from _field_changes(x, y, f"{path}[{i}]")
+    elif a != b:
+        yield FieldChange(path or "$", a, b)
+
+
+def _show_key(key: bytes | None) -> str:
+    if key is None:
+        return "null"
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return key.hex()
+
+
+def cli_shadow(argv: list[str]) -> int:
+    """`kit replay --shadow module:service FILE`: exit 0 if no differences, 1 otherwise."""
+    from kit.cli import load_service
+
+    parser = argparse.ArgumentParser(prog="kit replay --shadow")
+    parser.add_argument("--shadow", required=True, metavar="MODULE:SERVICE", action="append")
+    parser.add_argument("file")
+    parser.add_argument("--inputs", nargs="*", help="input topics (default: those consumed)")
+    parser.add_argument("--outputs", nargs="*", help="output topics (default: the others)")
+    args = parser.parse_args(argv)
+    try:
+        services = [load_service(target) for target in args.shadow]
+        report = asyncio.run(shadow(services, args.file, inputs=args.inputs, outputs=args.outputs))
+    except KitError as exc:
+        print(f"kit replay --shadow: {exc}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0 if report.ok else 1
