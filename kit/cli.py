@@ -160,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         from kit.replay.shadow import cli_shadow
 
         return cli_shadow(argv[1:])
+    if argv and argv[0] == "replies":
+        from kit.replies import cli_replies
+
+        return cli_replies(argv[1:])
     if argv and argv[0] in ("record", "replay"):
         from kit.replay import cli_record, cli_replay
 
@@ -175,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "replay", help="republish a recording (kit replay FILE) or diff a new version (--shadow)"
     )
+    sub.add_parser("replies", help="kit replies prune: delete reply topics of dead requesters")
     p_req = sub.add_parser("request", help="call a responder: kit request SERVICE METHOD --json")
     p_req.add_argument("service")
     p_req.add_argument("method")

@@ -39,6 +39,8 @@ ERROR_TYPE = "kit-error"
 ERROR_MESSAGE = "kit-error-message"
 ERROR_TRACE = "kit-error-trace"
 REPLY_TOPIC_PREFIX = "_kit.replies."
+MARKER = "kit-marker"
+"""Header of the liveness marks a requester writes to its own reply topic (for pruning)."""
 
 R = TypeVar("R", bound=Event)
 
@@ -165,6 +167,8 @@ class Requester(BaseRequester):
         self._closed = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._start_lock = asyncio.Lock()
+        self._verified = time.monotonic()
+        self._reassign = threading.Event()
 
     @property
     def started(self) -> bool:
@@ -191,10 +195,28 @@ class Requester(BaseRequester):
             )
             consumer.assign([TopicPartition(self.reply_topic, 0, OFFSET_BEGINNING)])
             self._consumer = consumer
+            self._mark()
             self._thread = threading.Thread(
                 target=self._read_replies, name=f"kit-replies-{self.instance_id}", daemon=True
             )
             self._thread.start()
+
+    def _mark(self) -> None:
+        """Write a liveness mark to the reply topic, so `kit replies prune` sees it in use."""
+        self.producer.produce(self.reply_topic, None, None, headers=[(MARKER, b"1")])
+
+    async def _heal(self) -> None:
+        """Re-create the reply topic if it was pruned while this requester was idle."""
+        self._verified = time.monotonic()
+        meta = await asyncio.to_thread(self._admin.list_topics, self.reply_topic, 10)
+        if self.reply_topic in meta.topics and meta.topics[self.reply_topic].error is None:
+            self._mark()
+            return
+        log.warning("reply topic %s was deleted; re-creating it", self.reply_topic)
+        spec = TopicSpec(self.reply_topic, 1, self.settings.topic_replication)
+        await asyncio.to_thread(ensure_topics, self._admin, [spec])
+        self._reassign.set()  # the reader thread re-assigns: the consumer is used by it only
+        self._mark()
 
     async def close(self, *, delete_topic: bool = True) -> None:
         """Stop reading replies, fail pending calls, and delete the reply topic."""
@@ -225,6 +247,9 @@ class Requester(BaseRequester):
         consumer, loop = self._consumer, self._loop
         assert consumer is not None and loop is not None
         while not self._closed.is_set():
+            if self._reassign.is_set():
+                self._reassign.clear()
+                consumer.assign([TopicPartition(self.reply_topic, 0, OFFSET_BEGINNING)])
             msg = consumer.poll(0.1)
             if msg is None:
                 continue
@@ -235,6 +260,8 @@ class Requester(BaseRequester):
         for msg in batch:
             if msg.error() is not None:
                 log.warning("reply topic error: %s", msg.error())
+                continue
+            if _header(msg, MARKER) is not None:
                 continue
             corr = _header(msg, CORRELATION_ID)
             entry = self.pending.get(corr.decode()) if corr else None
@@ -264,6 +291,8 @@ class Requester(BaseRequester):
             raise ServiceUnavailable(service)
         if self._thread is None:
             await self.start()
+        elif time.monotonic() - self._verified > 60:
+            await self._heal()
         wait = self.settings.request_timeout if timeout is None else timeout
         if wait <= 0:
             raise ConfigError("timeout", f"must be positive, got {wait}")

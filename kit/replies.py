@@ -1,0 +1,102 @@
+"""Clean up reply topics left behind by requesters that died: `kit replies prune`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from confluent_kafka import TopicPartition
+
+from kit.config import Settings, load_settings
+from kit.errors import KitError
+from kit.rpc import REPLY_TOPIC_PREFIX
+from kit.transport.kafka import admin_client, make_consumer
+
+__all__ = ["cli_replies", "live_client_ids", "prune_reply_topics"]
+
+
+def live_client_ids(settings: Settings, timeout: float = 10.0) -> set[str]:
+    """client.id of every member of every consumer group (kit sets it to the instance id)."""
+    admin = admin_client(settings)
+    groups = admin.list_consumer_groups(request_timeout=timeout).result(timeout)
+    ids = [g.group_id for g in groups.valid]
+    if not ids:
+        return set()
+    live: set[str] = set()
+    for future in admin.describe_consumer_groups(ids, request_timeout=timeout).values():
+        try:
+            description = future.result(timeout)
+        except Exception:
+            continue
+        live.update(m.client_id for m in description.members)
+    return live
+
+
+def prune_reply_topics(
+    settings: Settings, *, idle: float = 3600.0, dry_run: bool = False, timeout: float = 10.0
+) -> list[str]:
+    """Delete reply topics whose instance is in no consumer group and idle for `idle` s.
+
+    A requester that is still alive but idle re-creates its reply topic before its next
+    request, so pruning an idle topic never loses a reply to a live caller.
+    """
+    admin = admin_client(settings)
+    topics = [
+        t for t in admin.list_topics(timeout=timeout).topics if t.startswith(REPLY_TOPIC_PREFIX)
+    ]
+    if not topics:
+        return []
+    live = live_client_ids(settings, timeout)
+    consumer = make_consumer(settings, "kit-replies-prune", **{"enable.auto.commit": False})
+    stale = []
+    try:
+        for topic in topics:
+            if topic[len(REPLY_TOPIC_PREFIX) :] in live:
+                continue
+            if _newest_age(consumer, topic, timeout) >= idle:
+                stale.append(topic)
+    finally:
+        consumer.close()
+    if stale and not dry_run:
+        for topic, future in admin.delete_topics(stale, operation_timeout=timeout).items():
+            try:
+                future.result(timeout)
+            except Exception as exc:
+                raise KitError(f"could not delete {topic}: {exc}") from exc
+    return stale
+
+
+def _newest_age(consumer: object, topic: str, timeout: float) -> float:
+    """Seconds since the newest record of a one-partition topic (infinite when empty)."""
+    tp = TopicPartition(topic, 0)
+    low, high = consumer.get_watermark_offsets(tp, timeout=timeout)  # type: ignore[attr-defined]
+    if high <= low:
+        return float("inf")
+    consumer.assign([TopicPartition(topic, 0, high - 1)])  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.2)  # type: ignore[attr-defined]
+        if msg is not None and msg.error() is None:
+            return time.time() - msg.timestamp()[1] / 1000
+    return 0.0  # unknown: treat as fresh
+
+
+def cli_replies(argv: list[str]) -> int:
+    """`kit replies prune [--idle SECONDS] [--dry-run]`."""
+    parser = argparse.ArgumentParser(prog="kit replies")
+    sub = parser.add_subparsers(dest="action", required=True)
+    prune = sub.add_parser("prune", help="delete reply topics of requesters that are gone")
+    prune.add_argument("--idle", type=float, default=3600.0, help="seconds without replies")
+    prune.add_argument("--dry-run", action="store_true", help="list, do not delete")
+    args = parser.parse_args(argv)
+    try:
+        stale = prune_reply_topics(load_settings(), idle=args.idle, dry_run=args.dry_run)
+    except KitError as exc:
+        print(f"kit replies: {exc}", file=sys.stderr)
+        return 1
+    verb = "would delete" if args.dry_run else "deleted"
+    for topic in stale:
+        print(f"{verb} {topic}")
+    print(f"{len(stale)} stale reply topic(s) {verb}")
+    return 0

@@ -1,0 +1,48 @@
+"""Reply topics of dead requesters are pruned; a pruned live requester heals itself."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from kit import Client, Settings
+from kit.replies import prune_reply_topics
+from kit.rpc import REPLY_TOPIC_PREFIX
+from kit.transport.kafka import TopicSpec, admin_client, ensure_topics
+from services.shop import CheckStock, StockLevel
+from tests.integration.helpers import running
+from tests.integration.test_rpc import inventory
+
+pytestmark = pytest.mark.integration
+
+
+def test_prune_removes_dead_reply_topics_and_live_requesters_recover(
+    kit_settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    dead = f"{REPLY_TOPIC_PREFIX}{unique_name('dead')}"
+    ensure_topics(admin_client(kit_settings), [TopicSpec(dead, 1, 1)])
+    name = unique_name("inv")
+
+    async def scenario() -> None:
+        async with running(inventory(name), kit_settings) as rt, Client(kit_settings) as client:
+            ask = lambda: client.request(  # noqa: E731
+                f"{name}.check", CheckStock(sku="tea", quantity=1), reply=StockLevel, timeout=10
+            )
+            await ask()
+            mine = client.requester.reply_topic
+            # the responder's own requester (started by a handler) would be a group member;
+            # here: a fresh, marked topic survives a prune with a 1 h idle limit
+            stale = await asyncio.to_thread(prune_reply_topics, kit_settings, idle=3600)
+            assert dead in stale and mine not in stale
+            # with no idle limit even a live standalone client's topic goes...
+            stale = await asyncio.to_thread(prune_reply_topics, kit_settings, idle=0)
+            assert mine in stale
+            assert rt.instance_id not in {s[len(REPLY_TOPIC_PREFIX) :] for s in stale}
+            # ...and the requester re-creates it before its next request
+            client.requester._verified = 0.0
+            level = await ask()
+            assert level.enough
+
+    asyncio.run(scenario())
