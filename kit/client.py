@@ -93,7 +93,8 @@ class Client:
         started = time.monotonic()
         if not self._schemas.is_published(schema):  # once per schema; counts against the deadline
             await asyncio.to_thread(self._schemas.publish, [schema])
-        return await self.requester.request(
+        requester: Any = self.requester
+        return await requester.request(
             target, event, reply=reply, timeout=timeout, key=key, started=started
         )
 

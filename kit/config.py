@@ -90,11 +90,9 @@ def resolve_bootstrap(settings: Settings) -> tuple[str, str]:
     """The bootstrap address and where it came from: the environment or the local broker."""
     if settings.bootstrap_servers:
         return settings.bootstrap_servers, "KIT_BOOTSTRAP_SERVERS"
-    try:
-        from kit.broker.local import running_address
-    except ImportError:  # pragma: no cover - the broker package ships with kit
-        running_address = None  # type: ignore[assignment]
-    address = running_address() if running_address else None
+    from kit.broker.local import running_address
+
+    address = running_address()
     if address:
         return address, "the local broker (kit broker start)"
     raise ConfigError(

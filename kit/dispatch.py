@@ -8,7 +8,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
 from kit.codec import Codec
 from kit.config import Settings
@@ -176,7 +176,7 @@ class Context:
         factory = self._dispatcher.requester
         if factory is None:
             raise RuntimeError("this transport does not support requests")
-        requester = await factory()
+        requester: Any = await factory()
         return await requester.request(target, event, reply=reply, timeout=timeout, key=key)
 
     def publish(
@@ -299,7 +299,7 @@ class Dispatcher:
             ticket.pending += 1
             produce(topic, value, key, headers, ticket.delivered)
         if responder:
-            self.reply(msg, result, None, ticket)
+            self.reply(msg, cast(Event, result), None, ticket)
 
     def _failed(
         self, msg: MessageLike, handler: Handler, exc: Exception, attempts: int, ticket: Ticket

@@ -34,6 +34,7 @@ class Event(BaseModel):
     __kit_schema__: ClassVar[Schema | None] = None
     __kit_header__: ClassVar[bytes] = b""
     __kit_repository__: ClassVar[SchemaRepository | None] = None
+    __kit_pending__: ClassVar[tuple[str | None, Any]] = (None, None)
 
     def __init_subclass__(
         cls,

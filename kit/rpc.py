@@ -363,7 +363,7 @@ def resolve_target(
     return service_name, method, None, reply
 
 
-def _header(msg: Message, name: str) -> bytes | None:
+def _header(msg: Any, name: str) -> bytes | None:
     for key, value in msg.headers() or ():
         if key == name:
             return value  # type: ignore[no-any-return]

@@ -10,13 +10,13 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from kit.codec import Codec
 from kit.config import Settings, load_settings, resolve_bootstrap
-from kit.dispatch import Dispatcher, Ticket
+from kit.dispatch import Dispatcher, MessageLike, Ticket
 from kit.errors import DeliveryError, KitError
 from kit.rpc import LiveCheck, Requester
 from kit.schema import SchemaRepository, default_repository
@@ -218,7 +218,7 @@ class Runtime:
                     ticket = Ticket()
                     self._tickets.append(ticket)
                     try:
-                        await handle_batch(records, ticket)
+                        await handle_batch(cast(list[MessageLike], records), ticket)
                     finally:
                         ticket.closed = True
             poll(0)

@@ -56,13 +56,15 @@ class Schema:
             parsed = avro_schema.parse_schema(raw, expand=True, _write_hint=False)
         except Exception as exc:
             raise SchemaError(f"{source or '<schema>'}: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise SchemaError(f"{source or '<schema>'}: a schema file must define a named type")
         return cls._from_parsed(parsed, source)
 
     @classmethod
     def _from_parsed(cls, expanded: dict[str, Any], source: str) -> Schema:
         clean = _strip_internal(expanded)
         canonical = avro_schema.to_parsing_canonical_form(clean)
-        parsed = avro_schema.parse_schema(clean, _write_hint=False)
+        parsed: dict[str, Any] = avro_schema.parse_schema(clean, _write_hint=False)  # type: ignore[assignment]
         name = clean.get("name", clean.get("type"))
         return cls(str(name), parsed, canonical, fingerprint(canonical), source, json.dumps(clean))
 

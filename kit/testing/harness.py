@@ -161,7 +161,8 @@ class Harness:
         topics = {name: len(parts) for name, parts in self.broker.topics.items()}
         with RecordingWriter(path, topics=topics, source="kit harness") as writer:
             for m in self.broker.log:
-                fp = fingerprint_of(m.value()) if m.value() else None
+                value = m.value()
+                fp = fingerprint_of(value) if value else None
                 schema = self.codec.writer_schema(fp) if fp else None
                 if schema is not None and not writer.has_schema(schema.fingerprint):
                     writer.add_schema(schema)
@@ -218,7 +219,8 @@ class Harness:
         timeout: float | None = None,
     ) -> Any:
         """Call a responder in the harness and return its typed reply."""
-        return await self._requester_obj.request(target, event, reply=reply, timeout=timeout)
+        requester: Any = self._requester_obj
+        return await requester.request(target, event, reply=reply, timeout=timeout)
 
     async def _requester(self) -> BaseRequester:
         return self._requester_obj

@@ -219,16 +219,15 @@ class KafkaSink:
         if topic not in self.known_topics:
             self.ensure_topic(topic)
         deadline = 0.0
+        hdrs: Any = headers
         while True:
             try:
                 if partition is not None:
                     self.producer.produce(
-                        topic, value, key, partition, on_delivery=on_delivery, headers=headers
+                        topic, value, key, partition, on_delivery=on_delivery, headers=hdrs
                     )
                 elif headers:
-                    self.producer.produce(
-                        topic, value, key, on_delivery=on_delivery, headers=headers
-                    )
+                    self.producer.produce(topic, value, key, on_delivery=on_delivery, headers=hdrs)
                 else:
                     self.producer.produce(topic, value, key, on_delivery=on_delivery)
                 return
@@ -337,11 +336,12 @@ class SchemaTopic:
                 for msg in consumer.consume(500, 0.2):
                     if msg.error():
                         continue
-                    position = msg.offset() + 1
-                    if msg.value() is None:
+                    position = (msg.offset() or 0) + 1
+                    value = msg.value()
+                    if value is None:
                         continue
                     try:
-                        schema = Schema.from_json(msg.value().decode(), source=self.topic)
+                        schema = Schema.from_json(value.decode(), source=self.topic)
                     except Exception as exc:
                         log.warning(
                             "skipping bad schema at %s@%s: %s", self.topic, msg.offset(), exc
