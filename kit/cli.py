@@ -66,7 +66,10 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def _cmd_request(args: argparse.Namespace) -> int:
-    """kit request SERVICE METHOD --json '{...}': exit 0 ok, 2 bad input, 3 timeout, 4 remote."""
+    """kit request SERVICE METHOD --json '{...}'.
+
+    Exit 0 with the reply; 2 bad input, 3 timeout, 4 remote error, 5 no live instance.
+    """
     import json
     from io import BytesIO
 
@@ -74,7 +77,13 @@ def _cmd_request(args: argparse.Namespace) -> int:
 
     from kit.client import Client
     from kit.config import load_settings
-    from kit.errors import EncodeError, RemoteError, RequestTimeout, SchemaError
+    from kit.errors import (
+        EncodeError,
+        RemoteError,
+        RequestTimeout,
+        SchemaError,
+        ServiceUnavailable,
+    )
     from kit.jsonavro import from_json, to_json
     from kit.schema import default_repository
 
@@ -87,7 +96,7 @@ def _cmd_request(args: argparse.Namespace) -> int:
 
     async def call() -> int:
         async with Client(settings) as client:
-            name = args.schema or _endpoint_schema(args.service, args.method)
+            name = args.schema or await _endpoint_schema(args.service, args.method)
             if name is None:
                 print(
                     f"kit request: cannot tell the request schema of {args.service}.{args.method}:"
@@ -109,7 +118,7 @@ def _cmd_request(args: argparse.Namespace) -> int:
             schemaless_writer(buf, schema.parsed, datum)
             await client.ensure_schema(schema)
             try:
-                reply = await client.requester.request_raw(
+                reply = await client.request_raw(
                     args.service,
                     args.method,
                     buf.getvalue(),
@@ -122,6 +131,9 @@ def _cmd_request(args: argparse.Namespace) -> int:
             except RemoteError as exc:
                 print(f"kit request: remote error: {exc}", file=sys.stderr)
                 return 4
+            except ServiceUnavailable as exc:
+                print(f"kit request: {exc}", file=sys.stderr)
+                return 5
             value = reply.value() or b""
             writer = client.writer_schema(bytes(value[2:10]))
             if writer is None:
@@ -135,14 +147,16 @@ def _cmd_request(args: argparse.Namespace) -> int:
     return asyncio.run(call())
 
 
-def _endpoint_schema(service: str, method: str) -> str | None:
-    """The request schema of service.method from the registry, when it is available."""
-    try:
-        from kit.registry import lookup_endpoint_schema  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    result: str | None = lookup_endpoint_schema(service, method)
-    return result
+async def _endpoint_schema(service: str, method: str) -> str | None:
+    """The request schema of service.method, from the live instances in the registry."""
+    from kit.registry import Registry
+
+    async with Registry(clean=False) as registry:
+        for instance in registry.lookup(service):
+            for endpoint in instance.endpoints:
+                if endpoint.kind == "responder" and endpoint.name == method:
+                    return endpoint.event_schema
+    return None
 
 
 def _cmd_broker(argv: list[str]) -> int:
@@ -160,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         from kit.replay.shadow import cli_shadow
 
         return cli_shadow(argv[1:])
+    if argv and argv[0] == "services":
+        from kit.registry import cli_services
+
+        return cli_services(argv[1:])
     if argv and argv[0] == "replies":
         from kit.replies import cli_replies
 
@@ -179,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "replay", help="republish a recording (kit replay FILE) or diff a new version (--shadow)"
     )
+    sub.add_parser("services", help="list live service instances (--json, --watch)")
     sub.add_parser("replies", help="kit replies prune: delete reply topics of dead requesters")
     p_req = sub.add_parser("request", help="call a responder: kit request SERVICE METHOD --json")
     p_req.add_argument("service")

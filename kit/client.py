@@ -15,6 +15,7 @@ from kit.codec import Codec
 from kit.config import Settings, load_settings
 from kit.errors import DecodeError, DeliveryError
 from kit.event import Event
+from kit.registry import Registry, load_registry_config
 from kit.rpc import LiveCheck, Requester
 from kit.schema import Schema, SchemaRepository, default_repository
 from kit.transport.kafka import KafkaSink, SchemaTopic, admin_client, make_consumer, make_producer
@@ -35,10 +36,16 @@ class Client:
     """
 
     def __init__(
-        self, settings: Settings | None = None, *, repository: SchemaRepository | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        repository: SchemaRepository | None = None,
+        fail_fast: bool | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self.repository = repository
+        self.fail_fast = load_registry_config().fail_fast if fail_fast is None else fail_fast
+        """Requests to a service with no live instance raise ServiceUnavailable at once."""
         self._producer = make_producer(self.settings, low_latency=True)
         self._admin = admin_client(self.settings)
         self._sink = KafkaSink(self._producer, self._admin, self.settings)
@@ -47,7 +54,9 @@ class Client:
         self._topic_lock = asyncio.Lock()
         self._requester: Requester | None = None
         self.registry: LiveCheck | None = None
-        """Optional: requests fail fast with ServiceUnavailable when it has no live instance."""
+        """The registry view requests consult (started on the first request if fail_fast)."""
+        self._own_registry: Registry | None = None
+        self._registry_lock = asyncio.Lock()
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kit-client-poll", daemon=True)
         self._poller.start()
@@ -70,6 +79,8 @@ class Client:
             return
         if self._requester is not None:
             await self._requester.close()
+        if self._own_registry is not None:
+            await self._own_registry.close()
         await asyncio.to_thread(self._producer.flush, self.settings.delivery_timeout)
         self._closed.set()
         await asyncio.to_thread(self._poller.join, 5)
@@ -91,12 +102,37 @@ class Client:
         """
         schema = event.kit_schema()
         started = time.monotonic()
+        await self._ensure_registry()
         if not self._schemas.is_published(schema):  # once per schema; counts against the deadline
             await asyncio.to_thread(self._schemas.publish, [schema])
         requester: Any = self.requester
         return await requester.request(
             target, event, reply=reply, timeout=timeout, key=key, started=started
         )
+
+    async def request_raw(
+        self,
+        service: str,
+        method: str,
+        value: bytes,
+        *,
+        topic: str | None = None,
+        timeout: float | None = None,
+    ) -> Message:
+        """Send encoded request bytes to service.method; return the reply record."""
+        await self._ensure_registry()
+        return await self.requester.request_raw(
+            service, method, value, topic=topic, timeout=timeout
+        )
+
+    async def _ensure_registry(self) -> None:
+        if self.fail_fast and self.registry is None:
+            async with self._registry_lock:  # concurrent first calls start one registry
+                if self.registry is None:
+                    registry = Registry(self.settings)
+                    await registry.start()
+                    self._own_registry = self.registry = registry
+        self.requester.registry = self.registry
 
     async def ensure_schema(self, schema: Schema) -> None:
         """Make sure a writer schema is on the schema topic (for raw publishing)."""

@@ -51,9 +51,11 @@ def reply_topic_name(instance_id: str) -> str:
 
 
 class LiveCheck(Protocol):
-    """What the requester asks the registry: is any instance of this service live?"""
+    """What the requester asks the registry (kit.registry.Registry): is this service live?"""
 
     def has_live(self, service: str) -> bool: ...
+
+    async def sync(self, timeout: float = 10.0) -> None: ...
 
 
 @dataclass
@@ -288,7 +290,9 @@ class Requester(BaseRequester):
         RemoteError (the responder raised or could not decode the request).
         """
         if self.registry is not None and not self.registry.has_live(service):
-            raise ServiceUnavailable(service)
+            await self.registry.sync(timeout=min(2.0, timeout or 2.0))  # announced just now?
+            if not self.registry.has_live(service):
+                raise ServiceUnavailable(service)
         if self._thread is None:
             await self.start()
         elif time.monotonic() - self._verified > 60:

@@ -18,6 +18,7 @@ from kit.codec import Codec
 from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.dispatch import Dispatcher, MessageLike, Ticket
 from kit.errors import DeliveryError, KitError
+from kit.registry import Announcer, Registry, load_registry_config
 from kit.rpc import LiveCheck, Requester
 from kit.schema import SchemaRepository, default_repository
 from kit.service import Service
@@ -72,6 +73,10 @@ class Runtime:
         self.codec: Codec
         self.dispatcher: Dispatcher
         self._requester: Requester | None = None
+        self._own_registry: Registry | None = None
+        self._requester_lock = asyncio.Lock()
+        self._fail_fast = False
+        self.announcer: Announcer | None = None
         self.registry: LiveCheck | None = None
         """Optional: lets requests fail fast with ServiceUnavailable (see kit.registry)."""
         self.on_assigned: list[Callable[[Runtime], None]] = []
@@ -132,6 +137,13 @@ class Runtime:
         self._executor = ThreadPoolExecutor(
             1, thread_name_prefix=f"kit-consumer-{self.service.name}"
         )
+        registry = load_registry_config()
+        if registry.enabled:  # announce on the first assignment; tombstone on graceful stop
+            self.announcer = Announcer.for_runtime(self)
+            await self.announcer.prepare()
+            if not self.service.handlers:
+                await self.announcer.start()
+        self._fail_fast = registry.fail_fast
         if self.service.handlers:
             self._consumer.subscribe(
                 self.service.topics(),
@@ -151,7 +163,18 @@ class Runtime:
 
     async def requester(self) -> Requester:
         """The Requester that handlers' ctx.request() uses, started on first use."""
+        async with self._requester_lock:  # concurrent first calls start one of each
+            await self._start_requester()
+        assert self._requester is not None
+        await self._requester.start()
+        return self._requester
+
+    async def _start_requester(self) -> None:
         if self._requester is None:
+            if self._fail_fast and self.registry is None:
+                registry = Registry(self.settings)
+                await registry.start()
+                self._own_registry = self.registry = registry
             self._requester = Requester(
                 self.settings,
                 self.codec,
@@ -159,8 +182,6 @@ class Runtime:
                 instance_id=self.instance_id,
                 registry=self.registry,
             )
-        await self._requester.start()
-        return self._requester
 
     def _topic_exists(self, topic: str) -> bool:
         if topic in self.sink.known_topics:
@@ -271,6 +292,8 @@ class Runtime:
         timeout = self.settings.shutdown_timeout
         if self._requester is not None:
             await self._requester.close()
+        if self._own_registry is not None:
+            await self._own_registry.close()
         try:
             self._finish_pending(timeout)
             self._commit(self._consumer)

@@ -84,6 +84,7 @@ class Announcer:
         self._producer: Producer | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
+        self._schema: asyncio.Task[None] | None = None
         self._stopped = False
         self._codec = Codec(REPOSITORY)
 
@@ -107,22 +108,30 @@ class Announcer:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Create the topic if missing, publish the writer schema, make the producer."""
+        """Create the topic if missing and connect the producer (idempotent).
+
+        `start()` calls it; a runtime may call it earlier, so that announcing at
+        assignment costs one produce.
+        """
         if self._producer is None:
             await asyncio.to_thread(self._prepare_blocking)
 
     def _prepare_blocking(self) -> None:
-        # The producer first, so it connects and gets its producer id meanwhile.
         producer = make_producer(self.settings, low_latency=True)
         admin = admin_client(self.settings)
         ensure_topics(admin, [registry_topic_spec(self.settings, self.topic, self.topic_config)])
-        try:
-            SchemaTopic(self.settings, admin).publish([Registration.kit_schema()])
-        except KitError as exc:  # readers of the same version still decode without it
-            log.warning("could not publish kit.Registration to the schema topic: %s", exc)
-        producer.list_topics(self.topic, timeout=self.flush_timeout)
+        producer.list_topics(self.topic, timeout=self.flush_timeout)  # connect before announcing
         if self._producer is None:
             self._producer = producer
+
+    def _publish_schema(self) -> None:
+        """Put kit.Registration on the schema topic, for readers built on another version."""
+        try:
+            SchemaTopic(self.settings, admin_client(self.settings)).publish(
+                [Registration.kit_schema()]
+            )
+        except KitError as exc:  # readers of the same version decode without it
+            log.warning("could not publish kit.Registration to the schema topic: %s", exc)
 
     async def start(self) -> None:
         """Prepare, announce, and start the heartbeat task."""
@@ -133,6 +142,10 @@ class Announcer:
         if self._heartbeat is None:
             self._heartbeat = asyncio.create_task(
                 self._beat(), name=f"kit-registry-heartbeat-{self.instance_id}"
+            )
+            self._schema = asyncio.create_task(
+                asyncio.to_thread(self._publish_schema),
+                name=f"kit-registry-schema-{self.instance_id}",
             )
 
     def announce(self) -> None:
@@ -154,31 +167,40 @@ class Announcer:
         if self._producer is not None and self.announced_at is not None and not self._stopped:
             self.announce()
 
-    async def stop(self) -> None:
-        """Cancel the heartbeat, write the tombstone and wait (bounded) for its delivery."""
+    async def stop(self, *, tombstone: bool = True) -> None:
+        """Cancel the heartbeat, write the tombstone and wait (bounded) for its delivery.
+
+        With `tombstone=False` it only stops heartbeating: readers drop the instance once
+        its last heartbeat is older than their TTL, as after a crash.
+        """
         await self._cancel_tasks()
-        await asyncio.to_thread(self._tombstone)
+        await asyncio.to_thread(self._tombstone, tombstone)
 
     def close(self) -> None:
         """Synchronous stop, for runtime on_closed hooks: tombstone with a bounded flush."""
-        for task in (self._starting, self._heartbeat):
-            if task is not None:
-                task.cancel()
+        for task in self._tasks():
+            task.cancel()
         self._tombstone()
 
     async def _cancel_tasks(self) -> None:
-        tasks = [t for t in (self._starting, self._heartbeat) if t is not None and not t.done()]
+        tasks = [t for t in self._tasks() if not t.done()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=self.flush_timeout)
 
-    def _tombstone(self) -> None:
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        return [t for t in (self._starting, self._heartbeat, self._schema) if t is not None]
+
+    def _tombstone(self, write: bool = True) -> None:
         if self._stopped:
             return
         self._stopped = True
         producer, self._producer = self._producer, None
         if producer is None or self.announced_at is None:
+            return
+        if not write:
+            producer.flush(self.flush_timeout)
             return
         producer.produce(
             self.topic,

@@ -102,7 +102,7 @@ async def _stream_events(
     registry: Registry, service: str | None, stop: asyncio.Event, out: TextIO
 ) -> None:
     stopper = asyncio.ensure_future(stop.wait())
-    with contextlib.closing(registry.watch()) as events:
+    with registry.watch() as events:
         try:
             while True:
                 nxt = asyncio.ensure_future(anext(events))

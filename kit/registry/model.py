@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kit.config import Settings
@@ -33,8 +33,19 @@ __all__ = [
     "to_ms",
 ]
 
-REPOSITORY = SchemaRepository(Path(__file__).resolve().parents[2] / "schemas" / "kit")
-"""The kit's own schemas (schemas/kit), independent of KIT_SCHEMAS_DIR."""
+
+def _kit_schemas_dir() -> Path:
+    """kit/schemas/kit when packaged (package data), else schemas/kit of the repository."""
+    here = Path(__file__).resolve()
+    candidates = [here.parents[1] / "schemas" / "kit", here.parents[2] / "schemas" / "kit"]
+    for folder in candidates:
+        if (folder / "Registration.avsc").is_file():
+            return folder
+    return candidates[-1]
+
+
+REPOSITORY = SchemaRepository(_kit_schemas_dir())
+"""The kit's own schemas (kit.*), independent of KIT_SCHEMAS_DIR."""
 
 HEADER_REASON = "kit-registry-reason"
 """Tombstone header: why the key was removed ("stopped" or "expired")."""
@@ -56,6 +67,8 @@ TOPIC_CONFIG: dict[str, str] = {
 class Endpoint(Event):
     """One endpoint of an instance (the nested record kit.Endpoint)."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     kind: str
     name: str
     topic: str
@@ -64,7 +77,9 @@ class Endpoint(Event):
 
 
 class Registration(Event, schema="kit.Registration", repository=REPOSITORY):
-    """One running service instance, the value of its key on the registry topic."""
+    """One running service instance, the value of its key on the registry topic (read-only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     service: str
     version: str

@@ -25,7 +25,7 @@ from confluent_kafka import (
 
 from kit.codec import Codec
 from kit.config import Settings, load_settings
-from kit.errors import BrokerError, DecodeError, KitError
+from kit.errors import BrokerError, DecodeError, KitError, ServiceUnavailable
 from kit.registry.cleaner import Cleaner
 from kit.registry.model import (
     HEADER_HEARTBEAT,
@@ -120,6 +120,14 @@ class Registry:
         now = time.time()
         with self._lock:
             return self._view.has_live(service, now)
+
+    def require(self, service: str) -> None:
+        """Raise ServiceUnavailable if `service` has no live instance (once the view is ready).
+
+        Before `start()` finished nothing is known, so nothing is refused.
+        """
+        if self.ready.is_set() and not self.has_live(service):
+            raise ServiceUnavailable(service)
 
     def get(self, instance_id: str) -> Registration | None:
         """The registration of a live instance by id, or None."""
@@ -256,7 +264,7 @@ class Registry:
         next_sweep = 0.0
         next_clean = time.monotonic() + self._clean_interval * random.uniform(0.5, 1.0)
         while not self._closing.is_set():
-            self._pump(consumer.consume(500, 0.05))
+            self._pump(_fetch(consumer, 0.05))
             now = time.monotonic()
             if now >= next_sweep:
                 with self._lock:
@@ -297,7 +305,7 @@ class Registry:
         while self._position < high:
             if time.monotonic() > deadline or self._closing.is_set():
                 return False
-            self._pump(consumer.consume(500, 0.05))
+            self._pump(_fetch(consumer, 0.05))
         return True
 
     def _pump(self, messages: list[Message]) -> None:
@@ -369,6 +377,17 @@ class Registry:
             watches = list(self._watchers)
         for watch in watches:
             watch.push(self.error)
+
+
+def _fetch(consumer: Consumer, timeout: float) -> list[Message]:
+    """Wait up to `timeout` for one record, then take what else is already fetched.
+
+    (`consume(n, timeout)` alone would wait for n records or the whole timeout.)
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(500, 0)]
 
 
 def _text(raw: Any) -> str:

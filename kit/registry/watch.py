@@ -18,9 +18,9 @@ class Watch:
     """Up, down and changed events from `Registry.watch()`, in the order the view changed.
 
     It receives every event from the moment it was created, so nothing is missed between
-    a lookup and the first `async for`. It ends when the registry closes; leave it early
-    with `close()` or `async with registry.watch() as events:`. A dropped, unclosed watch
-    is unsubscribed when it is garbage-collected.
+    a lookup and the first `async for`. It ends when the registry closes. Leave it early
+    with `close()`, or use it as a context manager: `with registry.watch() as events:`.
+    A dropped, unclosed watch is unsubscribed when it is garbage-collected.
     """
 
     def __init__(self, unsubscribe: Callable[[Watch], None]) -> None:
@@ -58,6 +58,14 @@ class Watch:
 
     async def aclose(self) -> None:
         """Async alias of close(), like an async generator's."""
+        self.close()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
         self.close()
 
     async def __aenter__(self) -> Watch:

@@ -20,11 +20,11 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def kit_request(*args: str) -> subprocess.CompletedProcess[str]:
+def kit_request(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kit.cli", "request", *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -53,10 +53,14 @@ def test_kit_request_prints_reply_and_exits_non_zero_on_failures(
                     "--timeout",
                     "1",
                 ),
+                (name, "check", "--json", '{"sku": "tea", "quantity": 1}'),  # schema: registry
             ]
-            return [await asyncio.to_thread(kit_request, *c) for c in calls]
+            done = [await asyncio.to_thread(kit_request, *c) for c in calls]
+            no_fail_fast = {"KIT_REGISTRY_FAIL_FAST": "false"}
+            done.append(await asyncio.to_thread(kit_request, *calls[4], env=no_fail_fast))
+            return done
 
-    ok, remote, invalid, not_json, timeout = asyncio.run(scenario())
+    ok, remote, invalid, not_json, unavailable, found, timeout = asyncio.run(scenario())
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout) == {
         "sku": "tea",
@@ -68,4 +72,6 @@ def test_kit_request_prints_reply_and_exits_non_zero_on_failures(
     assert remote.returncode == 4 and "KeyError" in remote.stderr
     assert invalid.returncode == 2 and "$.sku: expected string" in invalid.stderr
     assert not_json.returncode == 2 and "not valid JSON" in not_json.stderr
+    assert unavailable.returncode == 5 and "no live instance" in unavailable.stderr
+    assert found.returncode == 0 and json.loads(found.stdout)["enough"] is True, found.stderr
     assert timeout.returncode == 3 and "timed out after 1." in timeout.stderr

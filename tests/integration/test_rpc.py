@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from kit import Client, Context, RemoteError, RequestTimeout, Service, Settings
+from kit import (
+    Client,
+    Context,
+    RemoteError,
+    RequestTimeout,
+    Service,
+    ServiceUnavailable,
+    Settings,
+)
 from kit.testing.wait import wait_until_async
 from services.shop import CheckStock, OrderChecked, OrderLine, OrderPlaced, StockLevel
 from tests.integration.helpers import order, read_raw, running
@@ -68,13 +76,37 @@ def test_typed_request_reply_and_remote_error(
     asyncio.run(scenario())
 
 
+def test_service_unavailable_at_once_when_no_instance_is_registered(
+    kit_settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    name = unique_name("nobody")
+
+    async def scenario() -> None:
+        async with Client(kit_settings, fail_fast=True) as client:
+            started = time.monotonic()
+            with pytest.raises(ServiceUnavailable) as info:
+                await client.request(
+                    f"{name}.check", CheckStock(sku="t", quantity=1), reply=StockLevel, timeout=30
+                )
+            assert info.value.service == name
+            assert time.monotonic() - started < 10, "waited out the deadline instead"
+            # ...and a responder that has just started is found (read-your-writes)
+            async with running(inventory(name), kit_settings):
+                level = await client.request(
+                    f"{name}.check", CheckStock(sku="t", quantity=1), reply=StockLevel, timeout=30
+                )
+                assert level.available == 10
+
+    asyncio.run(scenario())
+
+
 def test_timeout_when_responder_is_down(
     kit_settings: Settings, unique_name: Callable[[str], str]
 ) -> None:
     name = unique_name("down")
 
     async def scenario() -> None:
-        async with Client(kit_settings) as client:
+        async with Client(kit_settings, fail_fast=False) as client:
             await client.requester.start()
             started = time.monotonic()
             with pytest.raises(RequestTimeout) as info:
@@ -114,7 +146,7 @@ def test_expired_requests_are_skipped_and_late_replies_dropped(
         )
 
     async def scenario() -> None:
-        async with Client(kit_settings) as client:
+        async with Client(kit_settings, fail_fast=False) as client:
             async with running(slow(), kit_settings):
                 await ask(client, 10)  # warm: topics exist, schemas known, group committed
             # a backlog of requests whose deadline passes while the responder is down
