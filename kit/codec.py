@@ -48,10 +48,12 @@ class Codec:
         schema = type(event).__kit_schema__
         if schema is None:
             raise EncodeError(f"{type(event).__qualname__} is not bound to a schema")
+        cls = type(event)
         buf = BytesIO()
-        buf.write(type(event).__kit_header__)
+        buf.write(cls.__kit_header__)
+        data = event.__dict__ if cls.__kit_flat__ else event.model_dump(by_alias=True)
         try:
-            schemaless_writer(buf, schema.parsed, event.model_dump())
+            schemaless_writer(buf, schema.parsed, data)
         except Exception as exc:
             raise EncodeError(f"cannot encode {schema.full_name}: {exc}") from exc
         return buf.getvalue()
@@ -110,6 +112,6 @@ class Codec:
             raise DecodeError(f"{model.__qualname__} is not bound to a schema")
         value = self.decode_dict(data, reader)
         try:
-            return model.model_validate(value)
+            return model.__pydantic_validator__.validate_python(value)  # type: ignore[no-any-return]
         except ValidationError as exc:
             raise DecodeError(f"{reader.full_name} failed validation: {exc}") from exc

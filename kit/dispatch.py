@@ -193,7 +193,9 @@ class Context:
         """
         value = self._dispatcher.codec.encode(event)
         hdrs = [(k, _to_bytes(v) or b"") for k, v in headers.items()] if headers else None
-        self.outbox.append((topic or event.kit_schema().full_name, value, _to_bytes(key), hdrs))
+        if topic is None:
+            topic = type(event).kit_schema().full_name
+        self.outbox.append((topic, value, _to_bytes(key), hdrs))
 
 
 class Dispatcher:
@@ -231,9 +233,45 @@ class Dispatcher:
 
     async def _handle_partition(self, messages: list[MessageLike], ticket: Ticket) -> None:
         offsets = ticket.offsets
+        first = messages[0]
+        slot = (first.topic() or "", first.partition() or 0)
+        handler = self.by_topic.get(slot[0])
+        if handler is None or isinstance(handler, Responder):
+            for msg in messages:
+                await self.handle(msg, ticket)
+                offsets[slot] = (msg.offset() or 0) + 1
+            return
+        # The hot path: one partition of one handler's topic. Anything unusual (a record
+        # that does not decode, a handler that raises) goes through the full path.
+        decode = self.codec.decode
+        event_type = handler.event_type
+        func = handler.func
+        takes_context = handler.takes_context
+        is_async = handler.is_async
+        produce = self.sink.produce
+        delivered = ticket.delivered
         for msg in messages:
-            await self.handle(msg, ticket)
-            offsets[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
+            try:
+                event = decode(msg.value(), event_type)
+            except DecodeError:
+                await self.handle(msg, ticket)
+                offsets[slot] = (msg.offset() or 0) + 1
+                continue
+            ctx = Context(self, msg)
+            try:
+                result = func(event, ctx) if takes_context else func(event)
+                if is_async:
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._attempts(msg, handler, event, ticket, 1, exc)
+            else:
+                self.handled += 1
+                for topic, value, key, headers in ctx.outbox:
+                    ticket.pending += 1
+                    produce(topic, value, key, headers, delivered)
+            offsets[slot] = (msg.offset() or 0) + 1
 
     async def handle(self, msg: MessageLike, ticket: Ticket) -> None:
         """Handle one record completely: decode, call, publish outbox, reply or dead-letter."""
@@ -241,8 +279,7 @@ class Dispatcher:
         if handler is None:
             log.warning("no handler for topic %s; record skipped", msg.topic())
             return
-        responder = isinstance(handler, Responder)
-        if responder and self._expired(msg):
+        if isinstance(handler, Responder) and self._expired(msg):
             self.expired += 1
             log.info(
                 "skipped expired request %s[%s]@%s", msg.topic(), msg.partition(), msg.offset()
@@ -252,12 +289,42 @@ class Dispatcher:
             event = self.codec.decode(msg.value(), handler.event_type)
         except DecodeError as exc:
             self.dead_letter(msg, handler, exc, 0, ticket)
-            if responder:
+            if isinstance(handler, Responder):
                 self.reply(msg, None, exc, ticket)
             return
+        await self._attempts(msg, handler, event, ticket, 0, None)
+
+    async def _attempts(
+        self,
+        msg: MessageLike,
+        handler: Handler,
+        event: Event,
+        ticket: Ticket,
+        attempt: int,
+        error: Exception | None,
+    ) -> None:
+        """Call the handler until it succeeds or its retries are spent (some may be done)."""
+        responder = isinstance(handler, Responder)
         retries = self.settings.retries if handler.retries is None else handler.retries
-        attempt = 0
         while True:
+            if error is not None:
+                if attempt > retries:
+                    self._failed(msg, handler, error, attempt, ticket)
+                    return
+                delay = min(
+                    self.settings.retry_backoff * (2 ** (attempt - 1)),
+                    self.settings.retry_backoff_max,
+                )
+                log.warning(
+                    "%s.%s attempt %d failed (%s: %s); retrying in %.2fs",
+                    self.service.name,
+                    handler.name,
+                    attempt,
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
             attempt += 1
             ctx = Context(self, msg)
             try:
@@ -274,23 +341,7 @@ class Dispatcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if attempt > retries:
-                    self._failed(msg, handler, exc, attempt, ticket)
-                    return
-                delay = min(
-                    self.settings.retry_backoff * (2 ** (attempt - 1)),
-                    self.settings.retry_backoff_max,
-                )
-                log.warning(
-                    "%s.%s attempt %d failed (%s: %s); retrying in %.2fs",
-                    self.service.name,
-                    handler.name,
-                    attempt,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+                error = exc
                 continue
             break
         self.handled += 1

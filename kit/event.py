@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import typing
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,6 +36,8 @@ class Event(BaseModel):
     __kit_header__: ClassVar[bytes] = b""
     __kit_repository__: ClassVar[SchemaRepository | None] = None
     __kit_pending__: ClassVar[tuple[str | None, Any]] = (None, None)
+    __kit_flat__: ClassVar[bool] = False
+    """True when the field values can be encoded as they are (no nested models, no aliases)."""
 
     def __init_subclass__(
         cls,
@@ -57,6 +60,7 @@ class Event(BaseModel):
         check_model(cls, bound)
         cls.__kit_schema__ = bound
         cls.__kit_repository__ = repo
+        cls.__kit_flat__ = _is_flat(cls)
         cls.__kit_header__ = b"\xc3\x01" + bound.fingerprint
 
     @classmethod
@@ -94,3 +98,17 @@ def default_repository_at(root: Path) -> SchemaRepository:
         repo = SchemaRepository(root)
         _REPOSITORIES[key] = repo
     return repo
+
+
+def _is_flat(cls: type[BaseModel]) -> bool:
+    """Whether instances' __dict__ is already the Avro record (saves a model_dump per encode)."""
+
+    def plain(annotation: Any) -> bool:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return False
+        return all(plain(arg) for arg in typing.get_args(annotation))
+
+    return all(
+        (info.alias is None or info.alias == name) and plain(info.annotation)
+        for name, info in cls.model_fields.items()
+    )

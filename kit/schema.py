@@ -64,7 +64,7 @@ class Schema:
     def _from_parsed(cls, expanded: dict[str, Any], source: str) -> Schema:
         clean = _strip_internal(expanded)
         canonical = avro_schema.to_parsing_canonical_form(clean)
-        parsed: dict[str, Any] = avro_schema.parse_schema(clean, _write_hint=False)  # type: ignore[assignment]
+        parsed: dict[str, Any] = avro_schema.parse_schema(clean)  # type: ignore[assignment]
         name = clean.get("name", clean.get("type"))
         return cls(str(name), parsed, canonical, fingerprint(canonical), source, json.dumps(clean))
 
