@@ -1,0 +1,61 @@
+"""Settings from the environment: names in errors, pass-through client settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from kit import ConfigError, Service
+from kit.config import client_config, load_settings, resolve_bootstrap
+
+
+def test_defaults_and_values_from_the_environment() -> None:
+    s = load_settings({"KIT_BOOTSTRAP_SERVERS": "b:9092", "KIT_RETRIES": "5"})
+    assert (s.bootstrap_servers, s.retries, s.shutdown_timeout) == ("b:9092", 5, 30.0)
+    assert resolve_bootstrap(s) == ("b:9092", "KIT_BOOTSTRAP_SERVERS")
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"KIT_SHUTDOWN_TIMEOUT": "soon"}, "KIT_SHUTDOWN_TIMEOUT"),
+        ({"KIT_TOPIC_PARTITIONS": "0"}, "KIT_TOPIC_PARTITIONS"),
+        ({"KIT_BATCH_SIZE": "-3"}, "KIT_BATCH_SIZE"),
+    ],
+)
+def test_a_bad_value_names_its_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert info.value.setting == name
+    assert str(info.value).startswith(f"{name}: ")
+
+
+def test_client_settings_pass_through() -> None:
+    env = {
+        "KIT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KIT_KAFKA_SASL_MECHANISM": "PLAIN",
+        "KIT_KAFKA_CONFIG": '{"ssl.ca.location": "/etc/ca.pem"}',
+    }
+    config = client_config(load_settings(env), env)
+    assert config == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+        "ssl.ca.location": "/etc/ca.pem",
+    }
+
+
+def test_bad_json_config_is_named() -> None:
+    env = {"KIT_KAFKA_CONFIG": "[1, 2"}
+    with pytest.raises(ConfigError, match="KIT_KAFKA_CONFIG"):
+        client_config(load_settings(env), env)
+
+
+def test_service_declaration_errors_name_the_handler() -> None:
+    svc = Service("s")
+    with pytest.raises(ConfigError, match="annotated with an Event"):
+
+        @svc.handler(topic="t")
+        async def untyped(event) -> None:
+            pass
+
+    with pytest.raises(ConfigError, match=r"Service\.name"):
+        Service("has space")
