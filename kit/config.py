@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kit.errors import ConfigError
 
-__all__ = ["Settings", "client_config", "load_settings", "resolve_bootstrap"]
+__all__ = ["Settings", "client_config", "from_env", "load_settings", "resolve_bootstrap"]
 
 _PASSTHROUGH_PREFIX = "KIT_KAFKA_"
 
@@ -46,20 +46,33 @@ class Settings(BaseSettings):
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read Settings from `env` (default os.environ); a bad value raises ConfigError."""
+    return from_env(Settings, "KIT_", env, overrides)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def from_env(
+    model: type[M], prefix: str, env: Mapping[str, str] | None, overrides: Mapping[str, Any]
+) -> M:
+    """Build a settings model from PREFIX_<FIELD> variables plus overrides (None = unset).
+
+    A value that does not validate raises ConfigError naming its variable.
+    """
     environ = os.environ if env is None else env
     values: dict[str, Any] = {}
-    for name in Settings.model_fields:
-        key = f"KIT_{name.upper()}"
+    for name in model.model_fields:
+        key = f"{prefix}{name.upper()}"
         if key in environ:
             values[name] = environ[key]
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return Settings.model_validate(values) if env is not None else Settings(**overrides)
+        return model.model_validate(values)
     except ValidationError as exc:
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "?"
         raise ConfigError(
-            f"KIT_{name.upper()}", f"{err['msg']} (got {err.get('input')!r})"
+            f"{prefix}{name.upper()}", f"{err['msg']} (got {err.get('input')!r})"
         ) from None
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kit.config import Settings
-from kit.errors import ConfigError
+from kit.config import Settings, from_env
 from kit.event import Event
 from kit.schema import SchemaRepository
 from kit.service import Responder, Service
@@ -126,21 +124,7 @@ class RegistryConfig(BaseSettings):
 
 def load_registry_config(env: Mapping[str, str] | None = None, **overrides: Any) -> RegistryConfig:
     """Read RegistryConfig from `env` (default os.environ); a bad value raises ConfigError."""
-    environ = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    for name in RegistryConfig.model_fields:
-        key = f"KIT_REGISTRY_{name.upper()}"
-        if key in environ:
-            values[name] = environ[key]
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return RegistryConfig.model_validate(values)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        name = str(err["loc"][0]) if err["loc"] else "?"
-        raise ConfigError(
-            f"KIT_REGISTRY_{name.upper()}", f"{err['msg']} (got {err.get('input')!r})"
-        ) from None
+    return from_env(RegistryConfig, "KIT_REGISTRY_", env, overrides)
 
 
 def registry_topic_spec(
