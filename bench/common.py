@@ -27,12 +27,16 @@ __all__ = [
 ]
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "bench" / "Reading.avsc"
-PARSED: dict[str, Any] = parse_schema(json.loads(SCHEMA_FILE.read_text()), _write_hint=False)
-"""The fastavro-parsed `bench.Reading` schema, for the contenders that are not kit."""
+_DEFINITION = json.loads(SCHEMA_FILE.read_text())
+PARSED: dict[str, Any] = parse_schema(_DEFINITION)
+"""The fastavro-parsed `bench.Reading` schema, for the contenders that are not kit.
+
+Parsed with fastavro's defaults: the `__fastavro_parsed` marker they leave in the dict is
+what stops schemaless_reader/writer from parsing the schema again on every call.
+"""
 HEADER_SIZE = 10
-HEADER = b"\xc3\x01" + bytes.fromhex(
-    fingerprint(to_parsing_canonical_form(PARSED), "CRC-64-AVRO")
-)
+_CANONICAL = to_parsing_canonical_form(parse_schema(_DEFINITION, _write_hint=False))
+HEADER = b"\xc3\x01" + bytes.fromhex(fingerprint(_CANONICAL, "CRC-64-AVRO"))
 """Avro single-object header of `bench.Reading`: C3 01 + CRC-64-AVRO fingerprint (8 bytes)."""
 
 
@@ -51,7 +55,17 @@ def contender_args(description: str) -> argparse.Namespace:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (ru_maxrss is KiB on Linux)."""
+    """Peak resident set size of this process in MiB.
+
+    VmHWM from /proc (per address space) rather than ru_maxrss: Linux carries ru_maxrss
+    over exec, so a child would report its parent's peak if that was higher.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -1,19 +1,22 @@
 """Pipeline benchmark: consume → decode → handler → encode → produce → commit, kit vs the rest.
 
-For each contender (kit, a hand-written confluent-kafka loop, FastStream on confluent-kafka,
-FastStream on aiokafka, Faust), in the same run and against the same broker:
+For each contender (kit; the reference hand-written confluent-kafka + fastavro loop, alone
+and doing kit's pydantic work too; FastStream on confluent-kafka and on aiokafka; Faust),
+in the same run, interleaved round by round, against the same broker:
   1. create a fresh input topic (6 partitions) and output topic, pre-fill the input with
      N `bench.Reading` events (~100 bytes, Avro single-object encoding from kit's Codec);
   2. run the contender in its own process with a fresh consumer group; it times from its
      first consumed record to its last output confirmed by the broker, and reports CPU
      seconds and peak RSS;
-  3. check the output topic holds N records and the group committed N offsets.
-Prints the results as JSON and appends a Markdown table to docs/benchmarks.md.
+  3. check the output topic holds N records, the group committed N offsets, and a sample
+     of outputs decodes with the right key and `ok` flipped.
+Prints the results as JSON and appends a Markdown table (median round per contender,
+ratios, kit's targets) to docs/benchmarks.md.
 
 Run (broker: `python -m kit.cli broker start`):
     PYTHONPATH=. python -m bench.pipeline                      # N=200,000, every contender
     PYTHONPATH=. python -m bench.pipeline --events 100000 --repeat 3 --only kit,raw
-    PYTHONPATH=. python -m bench.pipeline --profile-kit /tmp/kit.txt   # pyinstrument on kit
+    PYTHONPATH=. python -m bench.pipeline --only kit --no-doc --profile-kit /tmp/kit.txt
 """
 
 from __future__ import annotations
@@ -29,21 +32,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.common import HEADER
+from bench.reading import Reading, reading, records
 from bench.report import append_markdown, machine
-from bench.reading import Reading, records
+from kit import Codec
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = {
     "kit": "bench.contenders.kit_service",
     "raw": "bench.contenders.raw_loop",
+    "raw-pydantic": "bench.contenders.raw_typed",
     "faststream-confluent": "bench.contenders.faststream_confluent",
     "faststream-aiokafka": "bench.contenders.faststream_aiokafka",
     "faust": "bench.contenders.faust_agent",
-    "fsv": "bench.contenders._fs_variant",
 }
 PARTITIONS = 6
 
@@ -65,6 +69,15 @@ def create_topics(admin: AdminClient, names: list[str]) -> None:
             return
         time.sleep(0.1)
     raise RuntimeError(f"topics not ready: {names}")
+
+
+def delete_topics(admin: AdminClient, names: list[str]) -> None:
+    """Delete those of `names` that exist (a contender may create some) and wait."""
+    existing = admin.list_topics(timeout=10).topics
+    names = [n for n in names if n in existing]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result(30)
 
 
 def prefill(bootstrap: str, topic: str, data: list[tuple[bytes, bytes]]) -> None:
@@ -89,8 +102,8 @@ def prefill(bootstrap: str, topic: str, data: list[tuple[bytes, bytes]]) -> None
         raise RuntimeError(f"pre-filling {topic} did not finish")
 
 
-def verify(bootstrap: str, group: str, source: str, output: str) -> tuple[int, int]:
-    """(records in `output`, offsets of `source` committed by `group`)."""
+def verify(bootstrap: str, group: str, source: str, output: str) -> tuple[int, int, str]:
+    """(records in `output`, offsets of `source` committed by `group`, sample check)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         count = 0
@@ -100,59 +113,86 @@ def verify(bootstrap: str, group: str, source: str, output: str) -> tuple[int, i
         committed = consumer.committed(
             [TopicPartition(source, p) for p in range(PARTITIONS)], timeout=10
         )
-        return count, sum(max(tp.offset, 0) for tp in committed)
+        return count, sum(max(tp.offset, 0) for tp in committed), sample_check(consumer, output)
     finally:
         consumer.close()
 
 
+def sample_check(consumer: Consumer, output: str, count: int = 200) -> str:
+    """Decode some outputs: single-object Readings, keyed by probe, with `ok` flipped."""
+    codec = Codec(Reading.__kit_repository__)
+    consumer.assign([TopicPartition(output, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    seen, deadline = 0, time.monotonic() + 10
+    while seen < count and time.monotonic() < deadline:
+        for msg in consumer.consume(count, 0.5):
+            if msg.error() is not None:
+                continue
+            event = codec.decode(msg.value(), Reading)
+            if msg.key() != f"probe-{event.id % 1000:04d}".encode():
+                return f"bad key {msg.key()!r} for id {event.id}"
+            if event.ok != (not reading(event.id).ok):
+                return f"ok not flipped for id {event.id}"
+            seen += 1
+    return f"{seen} sampled ok" if seen else "no output to sample"
+
+
+def launch(
+    name: str, command: list[str], timeout: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run one contender process and parse its RESULT line (or say why there is none)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "KIT_SCHEMAS_DIR": str(ROOT / "schemas"),
+        **(env or {}),
+    }
+    try:
+        proc = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return {"contender": name, "complete": False, "events_per_s": 0, "error": "timeout"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if lines:
+        result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+        return result
+    why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}, no output"])[-1]
+    return {"contender": name, "complete": False, "events_per_s": 0, "error": why[:300]}
+
+
 def run_contender(
-    name: str, args: argparse.Namespace, data: list[tuple[bytes, bytes]], tag: str
+    name: str,
+    args: argparse.Namespace,
+    data: list[tuple[bytes, bytes]],
+    tag: str,
+    *,
+    module: str = "",
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Prepare topics, run one contender in a subprocess, check what it left behind."""
     admin = AdminClient({"bootstrap.servers": args.bootstrap})
     source, output, group = f"{tag}-{name}-in", f"{tag}-{name}-out", f"{tag}-{name}-g"
     create_topics(admin, [source, output])
-    prefill(args.bootstrap, source, data)
-    command = [
-        sys.executable,
-        "-m",
-        CONTENDERS[name],
-        "--bootstrap",
-        args.bootstrap,
-        "--input",
-        source,
-        "--output",
-        output,
-        "--group",
-        group,
-        "--events",
-        str(len(data)),
-        "--batch",
-        str(args.batch),
-        "--timeout",
-        str(args.timeout),
-    ]
-    if name == "kit" and args.profile_kit:
-        command += ["--profile", args.profile_kit]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KIT_SCHEMAS_DIR": str(ROOT / "schemas")}
-    started = time.monotonic()
     try:
-        proc = subprocess.run(
-            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout + 90
+        prefill(args.bootstrap, source, data)
+        command = [sys.executable, "-m", module or CONTENDERS[name], "--bootstrap", args.bootstrap]
+        command += ["--input", source, "--output", output, "--group", group]
+        command += ["--events", str(len(data)), "--batch", str(args.batch)]
+        command += ["--timeout", str(args.timeout)]
+        if name == "kit" and getattr(args, "profile_kit", ""):
+            command += ["--profile", args.profile_kit]
+        load = os.getloadavg()[0]
+        started = time.monotonic()
+        result = launch(name, command, args.timeout + 90, env)
+        result["name"] = name
+        result["load_before"] = round(load, 2)
+        result["wall_s"] = round(time.monotonic() - started, 1)
+        result["output_records"], result["committed"], result["sample"] = verify(
+            args.bootstrap, group, source, output
         )
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if lines:
-            result = json.loads(lines[-1][len("RESULT ") :])
-        else:
-            result = {"contender": name, "complete": False, "events_per_s": 0}
-            result["error"] = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
-    except subprocess.TimeoutExpired:
-        result = {"contender": name, "complete": False, "events_per_s": 0, "error": "timeout"}
-    result["name"] = name
-    result["wall_s"] = round(time.monotonic() - started, 1)
-    result["output_records"], result["committed"] = verify(args.bootstrap, group, source, output)
-    admin.delete_topics([source, output], operation_timeout=30)
-    return result
+        return result
+    finally:
+        delete_topics(admin, [source, output, f"{source}.dlt", f"{group}-__assignor-__leader"])
 
 
 def summarize(runs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
@@ -168,7 +208,9 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> list[dict[str, An
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=200_000, help="events per contender")
     parser.add_argument("--batch", type=int, default=500, help="records per fetch (all)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the median is reported")

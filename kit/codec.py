@@ -80,7 +80,9 @@ class Codec:
                 f"not Avro single-object encoding: expected magic c3 01, got {head or 'no bytes'}"
             )
         fp = bytes(data[2:HEADER_SIZE])
-        writer = self._writers.get(fp) or self.writer_schema(fp)
+        writer = (
+            reader if fp == reader.fingerprint else self._writers.get(fp) or self.writer_schema(fp)
+        )
         if writer is None:
             raise DecodeError(
                 f"unknown writer schema (fingerprint {fp.hex()}) for {reader.full_name}"

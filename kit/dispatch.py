@@ -250,28 +250,33 @@ class Dispatcher:
         is_async = handler.is_async
         produce = self.sink.produce
         delivered = ticket.delivered
-        for msg in messages:
-            try:
-                event = decode(msg.value(), event_type)
-            except DecodeError:
-                await self.handle(msg, ticket)
-                offsets[slot] = (msg.offset() or 0) + 1
-                continue
-            ctx = Context(self, msg)
-            try:
-                result = func(event, ctx) if takes_context else func(event)
-                if is_async:
-                    await result
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                await self._attempts(msg, handler, event, ticket, 1, exc)
-            else:
-                self.handled += 1
-                for topic, value, key, headers in ctx.outbox:
-                    ticket.pending += 1
-                    produce(topic, value, key, headers, delivered)
-            offsets[slot] = (msg.offset() or 0) + 1
+        done = -1
+        try:
+            for msg in messages:
+                try:
+                    event = decode(msg.value(), event_type)
+                except DecodeError:
+                    await self.handle(msg, ticket)
+                    done = msg.offset() or 0
+                    continue
+                ctx = Context(self, msg)
+                try:
+                    result = func(event, ctx) if takes_context else func(event)
+                    if is_async:
+                        await result
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    await self._attempts(msg, handler, event, ticket, 1, exc)
+                else:
+                    self.handled += 1
+                    for topic, value, key, headers in ctx.outbox:
+                        ticket.pending += 1
+                        produce(topic, value, key, headers, delivered)
+                done = msg.offset() or 0
+        finally:  # the records handled so far count, even if the run was cancelled
+            if done >= 0:
+                offsets[slot] = done + 1
 
     async def handle(self, msg: MessageLike, ticket: Ticket) -> None:
         """Handle one record completely: decode, call, publish outbox, reply or dead-letter."""

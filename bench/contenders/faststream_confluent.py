@@ -2,8 +2,11 @@
 
 - Batch subscriber (`batch=True`, `max_records`): one handler call per fetched batch.
 - At-least-once: `AckPolicy.ACK` commits after the handler returns; the handler returns
-  only after `broker.publish_batch(...)` has every output confirmed (it awaits delivery).
-- Output keyed like the input via `KafkaPublishMessage(value, key=...)`.
+  only once every output is confirmed by the broker.
+- Outputs: `broker.publish(value, topic, key=..., no_confirm=True)` per record, then the
+  returned futures are awaited together. On this backend that measured faster than the
+  documented `broker.publish_batch(*KafkaPublishMessage(...))`, which starts one task per
+  message (100k events, 3 rounds: 9.9k-13.0k vs 7.7k-8.5k events/s).
 - FastStream has no Avro support: fastavro decodes and encodes in the handler, with the
   same 10-byte single-object header as kit.
 - Producer: acks=all, idempotence, linger 5 ms (as kit); consumer fetch.wait.max.ms 10.
@@ -23,7 +26,7 @@ from io import BytesIO
 
 from fastavro import schemaless_reader, schemaless_writer
 from faststream import AckPolicy
-from faststream.confluent import KafkaBroker, KafkaPublishMessage
+from faststream.confluent import KafkaBroker
 from faststream.confluent.annotations import KafkaMessage
 
 from bench.common import HEADER, HEADER_SIZE, PARSED, Meter, contender_args, emit
@@ -67,9 +70,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     async def on_batch(msg: KafkaMessage) -> None:
         nonlocal handled
         meter.start()
-        out = [KafkaPublishMessage(transform(m.value()), key=m.key()) for m in msg.raw_message]
-        await broker.publish_batch(*out, topic=args.output)
-        handled += len(out)
+        sent = [
+            await broker.publish(transform(m.value()), args.output, key=m.key(), no_confirm=True)
+            for m in msg.raw_message
+        ]
+        await asyncio.gather(*sent)  # every output confirmed before the handler returns
+        handled += len(sent)
 
     logging.getLogger("bench.faststream").setLevel(logging.WARNING)
     await broker.start()

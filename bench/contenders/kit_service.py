@@ -52,7 +52,7 @@ def profiled(path: str) -> Iterator[None]:
     else:
         from pyinstrument import Profiler
 
-        profiler = Profiler(interval=0.0005, async_mode="disabled")
+        profiler = Profiler(interval=0.001, async_mode="disabled")
         profiler.start()
         try:
             yield

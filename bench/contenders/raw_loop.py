@@ -5,6 +5,10 @@ consume(batch) → check the 10-byte single-object header → schemaless decode 
 → store the batch's offsets once every record it emitted is delivered → auto-commit
 (1 s, as kit) and a final synchronous commit. Client settings are the ones kit uses.
 
+With `typed=True` (bench/contenders/raw_typed.py) the same loop also does what typed
+events cost: pydantic validation of each decoded record into a plain pydantic model, the
+handler's `model_copy(update={"ok": ...})`, and encoding the copy's `__dict__`. No kit.
+
 Run alone (the driver normally does this):
     PYTHONPATH=. python -m bench.contenders.raw_loop --input T --output O --group G --events N
 """
@@ -39,8 +43,26 @@ class Batch:
             self.error = err
 
 
-def main() -> None:
+def reading_model() -> Any:
+    """bench.Reading as a plain pydantic model, configured like kit's Event (extra=forbid)."""
+    from pydantic import BaseModel, ConfigDict
+
+    class Reading(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        id: int
+        sensor: str
+        site: str
+        value: float
+        unit: str
+        taken_at: int
+        ok: bool
+
+    return Reading
+
+
+def main(typed: bool = False) -> None:
     args = contender_args(__doc__ or "")
+    validate = reading_model().__pydantic_validator__.validate_python if typed else None
     producer = Producer(
         {
             "bootstrap.servers": args.bootstrap,
@@ -93,7 +115,11 @@ def main() -> None:
                 body = BytesIO(value)
                 body.seek(HEADER_SIZE)
                 record = schemaless_reader(body, PARSED, None)
-                record["ok"] = not record["ok"]
+                if validate is None:
+                    record["ok"] = not record["ok"]
+                else:
+                    event = validate(record)
+                    record = event.model_copy(update={"ok": not event.ok}).__dict__
                 out = BytesIO()
                 out.write(HEADER)
                 schemaless_writer(out, PARSED, record)
@@ -127,7 +153,8 @@ def main() -> None:
             raise
     consumer.close()
     producer.flush(10)
-    emit(meter.result("raw confluent-kafka loop", handled, delivered))
+    name = "raw confluent-kafka loop" + (" + pydantic" if typed else "")
+    emit(meter.result(name, handled, delivered))
 
 
 if __name__ == "__main__":
