@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -171,6 +172,8 @@ class Requester(BaseRequester):
         self._start_lock = asyncio.Lock()
         self._verified = time.monotonic()
         self._reassign = threading.Event()
+        self._id_prefix = f"{self.instance_id}-{uuid.uuid4().hex[:8]}-"
+        self._ids = itertools.count(1)
 
     @property
     def started(self) -> bool:
@@ -301,7 +304,7 @@ class Requester(BaseRequester):
         if wait <= 0:
             raise ConfigError("timeout", f"must be positive, got {wait}")
         loop = asyncio.get_running_loop()
-        corr = uuid.uuid4().hex
+        corr = f"{self._id_prefix}{next(self._ids)}"  # unique: the instance id is unique
         now = time.monotonic()
         started = now if started is None else started
         wait -= now - started
@@ -325,7 +328,6 @@ class Requester(BaseRequester):
                 if target not in self._sink.known_topics:
                     await asyncio.to_thread(self._sink.ensure_topic, target)
                 self._sink.produce(target, value, key, headers, delivered)
-                self.producer.poll(0)
                 reply = await future
         except TimeoutError:
             raise RequestTimeout(service, method, corr, time.monotonic() - started) from None
