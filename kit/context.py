@@ -1,0 +1,187 @@
+"""What a handler sees: the record (key, headers, position) and how it publishes and calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+
+from kit.event import Event
+from kit.service import Service
+
+if TYPE_CHECKING:
+    from kit.dispatch import Dispatcher
+
+__all__ = ["Context", "Headers", "MessageLike", "Sink", "Ticket"]
+
+R = TypeVar("R", bound=Event)
+Headers = list[tuple[str, bytes]]
+
+
+class MessageLike(Protocol):
+    """The part of confluent_kafka.Message the dispatcher reads."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> Headers | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+class Sink(Protocol):
+    """Where emitted records go: the Kafka producer or the in-memory transport."""
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        on_delivery: Callable[[Any, Any], None],
+        partition: int | None = None,
+    ) -> None:
+        """Queue one record; call on_delivery(err, msg) once the broker confirms it."""
+        ...
+
+
+class Ticket:
+    """One fetched batch: offsets to commit once its emitted records are all delivered."""
+
+    __slots__ = ("closed", "error", "offsets", "pending")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.closed = False
+        self.error: Any = None
+        self.offsets: dict[tuple[str, int], int] = {}
+
+    def delivered(self, err: Any, _msg: Any) -> None:
+        """Delivery callback for each record emitted while handling this batch."""
+        self.pending -= 1
+        if err is not None and self.error is None:
+            self.error = err
+
+    @property
+    def done(self) -> bool:
+        """True when the batch is handled and every emitted record confirmed."""
+        return self.closed and self.pending <= 0
+
+
+def _header(msg: MessageLike, name: str) -> bytes | None:
+    for key, value in msg.headers() or ():
+        if key == name:
+            return value
+    return None
+
+
+def _to_bytes(key: str | bytes | None) -> bytes | None:
+    return key.encode() if isinstance(key, str) else key
+
+
+class Context:
+    """What a handler knows about its record, and how it publishes.
+
+    Events given to `publish` are sent when the handler returns, before the record's
+    offset is committed; a handler that raises publishes nothing.
+    """
+
+    __slots__ = ("_dispatcher", "_message", "outbox")
+
+    def __init__(self, dispatcher: Dispatcher, message: MessageLike) -> None:
+        self._dispatcher = dispatcher
+        self._message = message
+        self.outbox: list[tuple[str, bytes, bytes | None, Headers | None]] = []
+
+    @property
+    def key(self) -> bytes | None:
+        """The record key as bytes."""
+        return self._message.key()
+
+    @property
+    def headers(self) -> dict[str, bytes]:
+        """The record headers (last value wins for repeated names)."""
+        return dict(self._message.headers() or [])
+
+    @property
+    def topic(self) -> str:
+        """The topic the record came from."""
+        return self._message.topic() or ""
+
+    @property
+    def partition(self) -> int:
+        """The partition the record came from."""
+        return self._message.partition() or 0
+
+    @property
+    def offset(self) -> int:
+        """The record's offset."""
+        offset = self._message.offset()
+        return -1 if offset is None else offset
+
+    @property
+    def timestamp(self) -> datetime:
+        """The record's timestamp (UTC)."""
+        return datetime.fromtimestamp(self._message.timestamp()[1] / 1000, tz=UTC)
+
+    @property
+    def service(self) -> Service:
+        """The service whose handler is running."""
+        return self._dispatcher.service
+
+    @overload
+    async def request(
+        self,
+        target: Callable[..., Any],
+        event: Event,
+        *,
+        reply: None = None,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+    ) -> Event: ...
+
+    @overload
+    async def request(
+        self,
+        target: str | Callable[..., Any],
+        event: Event,
+        *,
+        reply: type[R],
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+    ) -> R: ...
+
+    async def request(
+        self,
+        target: str | Callable[..., Any],
+        event: Event,
+        *,
+        reply: type[Event] | None = None,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+    ) -> Event:
+        """Call a responder and wait for its typed reply (see `Requester.request`)."""
+        factory = self._dispatcher.requester
+        if factory is None:
+            raise RuntimeError("this transport does not support requests")
+        requester: Any = await factory()
+        return await requester.request(target, event, reply=reply, timeout=timeout, key=key)
+
+    def publish(
+        self,
+        event: Event,
+        *,
+        key: str | bytes | None = None,
+        topic: str | None = None,
+        headers: Mapping[str, str | bytes] | None = None,
+    ) -> None:
+        """Queue a typed event; it is sent, keyed, when the handler returns.
+
+        `topic` defaults to the event schema's full name. Encoding errors raise here.
+        """
+        value = self._dispatcher.codec.encode(event)
+        hdrs = [(k, _to_bytes(v) or b"") for k, v in headers.items()] if headers else None
+        if topic is None:
+            topic = type(event).kit_schema().full_name
+        self.outbox.append((topic, value, _to_bytes(key), hdrs))
