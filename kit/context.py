@@ -49,12 +49,13 @@ class Sink(Protocol):
 class Ticket:
     """One fetched batch: offsets to commit once its emitted records are all delivered."""
 
-    __slots__ = ("closed", "error", "offsets", "pending")
+    __slots__ = ("closed", "dropped", "error", "offsets", "pending")
 
     def __init__(self) -> None:
         self.pending = 0
         self.closed = False
         self.error: Any = None
+        self.dropped = 0
         self.offsets: dict[tuple[str, int], int] = {}
 
     def delivered(self, err: Any, _msg: Any) -> None:
@@ -62,6 +63,13 @@ class Ticket:
         self.pending -= 1
         if err is not None and self.error is None:
             self.error = err
+
+    def settled(self, err: Any, _msg: Any) -> None:
+        """Delivery callback for replies: a reply that cannot be delivered (its requester is
+        gone) is logged and dropped; it must not stop the service."""
+        self.pending -= 1
+        if err is not None:
+            self.dropped += 1
 
     @property
     def done(self) -> bool:

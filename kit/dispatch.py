@@ -239,7 +239,7 @@ class Dispatcher:
                 trace = "".join(traceback.format_exception(error))[-8192:]
                 headers.append((ERROR_TRACE, trace.encode(errors="replace")))
         ticket.pending += 1
-        self.sink.produce(topic, value, None, headers, ticket.delivered)
+        self.sink.produce(topic, value, None, headers, ticket.settled)
 
     def dead_letter(
         self, msg: MessageLike, handler: Handler, exc: BaseException, attempts: int, ticket: Ticket

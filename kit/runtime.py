@@ -263,6 +263,11 @@ class Runtime:
                 ticket = tickets.popleft()
                 if ticket.error is not None:
                     raise DeliveryError(f"publishing failed; offsets not committed: {ticket.error}")
+                if ticket.dropped:
+                    self.dispatcher.replies_dropped += ticket.dropped
+                    log.warning(
+                        "%d replies could not be delivered (requester gone)", ticket.dropped
+                    )
                 offsets = [
                     TopicPartition(t, p, o)
                     for (t, p), o in ticket.offsets.items()
