@@ -12,7 +12,7 @@ from kit.service import Service
 if TYPE_CHECKING:
     from kit.dispatch import Dispatcher
 
-__all__ = ["Context", "Headers", "MessageLike", "Sink", "Ticket"]
+__all__ = ["Context", "Headers", "MessageLike", "Sink", "Ticket", "header"]
 
 R = TypeVar("R", bound=Event)
 Headers = list[tuple[str, bytes]]
@@ -77,7 +77,8 @@ class Ticket:
         return self.closed and self.pending <= 0
 
 
-def _header(msg: MessageLike, name: str) -> bytes | None:
+def header(msg: Any, name: str) -> bytes | None:
+    """The value of the first header called `name` of a record, or None."""
     for key, value in msg.headers() or ():
         if key == name:
             return value

@@ -7,21 +7,23 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import cast
 
 from kit.codec import Codec
 from kit.config import Settings
-from kit.context import Context, Headers, MessageLike, Sink, Ticket, _header
+from kit.context import Context, Headers, MessageLike, Sink, Ticket, header
 from kit.errors import DecodeError, EncodeError
 from kit.event import Event
-from kit.rpc import CORRELATION_ID, DEADLINE, ERROR_MESSAGE, ERROR_TRACE, ERROR_TYPE, REPLY_TO
+from kit.rpc import (
+    CORRELATION_ID,
+    DEADLINE,
+    ERROR_MESSAGE,
+    ERROR_TRACE,
+    ERROR_TYPE,
+    REPLY_TO,
+    BaseRequester,
+)
 from kit.service import Handler, Responder, Service
-
-if TYPE_CHECKING:
-    from kit.context import Context, Headers, MessageLike, Sink, Ticket, _header
-from kit.rpc import BaseRequester
-
-R = TypeVar("R", bound=Event)
 
 __all__ = ["Context", "Dispatcher", "MessageLike", "Sink", "Ticket"]
 
@@ -78,8 +80,6 @@ class Dispatcher:
         func = handler.func
         takes_context = handler.takes_context
         is_async = handler.is_async
-        produce = self.sink.produce
-        delivered = ticket.delivered
         done = -1
         try:
             for msg in messages:
@@ -99,10 +99,7 @@ class Dispatcher:
                 except Exception as exc:
                     await self._attempts(msg, handler, event, ticket, 1, exc)
                 else:
-                    self.handled += 1
-                    for topic, value, key, headers in ctx.outbox:
-                        ticket.pending += 1
-                        produce(topic, value, key, headers, delivered)
+                    self._succeeded(ctx, ticket)
                 done = msg.offset() or 0
         finally:  # the records handled so far count, even if the run was cancelled
             if done >= 0:
@@ -179,13 +176,18 @@ class Dispatcher:
                 error = exc
                 continue
             break
-        self.handled += 1
-        produce = self.sink.produce
-        for topic, value, key, headers in ctx.outbox:
-            ticket.pending += 1
-            produce(topic, value, key, headers, ticket.delivered)
+        self._succeeded(ctx, ticket)
         if responder:
             self.reply(msg, cast(Event, result), None, ticket)
+
+    def _succeeded(self, ctx: Context, ticket: Ticket) -> None:
+        """The handler returned: send what it published, counted in the batch's ticket."""
+        self.handled += 1
+        if ctx.outbox:
+            produce = self.sink.produce
+            for topic, value, key, headers in ctx.outbox:
+                ticket.pending += 1
+                produce(topic, value, key, headers, ticket.delivered)
 
     def _failed(
         self, msg: MessageLike, handler: Handler, exc: Exception, attempts: int, ticket: Ticket
@@ -201,13 +203,13 @@ class Dispatcher:
             type(exc).__name__,
             exc,
         )
-        if isinstance(handler, Responder) and _header(msg, REPLY_TO):
+        if isinstance(handler, Responder) and header(msg, REPLY_TO):
             self.reply(msg, None, exc, ticket)  # the caller gets the error: it is not lost
         else:
             self.dead_letter(msg, handler, exc, attempts, ticket)
 
     def _expired(self, msg: MessageLike) -> bool:
-        deadline = _header(msg, DEADLINE)
+        deadline = header(msg, DEADLINE)
         if not deadline:
             return False
         try:
@@ -219,8 +221,8 @@ class Dispatcher:
         self, msg: MessageLike, result: Event | None, error: BaseException | None, ticket: Ticket
     ) -> None:
         """Send a responder's result (or error) to the requester's reply topic."""
-        reply_to = _header(msg, REPLY_TO)
-        correlation = _header(msg, CORRELATION_ID)
+        reply_to = header(msg, REPLY_TO)
+        correlation = header(msg, CORRELATION_ID)
         if not reply_to or not correlation:
             return
         topic = reply_to.decode(errors="replace")
@@ -261,20 +263,21 @@ class Dispatcher:
             ("kit-dlt-group", self.group.encode()),
             ("kit-dlt-handler", handler.name.encode()),
         ]
-        if reason == "handler" and self.settings.retries >= 0:
+        if reason == "handler":
             stack = "".join(traceback.format_exception(exc))[-8192:]
             extra.append(("kit-dlt-stacktrace", stack.encode(errors="replace")))
+        topic = self.dead_letter_topic(handler)
         log.warning(
             "dead-lettering %s[%s]@%s to %s: %s",
             msg.topic(),
             msg.partition(),
             msg.offset(),
-            self.dead_letter_topic(handler),
+            topic,
             exc,
         )
         ticket.pending += 1
         self.sink.produce(
-            self.dead_letter_topic(handler),
+            topic,
             msg.value(),
             msg.key(),
             list(msg.headers() or []) + extra,

@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 
 from kit.codec import Codec
 from kit.config import Settings
+from kit.context import header
 from kit.errors import ConfigError, DeliveryError, RemoteError, RequestTimeout, ServiceUnavailable
 from kit.event import Event
 from kit.transport.kafka import KafkaSink, TopicSpec, admin_client, ensure_topics, make_consumer
@@ -266,9 +267,9 @@ class Requester(BaseRequester):
             if msg.error() is not None:
                 log.warning("reply topic error: %s", msg.error())
                 continue
-            if _header(msg, MARKER) is not None:
+            if header(msg, MARKER) is not None:
                 continue
-            corr = _header(msg, CORRELATION_ID)
+            corr = header(msg, CORRELATION_ID)
             entry = self.pending.get(corr.decode()) if corr else None
             if entry is None or entry.future.done():
                 self.late_replies += 1
@@ -338,10 +339,10 @@ class Requester(BaseRequester):
 
 def check_reply(reply: Message, service: str, method: str, corr: str) -> Message:
     """Return the reply, or raise RemoteError when it carries the responder's error."""
-    error = _header(reply, ERROR_TYPE)
+    error = header(reply, ERROR_TYPE)
     if error is not None:
-        message = (_header(reply, ERROR_MESSAGE) or b"").decode(errors="replace")
-        trace = _header(reply, ERROR_TRACE)
+        message = (header(reply, ERROR_MESSAGE) or b"").decode(errors="replace")
+        trace = header(reply, ERROR_TRACE)
         raise RemoteError(
             service,
             method,
@@ -367,13 +368,6 @@ def resolve_target(
         raise ConfigError("reply", f"request to {target!r} needs reply=<the reply Event class>")
     service_name, _, method = target.rpartition(".")
     return service_name, method, None, reply
-
-
-def _header(msg: Any, name: str) -> bytes | None:
-    for key, value in msg.headers() or ():
-        if key == name:
-            return value  # type: ignore[no-any-return]
-    return None
 
 
 def _fail(future: asyncio.Future[Message], error: BaseException) -> None:

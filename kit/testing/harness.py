@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from kit.codec import Codec
 from kit.config import Settings, load_settings
+from kit.context import header
 from kit.dispatch import Dispatcher, Ticket
 from kit.errors import DecodeError, RequestTimeout
 from kit.event import Event
@@ -86,7 +87,8 @@ class Harness:
         self.services = list(services)
         self.dispatchers: dict[str, Dispatcher] = {}
         self._positions: dict[str, dict[tuple[str, int], int]] = {}
-        self._direct: set[tuple[str, int, int]] = set()
+        self._direct: set[tuple[str, str, int, int]] = set()
+        """(service, topic, partition, offset) of requests a responder already answered."""
         self._requests = 0
         for svc in services:
             d = Dispatcher(svc, self.codec, self.settings, self.broker.sink(svc.name))
@@ -202,7 +204,9 @@ class Harness:
             for partition, records in enumerate(self.broker.topics.get(handler.topic, [])):
                 start = positions.get((handler.topic, partition), 0)
                 batch = [
-                    m for m in records[start:] if (svc.name, id(m), m.offset()) not in self._direct
+                    m
+                    for m in records[start:]
+                    if (svc.name, m.topic(), m.partition(), m.offset()) not in self._direct
                 ]
                 positions[(handler.topic, partition)] = len(records)
                 if batch:
@@ -321,10 +325,10 @@ class _MemoryRequester(BaseRequester):
         for svc in h.services:
             handler = h.dispatchers[svc.name].by_topic.get(target)
             if isinstance(handler, Responder):
-                h._direct.add((svc.name, id(msg), msg.offset()))
+                h._direct.add((svc.name, msg.topic(), msg.partition(), msg.offset()))
                 await h.dispatchers[svc.name].handle(msg, Ticket())
                 for reply in reversed(h.broker.topics[REPLY_TOPIC][0]):
-                    if dict(reply.headers() or []).get(CORRELATION_ID) == corr.encode():
+                    if header(reply, CORRELATION_ID) == corr.encode():
                         return check_reply(reply, service, method, corr)  # type: ignore[arg-type]
                 break
         raise RequestTimeout(service, method, corr, wait)
