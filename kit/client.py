@@ -15,7 +15,7 @@ from kit.codec import Codec
 from kit.config import Settings, load_settings
 from kit.errors import DecodeError, DeliveryError
 from kit.event import Event
-from kit.registry import Registry, load_registry_config
+from kit.registry import load_registry_config
 from kit.rpc import LiveCheck, Requester
 from kit.schema import Schema, SchemaRepository, default_repository
 from kit.transport.kafka import KafkaSink, SchemaTopic, admin_client, make_consumer, make_producer
@@ -41,6 +41,7 @@ class Client:
         *,
         repository: SchemaRepository | None = None,
         fail_fast: bool | None = None,
+        registry: LiveCheck | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self.repository = repository
@@ -53,10 +54,7 @@ class Client:
         self._codec = Codec(repository or SchemaRepository(), resolver=self._schemas.lookup)
         self._topic_lock = asyncio.Lock()
         self._requester: Requester | None = None
-        self.registry: LiveCheck | None = None
-        """The registry view requests consult (started on the first request if fail_fast)."""
-        self._own_registry: Registry | None = None
-        self._registry_lock = asyncio.Lock()
+        self._registry = registry
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kit-client-poll", daemon=True)
         self._poller.start()
@@ -79,8 +77,6 @@ class Client:
             return
         if self._requester is not None:
             await self._requester.close()
-        if self._own_registry is not None:
-            await self._own_registry.close()
         await asyncio.to_thread(self._producer.flush, self.settings.delivery_timeout)
         self._closed.set()
         await asyncio.to_thread(self._poller.join, 5)
@@ -100,12 +96,9 @@ class Client:
         "service.method" with `reply=` the reply Event class. The deadline is `timeout` or
         KIT_REQUEST_TIMEOUT. Raises RequestTimeout, RemoteError or ServiceUnavailable.
         """
-        schema = event.kit_schema()
         started = time.monotonic()
-        await self._ensure_registry()
-        if not self._schemas.is_published(schema):  # once per schema; counts against the deadline
-            await asyncio.to_thread(self._schemas.publish, [schema])
-        requester: Any = self.requester
+        await self.ensure_schema(event.kit_schema())  # once per schema; counts in the deadline
+        requester: Any = self.requester  # Client.request takes both overload forms at once
         return await requester.request(
             target, event, reply=reply, timeout=timeout, key=key, started=started
         )
@@ -120,19 +113,9 @@ class Client:
         timeout: float | None = None,
     ) -> Message:
         """Send encoded request bytes to service.method; return the reply record."""
-        await self._ensure_registry()
         return await self.requester.request_raw(
             service, method, value, topic=topic, timeout=timeout
         )
-
-    async def _ensure_registry(self) -> None:
-        if self.fail_fast and self.registry is None:
-            async with self._registry_lock:  # concurrent first calls start one registry
-                if self.registry is None:
-                    registry = Registry(self.settings)
-                    await registry.start()
-                    self._own_registry = self.registry = registry
-        self.requester.registry = self.registry
 
     async def ensure_schema(self, schema: Schema) -> None:
         """Make sure a writer schema is on the schema topic (for raw publishing)."""
@@ -148,7 +131,11 @@ class Client:
         """The underlying Requester (created on first request)."""
         if self._requester is None:
             self._requester = Requester(
-                self.settings, self._codec, self._producer, registry=self.registry
+                self.settings,
+                self._codec,
+                self._producer,
+                registry=self._registry,
+                fail_fast=self.fail_fast,
             )
         return self._requester
 
@@ -206,8 +193,8 @@ class Client:
         if slow:
             # A FIFO lock: set-up runs in a thread, yet calls are produced in program order.
             async with self._topic_lock:
-                if schema is not None and not self._schemas.is_published(schema):
-                    await asyncio.to_thread(self._schemas.publish, [schema])
+                if schema is not None:
+                    await self.ensure_schema(schema)
                 if topic not in sink.known_topics:
                     await asyncio.to_thread(sink.ensure_topic, topic)
                 sink.produce(topic, value, raw_key, hdr_bytes, delivered)

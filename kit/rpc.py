@@ -96,6 +96,7 @@ class BaseRequester:
         reply: None = None,
         timeout: float | None = None,
         key: str | bytes | None = None,
+        started: float | None = None,
     ) -> Event: ...
 
     @overload
@@ -107,6 +108,7 @@ class BaseRequester:
         reply: type[R],
         timeout: float | None = None,
         key: str | bytes | None = None,
+        started: float | None = None,
     ) -> R: ...
 
     async def request(
@@ -155,6 +157,7 @@ class Requester(BaseRequester):
         *,
         instance_id: str | None = None,
         registry: LiveCheck | None = None,
+        fail_fast: bool = False,
     ) -> None:
         self.settings = settings
         self.codec = codec
@@ -162,6 +165,11 @@ class Requester(BaseRequester):
         self.instance_id = instance_id or f"client-{uuid.uuid4().hex[:12]}"
         self.reply_topic = reply_topic_name(self.instance_id)
         self.registry = registry
+        """The registry view consulted before sending (see fail_fast)."""
+        self.fail_fast = fail_fast
+        """Without a registry given, start one on the first request and fail fast with it."""
+        self._own_registry: Any = None
+        self._registry_lock = asyncio.Lock()
         self.pending: dict[str, _Pending] = {}
         self.late_replies = 0
         self._admin = admin_client(settings)
@@ -207,6 +215,21 @@ class Requester(BaseRequester):
             )
             self._thread.start()
 
+    async def _check_live(self, service: str, timeout: float | None) -> None:
+        """Raise ServiceUnavailable when the registry has no live instance of `service`."""
+        if self.registry is None and self.fail_fast:
+            async with self._registry_lock:  # concurrent first calls start one registry
+                if self.registry is None:
+                    from kit.registry import Registry
+
+                    registry = Registry(self.settings)
+                    await registry.start()
+                    self._own_registry = self.registry = registry
+        if self.registry is not None and not self.registry.has_live(service):
+            await self.registry.sync(timeout=min(2.0, timeout or 2.0))  # announced just now?
+            if not self.registry.has_live(service):
+                raise ServiceUnavailable(service)
+
     def _mark(self) -> None:
         """Write a liveness mark to the reply topic, so `kit replies prune` sees it in use."""
         self.producer.produce(self.reply_topic, None, None, headers=[(MARKER, b"1")])
@@ -226,6 +249,9 @@ class Requester(BaseRequester):
 
     async def close(self, *, delete_topic: bool = True) -> None:
         """Stop reading replies, fail pending calls, and delete the reply topic."""
+        if self._own_registry is not None:
+            await self._own_registry.close()
+            self._own_registry = self.registry = None
         if self._thread is None:
             return
         self._closed.set()
@@ -293,10 +319,7 @@ class Requester(BaseRequester):
         Raises ServiceUnavailable (registry says no live instance), RequestTimeout, or
         RemoteError (the responder raised or could not decode the request).
         """
-        if self.registry is not None and not self.registry.has_live(service):
-            await self.registry.sync(timeout=min(2.0, timeout or 2.0))  # announced just now?
-            if not self.registry.has_live(service):
-                raise ServiceUnavailable(service)
+        await self._check_live(service, timeout)
         if self._thread is None:
             await self.start()
         elif time.monotonic() - self._verified > 60:

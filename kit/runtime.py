@@ -18,7 +18,7 @@ from kit.codec import Codec
 from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.dispatch import Dispatcher, MessageLike, Ticket
 from kit.errors import DeliveryError, KitError
-from kit.registry import Announcer, Registry, load_registry_config
+from kit.registry import Announcer, load_registry_config
 from kit.rpc import LiveCheck, Requester
 from kit.schema import SchemaRepository, default_repository
 from kit.service import Service
@@ -73,8 +73,6 @@ class Runtime:
         self.codec: Codec
         self.dispatcher: Dispatcher
         self._requester: Requester | None = None
-        self._own_registry: Registry | None = None
-        self._requester_lock = asyncio.Lock()
         self._fail_fast = False
         self.announcer: Announcer | None = None
         self.registry: LiveCheck | None = None
@@ -163,25 +161,17 @@ class Runtime:
 
     async def requester(self) -> Requester:
         """The Requester that handlers' ctx.request() uses, started on first use."""
-        async with self._requester_lock:  # concurrent first calls start one of each
-            await self._start_requester()
-        assert self._requester is not None
-        await self._requester.start()
-        return self._requester
-
-    async def _start_requester(self) -> None:
         if self._requester is None:
-            if self._fail_fast and self.registry is None:
-                registry = Registry(self.settings)
-                await registry.start()
-                self._own_registry = self.registry = registry
             self._requester = Requester(
                 self.settings,
                 self.codec,
                 self.producer,
                 instance_id=self.instance_id,
                 registry=self.registry,
+                fail_fast=self._fail_fast,
             )
+        await self._requester.start()
+        return self._requester
 
     def _topic_exists(self, topic: str) -> bool:
         if topic in self.sink.known_topics:
@@ -297,8 +287,6 @@ class Runtime:
         timeout = self.settings.shutdown_timeout
         if self._requester is not None:
             await self._requester.close()
-        if self._own_registry is not None:
-            await self._own_registry.close()
         try:
             self._finish_pending(timeout)
             self._commit(self._consumer)
