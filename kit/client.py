@@ -50,7 +50,7 @@ class Client:
         self._producer = make_producer(self.settings, low_latency=True)
         self._admin = admin_client(self.settings)
         self._sink = KafkaSink(self._producer, self._admin, self.settings)
-        self._schemas = SchemaTopic(self.settings, self._admin)
+        self._schemas = SchemaTopic(self.settings, self._admin, self._producer)
         self._codec = Codec(repository or SchemaRepository(), resolver=self._schemas.lookup)
         self._topic_lock = asyncio.Lock()
         self._requester: Requester | None = None

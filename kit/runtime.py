@@ -91,9 +91,9 @@ class Runtime:
         settings = self.settings
         admin = admin_client(settings)
         await asyncio.to_thread(check_reachable, admin, settings, settings.connect_timeout)
-        self.schema_topic = SchemaTopic(settings, admin)
-        self.codec = Codec(self.repository, resolver=self.schema_topic.lookup)
         producer = make_producer(settings, low_latency=bool(self.service.responders()))
+        self.schema_topic = SchemaTopic(settings, admin, producer)
+        self.codec = Codec(self.repository, resolver=self.schema_topic.lookup)
         self.sink = KafkaSink(producer, admin, settings)
         self.producer = producer
         self.dispatcher = Dispatcher(self.service, self.codec, settings, self.sink)

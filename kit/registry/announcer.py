@@ -127,7 +127,7 @@ class Announcer:
     def _publish_schema(self) -> None:
         """Put kit.Registration on the schema topic, for readers built on another version."""
         try:
-            SchemaTopic(self.settings, admin_client(self.settings)).publish(
+            SchemaTopic(self.settings, admin_client(self.settings), self._producer).publish(
                 [Registration.kit_schema()]
             )
         except KitError as exc:  # readers of the same version decode without it

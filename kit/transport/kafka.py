@@ -249,9 +249,13 @@ class SchemaTopic:
     here, so a consumer built against another version of a schema can still resolve it.
     """
 
-    def __init__(self, settings: Settings, admin: AdminClient) -> None:
+    def __init__(
+        self, settings: Settings, admin: AdminClient, producer: Producer | None = None
+    ) -> None:
         self.settings = settings
         self.admin = admin
+        self._producer = producer
+        """The owner's producer, reused; else one is made on first publish and kept."""
         self.topic = settings.schema_topic
         self._known: dict[bytes, Schema] = {}
         self._published: set[bytes] = set()
@@ -283,7 +287,9 @@ class SchemaTopic:
         if not todo:
             return
         self._ensure()
-        producer = make_producer(self.settings, low_latency=True)
+        if self._producer is None:
+            self._producer = make_producer(self.settings, low_latency=True)
+        producer = self._producer
         errors: list[Any] = []
         for schema in todo:
             producer.produce(
