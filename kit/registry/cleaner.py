@@ -36,12 +36,15 @@ class Cleaner:
         self.clean_after = clean_after
         self.reader_id = reader_id
         self.tombstones_written = 0
+        self.rounds = 0
+        """Cleaning rounds run so far (decisions made, whether or not anything was removed)."""
         self._producer: Producer | None = None
 
     def run_once(
         self, view: RegistryView, lock: threading.Lock, catch_up: Callable[[float], bool]
     ) -> int:
         """Decide, read to the end, re-check, tombstone; returns how many were written."""
+        self.rounds += 1
         with lock:
             candidates = view.older_than(time.time(), self.clean_after)
         if not candidates or not catch_up(5.0):

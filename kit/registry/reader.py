@@ -137,6 +137,11 @@ class Registry:
         return reg if reg is not None and reg.heartbeat_age(now) <= self.ttl else None
 
     @property
+    def clean_rounds(self) -> int:
+        """Cleaning rounds this reader has run (0 when it does not clean)."""
+        return self._cleaner.rounds
+
+    @property
     def tombstones_written(self) -> int:
         """Tombstones this reader wrote as a cleaner."""
         return self._cleaner.tombstones_written

@@ -387,7 +387,13 @@ def test_killed_instance_is_gone_within_ttl_and_stays_gone_for_new_readers(
             try:
                 iid = (await asyncio.to_thread(child.report))["instance"]
                 await wait_until_async(lambda: registry.has_live("victim"), timeout=2)
-                await asyncio.sleep(1.2)  # let it heartbeat: it must still be live after a TTL/2
+                first = registry.lookup("victim")[0].last_heartbeat
+
+                def heartbeats_went_on() -> bool:  # a heartbeat more than TTL/2 after the first
+                    found = registry.lookup("victim")
+                    return bool(found) and (found[0].last_heartbeat - first).total_seconds() > 1.0
+
+                await wait_until_async(heartbeats_went_on, timeout=ttl + 2)
                 assert registry.has_live("victim")
             finally:
                 killed_at = time.monotonic()
@@ -513,7 +519,12 @@ def test_two_cleaners_remove_a_dead_instance_and_never_a_live_one(
             await wait_until_async(
                 lambda: one.tombstones_written + two.tombstones_written, timeout=10
             )
-            await asyncio.sleep(1.5)  # several more cleaning rounds of both cleaners
+            # several more cleaning rounds of both cleaners, and the live one survives them
+            base = (one.clean_rounds, two.clean_rounds)
+            await wait_until_async(
+                lambda: one.clean_rounds >= base[0] + 3 and two.clean_rounds >= base[1] + 3,
+                timeout=15,
+            )
             for reader in (observer, one, two):
                 await reader.sync()
                 assert [r.instance_id for r in reader.instances()] == [live.instance_id]
@@ -602,10 +613,13 @@ def test_a_late_cleaner_tombstone_does_not_remove_an_instance_that_came_back(
         ann = Announcer(svc, kit_settings, "back-1", topic=reg_topic, heartbeat_interval=0.2)
         await ann.start()
         try:
-            await asyncio.sleep(0.5)
-            records = await asyncio.to_thread(read_all, kit_settings, reg_topic)
-            last = [r for r in records if r.key == "back-1"][-1]
-            assert last.value is not None and last.offset > 2
+
+            async def heartbeat_after_tombstone() -> bool:
+                records = await asyncio.to_thread(read_all, kit_settings, reg_topic)
+                last = [r for r in records if r.key == "back-1"][-1]
+                return last.value is not None and last.offset > 2
+
+            await wait_until_async(heartbeat_after_tombstone, timeout=10)
         finally:
             await ann.stop()
 
