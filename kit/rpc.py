@@ -226,7 +226,11 @@ class Requester(BaseRequester):
                     await registry.start()
                     self._own_registry = self.registry = registry
         if self.registry is not None and not self.registry.has_live(service):
-            await self.registry.sync(timeout=min(2.0, timeout or 2.0))  # announced just now?
+            try:
+                await self.registry.sync(timeout=min(2.0, timeout or 2.0))  # just announced?
+            except TimeoutError:  # cannot tell: send it, and let the deadline decide
+                log.warning("registry view of %s not confirmed in time; sending anyway", service)
+                return
             if not self.registry.has_live(service):
                 raise ServiceUnavailable(service)
 
@@ -332,6 +336,8 @@ class Requester(BaseRequester):
         now = time.monotonic()
         started = now if started is None else started
         wait -= now - started
+        if wait <= 0:  # set-up (schema, topics, registry check) used the whole deadline
+            raise RequestTimeout(service, method, corr, now - started)
         future: asyncio.Future[Message] = loop.create_future()
         self.pending[corr] = _Pending(future, service, method, started)
         deadline_ms = int((time.time() + wait) * 1000)

@@ -161,6 +161,24 @@ class Announcer:
             self.announced.set()
             log.info("announced %s (%s) on %s", self.instance_id, self.service.name, self.topic)
 
+    async def confirmed(self, timeout: float = 10.0) -> bool:
+        """Wait until the first registration is on the broker; False if `timeout` passed.
+
+        From then on, any reader that syncs (a `Registry` starting, or a fail-fast request
+        re-checking) sees this instance. `Runtime.ready` is set at the first assignment,
+        a moment before that: await this when a caller must find the service at once.
+        """
+        deadline = time.monotonic() + timeout
+        try:
+            await asyncio.wait_for(self.announced.wait(), timeout)
+        except TimeoutError:
+            return False
+        producer = self._producer
+        if producer is None:  # stopped meanwhile
+            return False
+        left = max(0.0, deadline - time.monotonic())
+        return await asyncio.to_thread(producer.flush, left) == 0
+
     def set_metadata(self, **values: str) -> None:
         """Update metadata; re-announces at once when running (readers see "changed")."""
         self.metadata.update(values)

@@ -53,6 +53,8 @@ async def running(service: Service, settings: Settings, **kwargs: object) -> Asy
     task = asyncio.create_task(runtime.run(), name=f"test-{service.name}")
     try:
         await asyncio.wait_for(runtime.ready.wait(), 30)
+        if runtime.announcer is not None:  # discoverable: fail-fast callers find it at once
+            assert await runtime.announcer.confirmed(30), "registration not delivered"
         yield runtime
     finally:
         runtime.stop()

@@ -91,9 +91,8 @@ def test_kit_run_handles_events_and_stops_gracefully_on_sigterm(
         started = time.monotonic()
         assert proc.wait(timeout=30) == 0
         assert time.monotonic() - started < 16
-        # the shared demo topic may hold earlier runs' orders: this new group handles them too
-        # (the shared demo topic may hold earlier runs' orders, bad ones too: this new
-        # group handles them all, so only the stop line itself is checked)
+        # The shared demo topic may hold earlier runs' orders, bad ones too: this new group
+        # handles them all, so only the stop line itself is checked.
         out.wait_for("billing stopped:")
     finally:
         if proc.poll() is None:

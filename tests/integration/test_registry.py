@@ -296,16 +296,16 @@ def test_three_instances_of_two_services_visible_within_a_second(
     kit_settings: Settings, unique_name: Callable[[str], str]
 ) -> None:
     reg_topic, orders = unique_name("registry"), unique_name("orders")
+    common = ("--topic", orders, "--registry", reg_topic, "--prepare")
 
     async def scenario() -> None:
         async with Registry(kit_settings, topic=reg_topic, ttl=6) as registry:
             watcher = Watcher(registry)
             children = [
-                Child("--service", "alpha", "--topic", orders, "--registry", reg_topic),
-                Child("--service", "alpha", "--topic", orders, "--registry", reg_topic),
-                Child(
-                    "--service", "beta", "--topic", orders, "--registry", reg_topic, "--responder"
-                ),
+                # --prepare: what Runtime does, the announcer's topic and producer up front
+                Child(*common, "--service", "alpha"),
+                Child(*common, "--service", "alpha"),
+                Child(*common, "--service", "beta", "--responder"),
             ]
             try:
                 reports = [await asyncio.to_thread(c.report) for c in children]
@@ -332,10 +332,11 @@ def test_three_instances_of_two_services_visible_within_a_second(
             finally:
                 for child in children:
                     child.stop()
-            # Each stopped gracefully: its tombstone removes it long before the 6 s TTL.
-            await wait_until_async(lambda: not registry.instances(), timeout=2, what="all down")
+            # Each stopped gracefully: its tombstone ("stopped", not "expired") removes it
+            # before the 6 s TTL could.
+            await wait_until_async(lambda: not registry.instances(), timeout=5, what="all down")
             await wait_until_async(
-                lambda: all(watcher.of(i)[-1:] == [("down", "stopped")] for i in ids), timeout=1
+                lambda: all(watcher.of(i)[-1:] == [("down", "stopped")] for i in ids), timeout=5
             )
             await watcher.stop()
 
@@ -353,17 +354,17 @@ def test_graceful_stop_leaves_a_tombstone_and_is_gone_at_once(
             watcher = Watcher(registry)
             async with running_with_announcer(svc, kit_settings, reg_topic) as (runtime, ann):
                 iid = runtime.instance_id
-                await wait_until_async(lambda: registry.lookup("stopper"), timeout=2)
+                await wait_until_async(lambda: registry.lookup("stopper"), timeout=10)
                 ann.set_metadata(stage="two")
                 await wait_until_async(
                     lambda: registry.get(iid) and registry.get(iid).metadata.get("stage"),
-                    timeout=2,
+                    timeout=10,
                 )
             stopped_at = time.monotonic()
-            await wait_until_async(lambda: not registry.lookup("stopper"), timeout=1)
-            assert time.monotonic() - stopped_at < 1.0  # the tombstone, not the 30 s TTL
+            await wait_until_async(lambda: not registry.lookup("stopper"), timeout=5)
+            assert time.monotonic() - stopped_at < 5.0  # the tombstone, not the 30 s TTL
             expected = [("up", "announced"), ("changed", ""), ("down", "stopped")]
-            await wait_until_async(lambda: watcher.of(iid) == expected, timeout=1)
+            await wait_until_async(lambda: watcher.of(iid) == expected, timeout=5)
             await watcher.stop()
         async with Registry(kit_settings, topic=reg_topic, ttl=30) as fresh:
             assert fresh.instances() == []
@@ -386,7 +387,7 @@ def test_killed_instance_is_gone_within_ttl_and_stays_gone_for_new_readers(
             child = Child(*args, "--heartbeat", "0.5")
             try:
                 iid = (await asyncio.to_thread(child.report))["instance"]
-                await wait_until_async(lambda: registry.has_live("victim"), timeout=2)
+                await wait_until_async(lambda: registry.has_live("victim"), timeout=10)
                 first = registry.lookup("victim")[0].last_heartbeat
 
                 def heartbeats_went_on() -> bool:  # a heartbeat more than TTL/2 after the first
@@ -403,7 +404,7 @@ def test_killed_instance_is_gone_within_ttl_and_stays_gone_for_new_readers(
             )
             gone_after = time.monotonic() - killed_at
             assert gone_after <= ttl + 1.0, gone_after
-            await wait_until_async(lambda: watcher.of(iid)[-1:] == [("down", "expired")], timeout=1)
+            await wait_until_async(lambda: watcher.of(iid)[-1:] == [("down", "expired")], timeout=5)
             await watcher.stop()
         # A reader started now reads its last registration but does not resurrect it.
         async with Registry(kit_settings, topic=reg_topic, ttl=ttl) as fresh:
@@ -509,7 +510,9 @@ def test_two_cleaners_remove_a_dead_instance_and_never_a_live_one(
     async def scenario() -> str:
         live = Announcer(svc, kit_settings, topic=reg_topic, heartbeat_interval=0.2)
         await live.start()
-        options: dict[str, Any] = {"topic": reg_topic, "ttl": 1.0, "clean_after": 2.0}
+        # TTL 3 s against 0.2 s heartbeats: a stall of the live instance of under 2.8 s
+        # cannot make it look dead; dead-1 (60 s old) is still well past clean_after.
+        options: dict[str, Any] = {"topic": reg_topic, "ttl": 3.0, "clean_after": 6.0}
         async with (
             Registry(kit_settings, **options, clean=False) as observer,
             Registry(kit_settings, **options, clean=True) as one,
@@ -523,7 +526,7 @@ def test_two_cleaners_remove_a_dead_instance_and_never_a_live_one(
             base = (one.clean_rounds, two.clean_rounds)
             await wait_until_async(
                 lambda: one.clean_rounds >= base[0] + 3 and two.clean_rounds >= base[1] + 3,
-                timeout=15,
+                timeout=30,
             )
             for reader in (observer, one, two):
                 await reader.sync()
@@ -553,7 +556,8 @@ def test_cleaner_rechecks_the_latest_record_before_tombstoning(
     resumed: list[float] = []
 
     async def scenario() -> Registry:
-        cleaner = Registry(kit_settings, topic=reg_topic, ttl=5, clean=True, clean_after=3)
+        # clean_after 15 s: the resumed heartbeat stays fresh for the rest of the test.
+        cleaner = Registry(kit_settings, topic=reg_topic, ttl=5, clean=True, clean_after=15)
         real_catch_up = cleaner._catch_up
 
         def catch_up_after_the_instance_resumed(timeout: float) -> bool:
@@ -569,7 +573,7 @@ def test_cleaner_rechecks_the_latest_record_before_tombstoning(
 
         cleaner._catch_up = catch_up_after_the_instance_resumed  # type: ignore[method-assign]
         async with cleaner:
-            await wait_until_async(lambda: cleaner.tombstones_written, timeout=10)
+            await wait_until_async(lambda: cleaner.tombstones_written, timeout=30)
             await cleaner.sync()
             assert resumed
             assert cleaner.get("paused-1") is not None  # still live: its heartbeat is fresh
@@ -633,12 +637,13 @@ def test_kit_services_cli_prints_live_instances(
 
     reg_topic = unique_name("registry")
     write(kit_settings, reg_topic, [("cli-1", encode(registration("cli-1", 0, "clisvc")), None)])
-    write(kit_settings, reg_topic, [("cli-0", encode(registration("cli-0", 600, "clisvc")), None)])
-    assert cli_services(["--topic", reg_topic, "--json"]) == 0
+    write(kit_settings, reg_topic, [("cli-0", encode(registration("cli-0", 6000, "clisvc")), None)])
+    # TTL 600 s: cli-1 stays live however slowly the two runs start; cli-0 is long expired.
+    assert cli_services(["--topic", reg_topic, "--ttl", "600", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [i["instance_id"] for i in doc["instances"]] == ["cli-1"]
     assert doc["instances"][0]["endpoints"][0]["event_schema"] == "shop.OrderPlaced"
-    assert cli_services(["--topic", reg_topic]) == 0
+    assert cli_services(["--topic", reg_topic, "--ttl", "600"]) == 0
     out = capsys.readouterr().out
     assert "cli-1" in out and "cli-0" not in out and "1 live instance(s)" in out
 

@@ -10,6 +10,7 @@ import pytest
 from kit import Client, Settings
 from kit.replies import prune_reply_topics
 from kit.rpc import REPLY_TOPIC_PREFIX
+from kit.testing.wait import wait_until_async
 from kit.transport.kafka import TopicSpec, admin_client, ensure_topics
 from services.shop import CheckStock, StockLevel
 from tests.integration.helpers import running
@@ -40,7 +41,12 @@ def test_prune_removes_dead_reply_topics_and_live_requesters_recover(
             stale = await asyncio.to_thread(prune_reply_topics, kit_settings, idle=0)
             assert mine in stale
             assert rt.instance_id not in {s[len(REPLY_TOPIC_PREFIX) :] for s in stale}
-            # ...and the requester re-creates it before its next request
+            # ...and the requester re-creates it before its next request (once the broker's
+            # metadata no longer lists it, as when a prune ran while the caller was idle)
+            admin = admin_client(kit_settings)
+            await wait_until_async(
+                lambda: mine not in admin.list_topics(timeout=10).topics, timeout=30
+            )
             client.requester._verified = 0.0
             level = await ask()
             assert level.enough
