@@ -81,6 +81,7 @@ class Announcer:
         self.announced_at: float | None = None
         """Wall-clock time (epoch s) of the first announce."""
         self.delivery_errors = 0
+        self._delivered = False  # a registration was acknowledged by the broker
         self._producer: Producer | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
@@ -177,7 +178,8 @@ class Announcer:
         if producer is None:  # stopped meanwhile
             return False
         left = max(0.0, deadline - time.monotonic())
-        return await asyncio.to_thread(producer.flush, left) == 0
+        await asyncio.to_thread(producer.flush, left)
+        return self._delivered
 
     def set_metadata(self, **values: str) -> None:
         """Update metadata; re-announces at once when running (readers see "changed")."""
@@ -249,10 +251,12 @@ class Announcer:
     def _key(self) -> bytes:
         return self.instance_id.encode()
 
-    def _on_delivery(self, err: Any, _msg: Any) -> None:
+    def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
             self.delivery_errors += 1
             log.warning("registry write of %s failed: %s", self.instance_id, err)
+        elif msg.value() is not None:
+            self._delivered = True
 
     # --- runtime integration -----------------------------------------------------------
 
