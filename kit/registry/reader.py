@@ -285,6 +285,10 @@ class Registry:
     def _serve_sync(self) -> None:
         with self._lock:
             requests, self._sync_requests = self._sync_requests, []
+        # A caller whose sync() timed out has cancelled its future: answering it would raise.
+        requests = [r for r in requests if r.set_running_or_notify_cancel()]
+        if not requests:
+            return
         ok = self._catch_up(5.0)
         for request in requests:
             if ok:

@@ -375,6 +375,31 @@ def test_graceful_stop_leaves_a_tombstone_and_is_gone_at_once(
     assert last.value is None and last.headers[HEADER_REASON] == b"stopped"
 
 
+def test_a_sync_that_times_out_leaves_the_view_running(
+    kit_settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    reg_topic = unique_name("registry")
+
+    async def scenario() -> None:
+        async with Registry(kit_settings, topic=reg_topic, ttl=30, clean=False) as registry:
+            gate, real_catch_up = threading.Event(), registry._catch_up
+
+            def held_until_the_caller_gave_up(timeout: float) -> bool:
+                gate.wait(30)
+                return real_catch_up(timeout)
+
+            registry._catch_up = held_until_the_caller_gave_up  # type: ignore[method-assign]
+            with pytest.raises(TimeoutError):
+                await registry.sync(timeout=0.2)
+            registry._catch_up = real_catch_up  # type: ignore[method-assign]
+            gate.set()  # the reader thread now answers a request whose caller has gone
+            write(kit_settings, reg_topic, [("late-1", encode(registration("late-1", 0)), None)])
+            await registry.sync()  # still served, by a reader thread that is still alive
+            assert registry.error is None and registry.get("late-1") is not None
+
+    asyncio.run(scenario())
+
+
 def test_killed_instance_is_gone_within_ttl_and_stays_gone_for_new_readers(
     kit_settings: Settings, unique_name: Callable[[str], str]
 ) -> None:
