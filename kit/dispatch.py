@@ -7,7 +7,6 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from typing import cast
 
 from kit.codec import Codec
 from kit.config import Settings
@@ -30,6 +29,10 @@ __all__ = ["Context", "Dispatcher", "MessageLike", "Sink", "Ticket"]
 log = logging.getLogger("kit.dispatch")
 
 
+async def _always(_topic: str) -> bool:
+    return True
+
+
 class Dispatcher:
     """Runs each record through its handler with retries, then publishes or dead-letters."""
 
@@ -39,12 +42,12 @@ class Dispatcher:
         self.settings = settings
         self.sink = sink
         self.by_topic: dict[str, Handler] = {h.topic: h for h in service.handlers}
-        self.group = service.group
+        self.group = settings.group_id or service.group
         self.handled = 0
         self.dead_lettered = 0
         self.expired = 0
         self.replies_dropped = 0
-        self.reply_topic_exists: Callable[[str], bool] = lambda _topic: True
+        self.reply_topic_exists: Callable[[str], Awaitable[bool]] = _always
         """Checks a reply topic exists before replying (so a dead requester's is not recreated)."""
         self.requester: Callable[[], Awaitable[BaseRequester]] | None = None
         """Gives the Requester that handlers' ctx.request() uses (set by the runtime)."""
@@ -122,7 +125,7 @@ class Dispatcher:
         except DecodeError as exc:
             self.dead_letter(msg, handler, exc, 0, ticket)
             if isinstance(handler, Responder):
-                self.reply(msg, None, exc, ticket)
+                await self.reply(msg, None, exc, ticket)
             return
         await self._attempts(msg, handler, event, ticket, 0, None)
 
@@ -141,7 +144,7 @@ class Dispatcher:
         while True:
             if error is not None:
                 if attempt > retries:
-                    self._failed(msg, handler, error, attempt, ticket)
+                    await self._failed(msg, handler, error, attempt, ticket)
                     return
                 delay = min(
                     self.settings.retry_backoff * (2 ** (attempt - 1)),
@@ -166,10 +169,12 @@ class Dispatcher:
                     result = handler.func(event)
                 if handler.is_async:
                     result = await result
-                if responder and not isinstance(result, Event):
-                    raise EncodeError(
-                        f"{handler.name} returned {type(result).__name__}, not an Event"
-                    )
+                if responder:  # encoded here: a reply that cannot be encoded is a failure
+                    if not isinstance(result, Event):
+                        raise EncodeError(
+                            f"{handler.name} returned {type(result).__name__}, not an Event"
+                        )
+                    reply = self.codec.encode(result)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -178,7 +183,7 @@ class Dispatcher:
             break
         self._succeeded(ctx, ticket)
         if responder:
-            self.reply(msg, cast(Event, result), None, ticket)
+            await self.reply(msg, reply, None, ticket)
 
     def _succeeded(self, ctx: Context, ticket: Ticket) -> None:
         """The handler returned: send what it published, counted in the batch's ticket."""
@@ -189,7 +194,7 @@ class Dispatcher:
                 ticket.pending += 1
                 produce(topic, value, key, headers, ticket.delivered)
 
-    def _failed(
+    async def _failed(
         self, msg: MessageLike, handler: Handler, exc: Exception, attempts: int, ticket: Ticket
     ) -> None:
         log.error(
@@ -204,7 +209,7 @@ class Dispatcher:
             exc,
         )
         if isinstance(handler, Responder) and header(msg, REPLY_TO):
-            self.reply(msg, None, exc, ticket)  # the caller gets the error: it is not lost
+            await self.reply(msg, None, exc, ticket)  # the caller gets the error: not lost
         else:
             self.dead_letter(msg, handler, exc, attempts, ticket)
 
@@ -217,27 +222,25 @@ class Dispatcher:
         except ValueError:
             return False
 
-    def reply(
-        self, msg: MessageLike, result: Event | None, error: BaseException | None, ticket: Ticket
+    async def reply(
+        self, msg: MessageLike, value: bytes | None, error: BaseException | None, ticket: Ticket
     ) -> None:
-        """Send a responder's result (or error) to the requester's reply topic."""
+        """Send a responder's encoded result (or its error) to the requester's reply topic."""
         reply_to = header(msg, REPLY_TO)
         correlation = header(msg, CORRELATION_ID)
         if not reply_to or not correlation:
             return
         topic = reply_to.decode(errors="replace")
-        if not self.reply_topic_exists(topic):
+        if not await self.reply_topic_exists(topic):
             self.replies_dropped += 1
             log.warning("reply topic %s is gone (requester stopped); reply dropped", topic)
             return
         headers: Headers = [(CORRELATION_ID, correlation)]
-        value = None
-        if error is None and result is not None:
-            value = self.codec.encode(result)
-        else:
+        if error is not None:
+            value = None
             headers.append((ERROR_TYPE, type(error).__name__.encode()))
             headers.append((ERROR_MESSAGE, str(error).encode(errors="replace")[:4096]))
-            if self.settings.remote_tracebacks and error is not None:
+            if self.settings.remote_tracebacks:
                 trace = "".join(traceback.format_exception(error))[-8192:]
                 headers.append((ERROR_TRACE, trace.encode(errors="replace")))
         ticket.pending += 1

@@ -17,7 +17,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from kit.codec import Codec
 from kit.config import Settings
 from kit.context import header
-from kit.errors import ConfigError, DeliveryError, RemoteError, RequestTimeout, ServiceUnavailable
+from kit.errors import (
+    BrokerError,
+    ConfigError,
+    DeliveryError,
+    RemoteError,
+    RequestTimeout,
+    ServiceUnavailable,
+)
 from kit.event import Event
 from kit.transport.kafka import KafkaSink, TopicSpec, admin_client, ensure_topics, make_consumer
 
@@ -29,6 +36,7 @@ __all__ = [
     "REPLY_TO",
     "Requester",
     "reply_topic_name",
+    "request_headers",
 ]
 
 log = logging.getLogger("kit.rpc")
@@ -50,6 +58,18 @@ R = TypeVar("R", bound=Event)
 def reply_topic_name(instance_id: str) -> str:
     """The reply topic owned by one requesting instance."""
     return f"{REPLY_TOPIC_PREFIX}{instance_id}"
+
+
+def request_headers(
+    correlation_id: str, reply_topic: str, deadline_ms: int, service: str, method: str
+) -> list[tuple[str, bytes]]:
+    """The headers that make a record a request: where to reply, to what, and by when."""
+    return [
+        (CORRELATION_ID, correlation_id.encode()),
+        (REPLY_TO, reply_topic.encode()),
+        (DEADLINE, str(deadline_ms).encode()),
+        (METHOD, f"{service}.{method}".encode()),
+    ]
 
 
 class LiveCheck(Protocol):
@@ -195,13 +215,7 @@ class Requester(BaseRequester):
             if self._thread is not None:
                 return
             self._loop = asyncio.get_running_loop()
-            spec = TopicSpec(
-                self.reply_topic,
-                1,
-                self.settings.topic_replication,
-                (("retention.ms", str(3_600_000)),),
-            )
-            await asyncio.to_thread(ensure_topics, self._admin, [spec])
+            await asyncio.to_thread(ensure_topics, self._admin, [self._reply_topic_spec()])
             consumer = make_consumer(
                 self.settings,
                 f"kit-replies-{self.instance_id}",
@@ -228,11 +242,16 @@ class Requester(BaseRequester):
         if self.registry is not None and not self.registry.has_live(service):
             try:
                 await self.registry.sync(timeout=min(2.0, timeout or 2.0))  # just announced?
-            except TimeoutError:  # cannot tell: send it, and let the deadline decide
+            except (TimeoutError, BrokerError):  # cannot tell: send, the deadline decides
                 log.warning("registry view of %s not confirmed in time; sending anyway", service)
                 return
             if not self.registry.has_live(service):
                 raise ServiceUnavailable(service)
+
+    def _reply_topic_spec(self) -> TopicSpec:
+        """One partition, read by this instance only; replies older than an hour are useless."""
+        retention = (("retention.ms", str(3_600_000)),)
+        return TopicSpec(self.reply_topic, 1, self.settings.topic_replication, retention)
 
     def _mark(self) -> None:
         """Write a liveness mark to the reply topic, so `kit replies prune` sees it in use."""
@@ -246,8 +265,7 @@ class Requester(BaseRequester):
             self._mark()
             return
         log.warning("reply topic %s was deleted; re-creating it", self.reply_topic)
-        spec = TopicSpec(self.reply_topic, 1, self.settings.topic_replication)
-        await asyncio.to_thread(ensure_topics, self._admin, [spec])
+        await asyncio.to_thread(ensure_topics, self._admin, [self._reply_topic_spec()])
         self._reassign.set()  # the reader thread re-assigns: the consumer is used by it only
         self._mark()
 
@@ -323,14 +341,14 @@ class Requester(BaseRequester):
         Raises ServiceUnavailable (registry says no live instance), RequestTimeout, or
         RemoteError (the responder raised or could not decode the request).
         """
+        wait = self.settings.request_timeout if timeout is None else timeout
+        if wait <= 0:
+            raise ConfigError("timeout", f"must be positive, got {wait}")
         await self._check_live(service, timeout)
         if self._thread is None:
             await self.start()
         elif time.monotonic() - self._verified > 60:
             await self._heal()
-        wait = self.settings.request_timeout if timeout is None else timeout
-        if wait <= 0:
-            raise ConfigError("timeout", f"must be positive, got {wait}")
         loop = asyncio.get_running_loop()
         corr = f"{self._id_prefix}{next(self._ids)}"  # unique: the instance id is unique
         now = time.monotonic()
@@ -341,12 +359,7 @@ class Requester(BaseRequester):
         future: asyncio.Future[Message] = loop.create_future()
         self.pending[corr] = _Pending(future, service, method, started)
         deadline_ms = int((time.time() + wait) * 1000)
-        headers = [
-            (CORRELATION_ID, corr.encode()),
-            (REPLY_TO, self.reply_topic.encode()),
-            (DEADLINE, str(deadline_ms).encode()),
-            (METHOD, f"{service}.{method}".encode()),
-        ]
+        headers = request_headers(corr, self.reply_topic, deadline_ms, service, method)
 
         def delivered(err: Any, _msg: Any) -> None:
             if err is not None:

@@ -97,7 +97,6 @@ class Runtime:
         self.sink = KafkaSink(producer, admin, settings)
         self.producer = producer
         self.dispatcher = Dispatcher(self.service, self.codec, settings, self.sink)
-        self.dispatcher.group = self.group
         self.dispatcher.reply_topic_exists = self._topic_exists
         self.dispatcher.requester = self.requester
         self._admin = admin
@@ -173,10 +172,11 @@ class Runtime:
         await self._requester.start()
         return self._requester
 
-    def _topic_exists(self, topic: str) -> bool:
+    async def _topic_exists(self, topic: str) -> bool:
         if topic in self.sink.known_topics:
             return True
-        meta = self._admin.list_topics(topic, timeout=5).topics.get(topic)
+        found = await asyncio.to_thread(self._admin.list_topics, topic, 5)
+        meta = found.topics.get(topic)
         exists = meta is not None and meta.error is None
         if exists:
             self.sink.known_topics.add(topic)

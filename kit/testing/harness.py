@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kit.codec import Codec
+from kit.codec import Codec, fingerprint_of
 from kit.config import Settings, load_settings
 from kit.context import header
 from kit.dispatch import Dispatcher, Ticket
@@ -15,11 +16,11 @@ from kit.errors import DecodeError, RequestTimeout
 from kit.event import Event
 from kit.rpc import (
     CORRELATION_ID,
-    DEADLINE,
-    METHOD,
-    REPLY_TO,
+    REPLY_TOPIC_PREFIX,
     BaseRequester,
     check_reply,
+    reply_topic_name,
+    request_headers,
 )
 from kit.schema import Schema, SchemaRepository
 from kit.service import Responder, Service
@@ -28,7 +29,7 @@ from kit.transport.memory import MemoryBroker, MemoryMessage
 __all__ = ["Emitted", "Harness"]
 
 E = TypeVar("E", bound=Event)
-REPLY_TOPIC = "_kit.replies.harness"
+REPLY_TOPIC = reply_topic_name("harness")
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,6 @@ class Harness:
 
     def save_recording(self, path: Path | str) -> int:
         """Write every record on the memory topics to a recording file; returns the count."""
-        from kit.codec import fingerprint_of
         from kit.replay.file import Record, RecordingWriter
 
         topics = {name: len(parts) for name, parts in self.broker.topics.items()}
@@ -243,7 +243,7 @@ class Harness:
         name = event_type.kit_schema().full_name
         out = []
         for item in self.outputs:
-            if item.topic.startswith("_kit.replies.") or item.topic.endswith(
+            if item.topic.startswith(REPLY_TOPIC_PREFIX) or item.topic.endswith(
                 self.settings.dead_letter_suffix
             ):
                 continue
@@ -262,7 +262,7 @@ class Harness:
         return [
             o
             for o in self.outputs
-            if o.topic.startswith("_kit.replies.") and (service is None or o.service == service)
+            if o.topic.startswith(REPLY_TOPIC_PREFIX) and (service is None or o.service == service)
         ]
 
     def dead_letters(self, topic: str | None = None) -> list[Emitted]:
@@ -276,8 +276,8 @@ class Harness:
 
 
 def _is_type(item: Emitted, full_name: str, codec: Codec) -> bool:
-    value = item.value or b""
-    schema = codec.writer_schema(bytes(value[2:10])) if len(value) >= 10 else None
+    fp = fingerprint_of(item.value) if item.value else None
+    schema = codec.writer_schema(fp) if fp else None
     return schema is not None and schema.full_name == full_name
 
 
@@ -302,25 +302,14 @@ class _MemoryRequester(BaseRequester):
         started: float | None = None,
     ) -> Any:
         """Put the request on its topic, let the responder handle it now, return its reply."""
-        import time
-
         h = self.harness
         wait = h.settings.request_timeout if timeout is None else timeout
         h._requests += 1
         corr = f"harness-{h._requests}"
         target = topic or f"{service}.{method}"
-        msg = h.broker.append(
-            target,
-            value,
-            key,
-            [
-                (CORRELATION_ID, corr.encode()),
-                (REPLY_TO, REPLY_TOPIC.encode()),
-                (DEADLINE, str(int((time.time() + wait) * 1000)).encode()),
-                (METHOD, f"{service}.{method}".encode()),
-            ],
-            producer="request",
-        )
+        deadline_ms = int((time.time() + wait) * 1000)
+        headers = request_headers(corr, REPLY_TOPIC, deadline_ms, service, method)
+        msg = h.broker.append(target, value, key, headers, producer="request")
         h.broker.create_topic(REPLY_TOPIC)
         for svc in h.services:
             handler = h.dispatchers[svc.name].by_topic.get(target)
