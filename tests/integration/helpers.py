@@ -7,8 +7,9 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from kit import Runtime, Service, Settings
 from services.shop import OrderLine, OrderPlaced
@@ -24,8 +25,18 @@ def order(n: int, quantity: int = 1) -> OrderPlaced:
     )
 
 
+def produce_raw(bootstrap: str, topic: str, rows: list[dict[str, Any]]) -> None:
+    """Produce raw records (Producer.produce keyword rows: value, key, partition, headers,
+    timestamp) with a plain idempotent producer, and wait until all are confirmed."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for row in rows:
+        producer.produce(topic, **row)
+    assert producer.flush(15) == 0
+
+
 def read_raw(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> list[Message]:
-    """Read `count` records of `topic` from the beginning (all partitions), or fail."""
+    """Every record of `topic` (all partitions, from the beginning); fail if fewer than
+    `count` arrive in time. Reads on to the end offsets, so extra records show up too."""
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": f"raw-{topic}", "enable.auto.commit": False}
     )
@@ -40,6 +51,10 @@ def read_raw(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> l
         while len(out) < count and time.monotonic() < deadline:
             out += [m for m in consumer.consume(500, 0.2) if m.error() is None]
         assert len(out) >= count, f"read {len(out)} of {count} records from {topic} in {timeout}s"
+        ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), 5) for p in parts]
+        total = sum(high - low for low, high in ends)
+        while len(out) < total and time.monotonic() < deadline:
+            out += [m for m in consumer.consume(500, 0.2) if m.error() is None]
         return out
     finally:
         consumer.close()

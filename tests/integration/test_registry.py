@@ -360,9 +360,8 @@ def test_graceful_stop_leaves_a_tombstone_and_is_gone_at_once(
                     lambda: registry.get(iid) and registry.get(iid).metadata.get("stage"),
                     timeout=10,
                 )
-            stopped_at = time.monotonic()
+            # gone within 5 s of the stop: the tombstone, not the 30 s TTL
             await wait_until_async(lambda: not registry.lookup("stopper"), timeout=5)
-            assert time.monotonic() - stopped_at < 5.0  # the tombstone, not the 30 s TTL
             expected = [("up", "announced"), ("changed", ""), ("down", "stopped")]
             await wait_until_async(lambda: watcher.of(iid) == expected, timeout=5)
             await watcher.stop()

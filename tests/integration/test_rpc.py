@@ -28,13 +28,9 @@ pytestmark = pytest.mark.integration
 def inventory(name: str, label: str = "", delay: float = 0.0) -> Service:
     """An inventory service whose responder lives at `<name>.check`."""
     svc = Service(name)
-    calls: list[str] = []
-    svc.metadata["calls"] = ""
 
     @svc.responder(partitions=4)
     async def check(request: CheckStock) -> StockLevel:
-        calls.append(request.sku)
-        svc.metadata["calls"] = str(len(calls))
         if delay:
             await asyncio.sleep(delay)
         if request.sku == "boom":
