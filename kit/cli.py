@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from kit.errors import ConfigError, KitError
 from kit.service import Service
@@ -70,14 +71,13 @@ def _cmd_request(args: argparse.Namespace) -> int:
 
     Exit 0 with the reply; 2 bad input, 3 timeout, 4 remote error, 5 no live instance.
     """
+    import contextlib
     import json
-    from io import BytesIO
-
-    from fastavro import schemaless_reader, schemaless_writer
 
     from kit.client import Client
     from kit.config import load_settings
     from kit.errors import (
+        DecodeError,
         EncodeError,
         RemoteError,
         RequestTimeout,
@@ -85,7 +85,7 @@ def _cmd_request(args: argparse.Namespace) -> int:
         ServiceUnavailable,
     )
     from kit.jsonavro import from_json, to_json
-    from kit.schema import default_repository
+    from kit.registry import Registry, load_registry_config
 
     try:
         payload = json.loads(args.json)
@@ -94,9 +94,17 @@ def _cmd_request(args: argparse.Namespace) -> int:
         return 2
     settings = load_settings()
 
+    fail_fast = load_registry_config().fail_fast
+
     async def call() -> int:
-        async with Client(settings) as client:
-            name = args.schema or await _endpoint_schema(args.service, args.method)
+        async with contextlib.AsyncExitStack() as stack:
+            registry = None
+            if fail_fast or not args.schema:  # one registry view serves both uses
+                registry = await stack.enter_async_context(Registry(settings, clean=False))
+            client = await stack.enter_async_context(
+                Client(settings, registry=registry if fail_fast else None, fail_fast=fail_fast)
+            )
+            name = args.schema or _endpoint_schema(registry, args.service, args.method)
             if name is None:
                 print(
                     f"kit request: cannot tell the request schema of {args.service}.{args.method}:"
@@ -104,24 +112,20 @@ def _cmd_request(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            repo = default_repository()
-            schema = repo.get(name) if name in repo else client._schemas.by_name(name)
+            schema = await asyncio.to_thread(client.schema_named, name)
             if schema is None:
-                raise SchemaError(f"no schema named {name!r} in {repo.root} or the schema topic")
+                raise SchemaError(f"no schema named {name!r} in schemas/ or the schema topic")
             try:
-                datum = from_json(schema.parsed, payload)
+                value = client.codec.encode_datum(schema, from_json(schema.parsed, payload))
             except EncodeError as exc:
                 print(f"kit request: invalid input for {name}: {exc}", file=sys.stderr)
                 return 2
-            buf = BytesIO()
-            buf.write(b"\xc3\x01" + schema.fingerprint)
-            schemaless_writer(buf, schema.parsed, datum)
             await client.ensure_schema(schema)
             try:
                 reply = await client.request_raw(
                     args.service,
                     args.method,
-                    buf.getvalue(),
+                    value,
                     topic=args.topic,
                     timeout=args.timeout,
                 )
@@ -134,28 +138,23 @@ def _cmd_request(args: argparse.Namespace) -> int:
             except ServiceUnavailable as exc:
                 print(f"kit request: {exc}", file=sys.stderr)
                 return 5
-            value = reply.value() or b""
-            writer = client.writer_schema(bytes(value[2:10]))
-            if writer is None:
-                print("kit request: the reply's writer schema is unknown", file=sys.stderr)
+            try:
+                answer = await asyncio.to_thread(client.codec.decode_any, reply.value())
+            except DecodeError as exc:
+                print(f"kit request: cannot decode the reply: {exc}", file=sys.stderr)
                 return 4
-            body = BytesIO(value)
-            body.seek(10)
-            print(json.dumps(to_json(schemaless_reader(body, writer.parsed, None)), indent=2))
+            print(json.dumps(to_json(answer), indent=2))
             return 0
 
     return asyncio.run(call())
 
 
-async def _endpoint_schema(service: str, method: str) -> str | None:
+def _endpoint_schema(registry: Any, service: str, method: str) -> str | None:
     """The request schema of service.method, from the live instances in the registry."""
-    from kit.registry import Registry
-
-    async with Registry(clean=False) as registry:
-        for instance in registry.lookup(service):
-            for endpoint in instance.endpoints:
-                if endpoint.kind == "responder" and endpoint.name == method:
-                    return endpoint.event_schema
+    for instance in registry.lookup(service):
+        for endpoint in instance.endpoints:
+            if endpoint.kind == "responder" and endpoint.name == method:
+                return str(endpoint.event_schema)
     return None
 
 

@@ -126,6 +126,16 @@ class Client:
         """A writer schema by fingerprint, from the schema topic."""
         return self._codec.writer_schema(fingerprint)
 
+    def schema_named(self, full_name: str) -> Schema | None:
+        """The schema with this full name: the local repository's, else the schema topic's."""
+        repo = self.repository or default_repository()
+        return repo.get(full_name) if full_name in repo else self._schemas.by_name(full_name)
+
+    @property
+    def codec(self) -> Codec:
+        """The client's codec (writer schemas resolved through the schema topic)."""
+        return self._codec
+
     @property
     def requester(self) -> Requester:
         """The underlying Requester (created on first request)."""

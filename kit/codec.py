@@ -28,6 +28,18 @@ def fingerprint_of(data: bytes) -> bytes | None:
     return bytes(data[2:HEADER_SIZE])
 
 
+def _fingerprint(data: bytes | None) -> bytes:
+    """The writer fingerprint of a value; DecodeError if it is not single-object encoded."""
+    if data is None:
+        raise DecodeError("value is null (a tombstone), not an event")
+    if len(data) < HEADER_SIZE or data[:2] != MAGIC:
+        head = bytes(data[:4]).hex(" ")
+        raise DecodeError(
+            f"not Avro single-object encoding: expected magic c3 01, got {head or 'no bytes'}"
+        )
+    return bytes(data[2:HEADER_SIZE])
+
+
 class Codec:
     """Encode events to bytes and decode bytes to events, resolving writer schemas.
 
@@ -58,6 +70,24 @@ class Codec:
             raise EncodeError(f"cannot encode {schema.full_name}: {exc}") from exc
         return buf.getvalue()
 
+    def encode_datum(self, schema: Schema, datum: Any) -> bytes:
+        """Encode plain data (dicts, lists, scalars) with `schema`, in single-object encoding."""
+        buf = BytesIO()
+        buf.write(MAGIC + schema.fingerprint)
+        try:
+            schemaless_writer(buf, schema.parsed, datum)
+        except Exception as exc:
+            raise EncodeError(f"cannot encode {schema.full_name}: {exc}") from exc
+        return buf.getvalue()
+
+    def decode_any(self, data: bytes | None) -> dict[str, Any]:
+        """Decode bytes to plain data with their own writer schema (no reader schema)."""
+        fp = _fingerprint(data)
+        writer = self.writer_schema(fp)
+        if writer is None:
+            raise DecodeError(f"unknown writer schema (fingerprint {fp.hex()})")
+        return self.decode_dict(data, writer)
+
     def writer_schema(self, fp: bytes) -> Schema | None:
         """The writer schema with this fingerprint, from the cache, repository or resolver."""
         schema = self._writers.get(fp)
@@ -72,14 +102,8 @@ class Codec:
 
     def decode_dict(self, data: bytes | None, reader: Schema) -> dict[str, Any]:
         """Decode bytes to a plain dict in the reader schema's shape."""
-        if data is None:
-            raise DecodeError("value is null (a tombstone), not an event")
-        if len(data) < HEADER_SIZE or data[:2] != MAGIC:
-            head = bytes(data[:4]).hex(" ")
-            raise DecodeError(
-                f"not Avro single-object encoding: expected magic c3 01, got {head or 'no bytes'}"
-            )
-        fp = bytes(data[2:HEADER_SIZE])
+        fp = _fingerprint(data)
+        assert data is not None
         writer = (
             reader if fp == reader.fingerprint else self._writers.get(fp) or self.writer_schema(fp)
         )

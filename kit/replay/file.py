@@ -7,17 +7,15 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from io import BytesIO
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 import fastavro
-from fastavro import schemaless_reader
 from fastavro.write import Writer
 
-from kit.codec import HEADER_SIZE, fingerprint_of
-from kit.errors import KitError, SchemaError
+from kit.codec import Codec, fingerprint_of
+from kit.errors import DecodeError, KitError, SchemaError
 from kit.schema import Schema
 
 __all__ = [
@@ -73,6 +71,7 @@ SCHEMA_ENTRY_SCHEMA: dict[str, Any] = {
 }
 FILE_SCHEMA: list[dict[str, Any]] = [RECORD_SCHEMA, SCHEMA_ENTRY_SCHEMA]
 _PARSED_FILE_SCHEMA = fastavro.parse_schema(FILE_SCHEMA)
+_CODEC = Codec()  # verifies recorded values against their writer schemas
 
 
 class RecordingError(KitError):
@@ -383,14 +382,9 @@ class RecordingReader:
         if schema is None:
             self.unverified += 1
             return
-        assert record.value is not None
-        body = BytesIO(record.value)
-        body.seek(HEADER_SIZE)
         try:
-            schemaless_reader(body, schema.parsed, None)
-            if body.tell() != len(record.value):
-                raise ValueError(f"{len(record.value) - body.tell()} trailing bytes")
-        except Exception as exc:
+            _CODEC.decode_dict(record.value, schema)
+        except DecodeError as exc:
             where = f"{record.topic}[{record.partition}]@{record.offset}"
             raise self._error(
                 index, f"value of {where} does not match its schema {schema.full_name}", exc

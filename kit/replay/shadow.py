@@ -9,14 +9,11 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from fastavro import schemaless_reader
-
-from kit.codec import Codec, fingerprint_of
-from kit.errors import KitError
+from kit.codec import Codec
+from kit.errors import DecodeError, KitError
 from kit.jsonavro import to_json
 from kit.replay.file import RecordingReader
 from kit.service import Service
@@ -102,8 +99,7 @@ async def shadow(
         raise KitError(f"{recording}: none of the services' topics {sorted(consumed)} is recorded")
     output_topics = set(outputs) if outputs is not None else recorded_topics - input_topics
     harness = Harness(*svcs)
-    harness._extra_schemas.update(schemas)
-    fed = harness.feed_recording(recording, input_topics)
+    fed = harness.feed_records(records, schemas, input_topics)
     await harness.run()
     codec = harness.codec
     recorded = [(r.topic, r.key, r.value) for r in records if r.topic in output_topics]
@@ -142,15 +138,9 @@ def _diff(
 
 def _decode(value: bytes | None, codec: Codec) -> Any:
     """A value as plain data via its writer schema; raw bytes if it is not decodable."""
-    fp = fingerprint_of(value) if value else None
-    schema = codec.writer_schema(fp) if fp else None
-    if value is None or schema is None:
-        return value
-    body = BytesIO(value)
-    body.seek(10)
     try:
-        return schemaless_reader(body, schema.parsed, None)
-    except Exception:
+        return codec.decode_any(value)
+    except DecodeError:
         return value
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kit.codec import Codec, fingerprint_of
 from kit.config import Settings, load_settings
@@ -25,6 +25,9 @@ from kit.rpc import (
 from kit.schema import Schema, SchemaRepository
 from kit.service import Responder, Service
 from kit.transport.memory import MemoryBroker, MemoryMessage
+
+if TYPE_CHECKING:
+    from kit.replay.file import Record
 
 __all__ = ["Emitted", "Harness"]
 
@@ -143,17 +146,28 @@ class Harness:
         """Feed the records of a recording file (only `topics`, if given); returns the count."""
         from kit.replay.file import RecordingReader
 
+        with RecordingReader(path) as reader:
+            records = [rec for _index, rec in reader]
+            return self.feed_records(records, reader.schemas, topics)
+
+    def feed_records(
+        self,
+        records: Iterable[Record],
+        schemas: Mapping[bytes, Schema],
+        topics: Iterable[str] | None = None,
+    ) -> int:
+        """Feed recorded records (only `topics`, if given), decodable with their writer
+        `schemas` (fingerprint -> schema, as a recording holds them); returns the count."""
+        self._extra_schemas.update(schemas)
         wanted = set(topics) if topics is not None else None
         count = 0
-        with RecordingReader(path) as reader:
-            for _index, rec in reader:
-                if wanted is not None and rec.topic not in wanted:
-                    continue
-                self.send_raw(
-                    rec.topic, rec.value, key=rec.key, headers=rec.headers, partition=rec.partition
-                )
-                count += 1
-            self._extra_schemas.update(reader.schemas)
+        for rec in records:
+            if wanted is not None and rec.topic not in wanted:
+                continue
+            self.send_raw(
+                rec.topic, rec.value, key=rec.key, headers=rec.headers, partition=rec.partition
+            )
+            count += 1
         return count
 
     def save_recording(self, path: Path | str) -> int:
