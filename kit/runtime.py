@@ -136,7 +136,9 @@ class Runtime:
         )
         registry = load_registry_config()
         if registry.enabled:  # announce on the first assignment; tombstone on graceful stop
-            self.announcer = Announcer.for_runtime(self)
+            self.announcer = Announcer.for_runtime(
+                self, admin=admin, schema_topic=self.schema_topic
+            )
             await self.announcer.prepare()
             if not self.service.handlers:
                 await self.announcer.start()
@@ -169,6 +171,8 @@ class Runtime:
                 registry=self.registry,
                 fail_fast=self._fail_fast,
             )
+            if self.announcer is not None:  # carried from the next heartbeat on
+                self.announcer.reply_address = self._requester.reply_topic
         await self._requester.start()
         return self._requester
 

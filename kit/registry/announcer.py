@@ -8,7 +8,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Producer
@@ -28,6 +28,9 @@ from kit.registry.model import (
 )
 from kit.service import Service
 from kit.transport.kafka import SchemaTopic, admin_client, ensure_topics, make_producer
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
 
 if TYPE_CHECKING:
     from kit.runtime import Runtime
@@ -61,7 +64,8 @@ class Announcer:
         host: str | None = None,
         pid: int | None = None,
         flush_timeout: float = 5.0,
-        topic_config: Iterable[tuple[str, str]] = (),
+        admin: AdminClient | None = None,
+        schema_topic: SchemaTopic | None = None,
     ) -> None:
         config = load_registry_config(heartbeat=heartbeat_interval, topic=topic)
         self.service = service
@@ -75,12 +79,14 @@ class Announcer:
         self.pid = pid if pid is not None else os.getpid()
         self.started_at = from_ms(now_ms())
         self.flush_timeout = flush_timeout
-        self.topic_config = tuple(topic_config)
         self.announced = asyncio.Event()
         """Set once the first registration was handed to the producer."""
         self.announced_at: float | None = None
         """Wall-clock time (epoch s) of the first announce."""
         self.delivery_errors = 0
+        """Registry writes the broker refused (each is also logged as a warning)."""
+        self._admin = admin
+        self._schema_topic = schema_topic
         self._delivered = False  # a registration was acknowledged by the broker
         self._producer: Producer | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -119,18 +125,20 @@ class Announcer:
 
     def _prepare_blocking(self) -> None:
         producer = make_producer(self.settings, low_latency=True)
-        admin = admin_client(self.settings)
-        ensure_topics(admin, [registry_topic_spec(self.settings, self.topic, self.topic_config)])
+        if self._admin is None:
+            self._admin = admin_client(self.settings)
+        ensure_topics(self._admin, [registry_topic_spec(self.settings, self.topic)])
         producer.list_topics(self.topic, timeout=self.flush_timeout)  # connect before announcing
         if self._producer is None:
             self._producer = producer
 
     def _publish_schema(self) -> None:
         """Put kit.Registration on the schema topic, for readers built on another version."""
+        topic = self._schema_topic
+        if topic is None:
+            topic = SchemaTopic(self.settings, self._admin or admin_client(self.settings))
         try:
-            SchemaTopic(self.settings, admin_client(self.settings), self._producer).publish(
-                [Registration.kit_schema()]
-            )
+            topic.publish([Registration.kit_schema()])
         except KitError as exc:  # readers of the same version decode without it
             log.warning("could not publish kit.Registration to the schema topic: %s", exc)
 
@@ -268,16 +276,12 @@ class Announcer:
 
     @classmethod
     def for_runtime(cls, runtime: Runtime, **kwargs: Any) -> Announcer:
-        """An announcer for a runtime's service and instance id, attached to it."""
-        reply = kwargs.pop("reply_address", getattr(runtime, "reply_address", None))
-        announcer = cls(
-            runtime.service,
-            runtime.settings,
-            runtime.instance_id,
-            reply_address=reply,
-            **kwargs,
-        )
-        return announcer.attach(runtime)
+        """An announcer for a runtime's service and instance id, attached to it.
+
+        `kwargs` go to the constructor; a started runtime passes its admin client and
+        schema topic so the announcer opens no clients of its own but its producer.
+        """
+        return cls(runtime.service, runtime.settings, runtime.instance_id, **kwargs).attach(runtime)
 
     def _on_assigned(self, _runtime: Runtime) -> None:
         if self._starting is None and not self._stopped:

@@ -11,12 +11,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from kit.errors import ConfigError, KitError
 from kit.registry.model import Registration
 from kit.registry.reader import Registry
+from kit.registry.watch import Watch
 
 __all__ = ["cli_services", "format_table", "to_json"]
 
@@ -64,33 +65,37 @@ async def _services(args: argparse.Namespace, out: TextIO) -> int:
     await registry.start()
     try:
         if not args.watch:
-            regs = _select(registry.instances(), args.service)
+            regs = _select(registry, args.service)
             if args.json:
                 print(json.dumps(to_json(regs, time.time(), registry), indent=2), file=out)
             else:
                 print(format_table(regs, time.time(), registry.topic, registry.ttl), file=out)
             return 0
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
         if args.json:
-            await _stream_events(registry, args.service, stop, out)
+            with registry.watch() as events:
+                _on_stop_signals(events.close)
+                await _stream_events(events, args.service, out)
         else:
+            stop = asyncio.Event()
+            _on_stop_signals(stop.set)
             await _redraw(registry, args.service, args.interval, stop, out)
         return 0
     finally:
         await registry.close()
 
 
+def _on_stop_signals(callback: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, callback)
+
+
 async def _redraw(
     registry: Registry, service: str | None, interval: float, stop: asyncio.Event, out: TextIO
 ) -> None:
     while not stop.is_set():
-        table = format_table(
-            _select(registry.instances(), service), time.time(), registry.topic, registry.ttl
-        )
+        table = format_table(_select(registry, service), time.time(), registry.topic, registry.ttl)
         out.write(f"{_CLEAR}{time.strftime('%H:%M:%S')}  kit services --watch (Ctrl-C to stop)\n\n")
         out.write(table + "\n")
         out.flush()
@@ -98,34 +103,18 @@ async def _redraw(
             await asyncio.wait_for(stop.wait(), interval)
 
 
-async def _stream_events(
-    registry: Registry, service: str | None, stop: asyncio.Event, out: TextIO
-) -> None:
-    stopper = asyncio.ensure_future(stop.wait())
-    with registry.watch() as events:
-        try:
-            while True:
-                nxt = asyncio.ensure_future(anext(events))
-                done, _ = await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
-                    nxt.cancel()
-                    return
-                try:
-                    event = nxt.result()
-                except StopAsyncIteration:
-                    return
-                if service is None or event.service == service:
-                    now = time.time()
-                    line = {"event": event.kind, "reason": event.reason, "at": now}
-                    line["instance"] = _instance_json(event.registration, now)
-                    out.write(json.dumps(line) + "\n")
-                    out.flush()
-        finally:
-            stopper.cancel()
+async def _stream_events(events: Watch, service: str | None, out: TextIO) -> None:
+    async for event in events:  # until the registry closes or a signal closes the watch
+        if service is None or event.service == service:
+            now = time.time()
+            line = {"event": event.kind, "reason": event.reason, "at": now}
+            line["instance"] = _instance_json(event.registration, now)
+            out.write(json.dumps(line) + "\n")
+            out.flush()
 
 
-def _select(regs: Sequence[Registration], service: str | None) -> list[Registration]:
-    chosen = [r for r in regs if service is None or r.service == service]
+def _select(registry: Registry, service: str | None) -> list[Registration]:
+    chosen = registry.lookup(service) if service else registry.instances()
     return sorted(chosen, key=lambda r: (r.service, r.started_at, r.instance_id))
 
 

@@ -32,17 +32,7 @@ __all__ = [
 ]
 
 
-def _kit_schemas_dir() -> Path:
-    """kit/schemas/kit when packaged (package data), else schemas/kit of the repository."""
-    here = Path(__file__).resolve()
-    candidates = [here.parents[1] / "schemas" / "kit", here.parents[2] / "schemas" / "kit"]
-    for folder in candidates:
-        if (folder / "Registration.avsc").is_file():
-            return folder
-    return candidates[-1]
-
-
-REPOSITORY = SchemaRepository(_kit_schemas_dir())
+REPOSITORY = SchemaRepository(Path(__file__).resolve().parents[1] / "schemas" / "kit")
 """The kit's own schemas (kit.*), independent of KIT_SCHEMAS_DIR."""
 
 HEADER_REASON = "kit-registry-reason"

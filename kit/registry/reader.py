@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -69,7 +68,6 @@ class Registry:
         clean: bool | None = None,
         clean_after: float | None = None,
         start_timeout: float = 30.0,
-        topic_config: Iterable[tuple[str, str]] = (),
     ) -> None:
         config = load_registry_config(ttl=ttl, topic=topic, clean=clean, clean_after=clean_after)
         self.settings = settings or load_settings()
@@ -78,7 +76,6 @@ class Registry:
         self.clean = config.clean
         self.clean_after = config.clean_limit
         self.start_timeout = start_timeout
-        self.topic_config = tuple(topic_config)
         self.reader_id = f"kit-registry-{uuid.uuid4().hex[:12]}"
         self.ready = asyncio.Event()
         """Set once the view holds everything written before start()."""
@@ -199,7 +196,7 @@ class Registry:
     def _prepare(self) -> None:
         admin = admin_client(self.settings)
         check_reachable(admin, self.settings, self.settings.connect_timeout)
-        ensure_topics(admin, [registry_topic_spec(self.settings, self.topic, self.topic_config)])
+        ensure_topics(admin, [registry_topic_spec(self.settings, self.topic)])
         self._codec = Codec(REPOSITORY, resolver=SchemaTopic(self.settings, admin).lookup)
         self._consumer = make_consumer(
             self.settings,

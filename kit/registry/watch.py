@@ -51,10 +51,11 @@ class Watch:
         raise StopAsyncIteration
 
     def close(self) -> None:
-        """Stop receiving events; iteration ends."""
+        """Stop receiving events; iteration ends, also one waiting for the next event."""
         if not self._done:
             self._done = True
             self._unsubscribe(self)
+            self.push(None)  # wakes a pending __anext__
 
     async def aclose(self) -> None:
         """Async alias of close(), like an async generator's."""

@@ -221,6 +221,20 @@ def test_watch_delivers_in_order_and_ends() -> None:
     asyncio.run(scenario())
 
 
+def test_close_ends_an_iteration_that_waits_for_the_next_event() -> None:
+    from kit.registry import Watch
+
+    async def scenario() -> list[object]:
+        watch = Watch(lambda _w: None)
+        waiting = asyncio.ensure_future(anext(watch, "ended"))
+        await asyncio.sleep(0)  # let it wait on the empty queue
+        assert not waiting.done()
+        watch.close()
+        return [await asyncio.wait_for(waiting, 5)]
+
+    assert asyncio.run(scenario()) == ["ended"]
+
+
 def test_require_refuses_only_once_the_view_is_ready() -> None:
     from kit import ServiceUnavailable
     from kit.registry import Registry
