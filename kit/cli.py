@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from kit.errors import ConfigError, KitError
+from kit.command import configure_logging, run_command
+from kit.errors import ConfigError
 from kit.service import Service
 
 __all__ = ["load_service", "main"]
@@ -214,21 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_check.set_defaults(func=_cmd_schemas)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        return int(args.func(args))
-    except ConfigError as exc:
-        print(f"kit: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except KitError as exc:
-        print(f"kit: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    configure_logging(args.log_level)
+    return run_command("kit", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ from __future__ import annotations
 class KitError(Exception):
     """Base class of every error the kit raises on purpose."""
 
+    def cli_lines(self) -> list[str]:
+        """What a command prints for this error, one line each (after its program name)."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class ConfigError(KitError):
     """A setting is missing or wrong; the message names the setting."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from confluent_kafka import TopicPartition
 
+from kit.command import run_command
 from kit.config import Settings, load_settings
 from kit.errors import KitError
 from kit.rpc import REPLY_TOPIC_PREFIX
@@ -90,13 +90,13 @@ def cli_replies(argv: list[str]) -> int:
     prune.add_argument("--idle", type=float, default=3600.0, help="seconds without replies")
     prune.add_argument("--dry-run", action="store_true", help="list, do not delete")
     args = parser.parse_args(argv)
-    try:
+
+    def run_prune() -> int:
         stale = prune_reply_topics(load_settings(), idle=args.idle, dry_run=args.dry_run)
-    except KitError as exc:
-        print(f"kit replies: {exc}", file=sys.stderr)
-        return 1
-    verb = "would delete" if args.dry_run else "deleted"
-    for topic in stale:
-        print(f"{verb} {topic}")
-    print(f"{len(stale)} stale reply topic(s) {verb}")
-    return 0
+        verb = "would delete" if args.dry_run else "deleted"
+        for topic in stale:
+            print(f"{verb} {topic}")
+        print(f"{len(stale)} stale reply topic(s) {verb}")
+        return 0
+
+    return run_command("kit replies", run_prune)

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import signal
 import sys
@@ -14,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from kit.errors import ConfigError, KitError
+from kit.command import configure_logging, run_command
 from kit.registry.model import Registration
 from kit.registry.reader import Registry
 from kit.registry.watch import Watch
@@ -41,21 +40,8 @@ def cli_services(argv: list[str]) -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="--watch redraw period (s)")
     parser.add_argument("--log-level", default=os.environ.get("KIT_LOG_LEVEL", "WARNING"))
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        return asyncio.run(_services(args, sys.stdout))
-    except ConfigError as exc:
-        print(f"kit: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except KitError as exc:
-        print(f"kit: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    configure_logging(args.log_level)
+    return run_command("kit services", lambda: asyncio.run(_services(args, sys.stdout)))
 
 
 async def _services(args: argparse.Namespace, out: TextIO) -> int:

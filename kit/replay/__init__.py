@@ -6,7 +6,7 @@ import argparse
 import sys
 from datetime import datetime
 
-from kit.errors import ConfigError, KitError
+from kit.command import run_command
 from kit.replay.file import (
     FORMAT_VERSION,
     Record,
@@ -75,25 +75,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _run(prog: str, func: object, *args: object) -> int:
-    try:
-        return int(func(*args))  # type: ignore[operator]
-    except ConfigError as exc:
-        print(f"{prog}: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except RecordingError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        if exc.published is not None:
-            print(f"{prog}: {exc.published:,} record(s) were published before it", file=sys.stderr)
-        return 1
-    except KitError as exc:
-        print(f"{prog}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-
-
 def cli_record(argv: list[str]) -> int:
     """`kit record TOPIC [TOPIC...] -o FILE [--from TIME] [--to TIME] [--max N]`."""
     parser = argparse.ArgumentParser(
@@ -113,7 +94,7 @@ def cli_record(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.start and args.end and args.start >= args.end:
         parser.error("--from must be before --to")
-    return _run("kit record", _record_main, args)
+    return run_command("kit record", lambda: _record_main(args))
 
 
 def _record_main(args: argparse.Namespace) -> int:
@@ -175,7 +156,7 @@ def cli_replay(argv: list[str]) -> int:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
-    return _run("kit replay", _replay_main, args)
+    return run_command("kit replay", lambda: _replay_main(args))
 
 
 def _replay_main(args: argparse.Namespace) -> int:

@@ -89,6 +89,13 @@ class RecordingError(KitError):
         where = f"{self.path}: record {index}" if index is not None else self.path
         super().__init__(f"{where}: {problem}")
 
+    def cli_lines(self) -> list[str]:
+        """The problem, and how much a replay published before it."""
+        lines = [str(self)]
+        if self.published is not None:
+            lines.append(f"{self.published:,} record(s) were published before it")
+        return lines
+
 
 @dataclass(frozen=True, slots=True)
 class Record:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kit.codec import Codec
+from kit.command import run_command
 from kit.errors import DecodeError, KitError
 from kit.jsonavro import to_json
 from kit.replay.file import RecordingReader
@@ -178,11 +178,12 @@ def cli_shadow(argv: list[str]) -> int:
     parser.add_argument("--inputs", nargs="*", help="input topics (default: those consumed)")
     parser.add_argument("--outputs", nargs="*", help="output topics (default: the others)")
     args = parser.parse_args(argv)
-    try:
+
+    def compare() -> int:
         services = [load_service(target) for target in args.shadow]
         report = asyncio.run(shadow(services, args.file, inputs=args.inputs, outputs=args.outputs))
-    except KitError as exc:
-        print(f"kit replay --shadow: {exc}", file=sys.stderr)
-        return 2
-    print(report)
-    return 0 if report.ok else 1
+        print(report)
+        return 0 if report.ok else 1
+
+    # like diff(1): 0 the same, 1 differences, 2 trouble
+    return run_command("kit replay --shadow", compare, error_code=2)
