@@ -285,10 +285,11 @@ def _info_from_state(data_dir: Path, pid: int, state: dict[str, Any]) -> BrokerI
     )
 
 
-def status() -> BrokerInfo | None:
+def status(*, probe: bool = True) -> BrokerInfo | None:
     """Return the local broker's info if it runs and answers, else None.
 
-    Stale pid and state files left by a broker that died are removed.
+    Stale pid and state files left by a broker that died are removed. `probe=False`
+    skips the metadata request: the process runs and its state file gives the address.
     """
     data_dir = broker_dir()
     pid = _read_pid(data_dir)
@@ -299,14 +300,21 @@ def status() -> BrokerInfo | None:
                     _forget(data_dir, pid)
         return None
     state = _read_state(data_dir)
-    if state is None or not _answers(str(state.get("bootstrap_servers")), timeout=3.0):
+    if state is None:
+        return None  # still starting
+    if probe and not _answers(str(state.get("bootstrap_servers")), timeout=3.0):
         return None  # still starting, or hung
     return _info_from_state(data_dir, pid, state)
 
 
 def running_address() -> str | None:
-    """Return the running local broker's bootstrap address, or None."""
-    info = status()
+    """Return the running local broker's bootstrap address, or None.
+
+    Cheap (a process check and a file read, no network): it is called for every client
+    the kit makes without KIT_BOOTSTRAP_SERVERS; the client's own connection reports a
+    broker that runs but does not answer.
+    """
+    info = status(probe=False)
     return info.bootstrap_servers if info else None
 
 
