@@ -17,7 +17,7 @@ from kit.config import Settings, resolve_bootstrap
 from kit.errors import ConfigError, DeliveryError
 from kit.replay.file import Record, RecordingError, RecordingReader
 from kit.replay.record import Progress, settings_for, stop_on_sigint
-from kit.transport.kafka import TopicSpec, admin_client, check_reachable, ensure_topics
+from kit.transport.kafka import KafkaSink, TopicSpec, admin_client, check_reachable, ensure_topics
 from kit.transport.kafka import make_producer as _make_producer
 
 __all__ = ["ReplayResult", "merge_by_time", "replay"]
@@ -101,10 +101,10 @@ class _Publisher:
         admin = admin_client(settings)
         check_reachable(admin, settings)
         self.targets = {t: topic_map.get(t, t) for t in topics}
-        listed = admin.list_topics(timeout=15).topics
-        missing = [t for t, target in self.targets.items() if target not in listed]
-        specs = [TopicSpec(self.targets[t], topics[t], settings.topic_replication) for t in missing]
-        self.created = tuple(ensure_topics(admin, specs))
+        specs = [
+            TopicSpec(t, topics[s], settings.topic_replication) for s, t in self.targets.items()
+        ]
+        self.created = tuple(ensure_topics(admin, specs))  # only the missing ones
         listed = admin.list_topics(timeout=15).topics
         self.same_partition: dict[str, bool] = {}
         for source, target in self.targets.items():
@@ -112,6 +112,8 @@ class _Publisher:
             have = len(meta.partitions) if meta is not None else topics[source]
             self.same_partition[source] = have >= topics[source]
         self.producer: Producer = _make_producer(settings)
+        self.sink = KafkaSink(self.producer, admin, settings)
+        self.sink.known_topics.update(self.targets.values())
         self.delivered = 0
         self.errors: list[KafkaError] = []
 
@@ -123,28 +125,16 @@ class _Publisher:
 
     def send(self, rec: Record) -> None:
         """Queue one record; when librdkafka's queue is full, serve callbacks and retry."""
-        kwargs: dict[str, Any] = {"on_delivery": self._on_delivery}
-        if self.same_partition[rec.topic]:
-            kwargs["partition"] = rec.partition
-        if rec.headers:
-            kwargs["headers"] = list(rec.headers)
-        if self.keep_timestamps and rec.timestamp_type and rec.timestamp >= 0:
-            kwargs["timestamp"] = rec.timestamp
-        target = self.targets[rec.topic]
-        deadline = 0.0
-        while True:
-            try:
-                self.producer.produce(target, rec.value, rec.key, **kwargs)
-                break
-            except BufferError:
-                now = time.monotonic()
-                deadline = deadline or now + self.settings.delivery_timeout
-                if now > deadline:
-                    raise DeliveryError(
-                        f"producer queue stayed full for {self.settings.delivery_timeout}s "
-                        f"({self.delivered} published)"
-                    ) from None
-                self.producer.poll(0.01)
+        keep_time = self.keep_timestamps and rec.timestamp_type and rec.timestamp >= 0
+        self.sink.produce(
+            self.targets[rec.topic],
+            rec.value,
+            rec.key,
+            list(rec.headers) or None,  # type: ignore[arg-type]  # a null header value is fine
+            self._on_delivery,
+            partition=rec.partition if self.same_partition[rec.topic] else None,
+            timestamp=rec.timestamp if keep_time else 0,
+        )
         self.producer.poll(0)
         self.check()
 

@@ -214,17 +214,27 @@ class KafkaSink:
         headers: list[tuple[str, bytes]] | None,
         on_delivery: Callable[[Any, Any], None],
         partition: int | None = None,
+        timestamp: int = 0,
     ) -> None:
-        """Queue one record; when librdkafka's queue is full, serve callbacks and retry."""
+        """Queue one record; when librdkafka's queue is full, serve callbacks and retry.
+
+        `partition` None lets the partitioner choose; `timestamp` 0 means now.
+        """
         if topic not in self.known_topics:
             self.ensure_topic(topic)
         deadline = 0.0
         hdrs: Any = headers
         while True:
             try:
-                if partition is not None:
+                if partition is not None or timestamp:
                     self.producer.produce(
-                        topic, value, key, partition, on_delivery=on_delivery, headers=hdrs
+                        topic,
+                        value,
+                        key,
+                        -1 if partition is None else partition,
+                        on_delivery=on_delivery,
+                        timestamp=timestamp,
+                        headers=hdrs,
                     )
                 elif headers:
                     self.producer.produce(topic, value, key, on_delivery=on_delivery, headers=hdrs)
