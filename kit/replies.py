@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from kit.command import run_command
 from kit.config import Settings, load_settings
@@ -16,9 +17,8 @@ from kit.transport.kafka import admin_client, make_consumer
 __all__ = ["cli_replies", "live_client_ids", "prune_reply_topics"]
 
 
-def live_client_ids(settings: Settings, timeout: float = 10.0) -> set[str]:
+def live_client_ids(admin: AdminClient, timeout: float = 10.0) -> set[str]:
     """client.id of every member of every consumer group (kit sets it to the instance id)."""
-    admin = admin_client(settings)
     groups = admin.list_consumer_groups(request_timeout=timeout).result(timeout)
     ids = [g.group_id for g in groups.valid]
     if not ids:
@@ -47,7 +47,7 @@ def prune_reply_topics(
     ]
     if not topics:
         return []
-    live = live_client_ids(settings, timeout)
+    live = live_client_ids(admin, timeout)
     consumer = make_consumer(settings, "kit-replies-prune", **{"enable.auto.commit": False})
     stale = []
     try:
@@ -67,16 +67,19 @@ def prune_reply_topics(
     return stale
 
 
-def _newest_age(consumer: object, topic: str, timeout: float) -> float:
+def _newest_age(consumer: Consumer, topic: str, timeout: float) -> float:
     """Seconds since the newest record of a one-partition topic (infinite when empty)."""
     tp = TopicPartition(topic, 0)
-    low, high = consumer.get_watermark_offsets(tp, timeout=timeout)  # type: ignore[attr-defined]
+    watermarks = consumer.get_watermark_offsets(tp, timeout=timeout)
+    if watermarks is None:
+        return 0.0  # unknown: treat as fresh
+    low, high = watermarks
     if high <= low:
         return float("inf")
-    consumer.assign([TopicPartition(topic, 0, high - 1)])  # type: ignore[attr-defined]
+    consumer.assign([TopicPartition(topic, 0, high - 1)])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        msg = consumer.poll(0.2)  # type: ignore[attr-defined]
+        msg = consumer.poll(0.2)
         if msg is not None and msg.error() is None:
             return time.time() - msg.timestamp()[1] / 1000
     return 0.0  # unknown: treat as fresh

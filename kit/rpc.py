@@ -26,7 +26,14 @@ from kit.errors import (
     ServiceUnavailable,
 )
 from kit.event import Event
-from kit.transport.kafka import KafkaSink, TopicSpec, admin_client, ensure_topics, make_consumer
+from kit.transport.kafka import (
+    KafkaSink,
+    TopicSpec,
+    admin_client,
+    ensure_topics,
+    make_consumer,
+    poll_batch,
+)
 
 __all__ = [
     "CORRELATION_ID",
@@ -304,11 +311,9 @@ class Requester(BaseRequester):
             if self._reassign.is_set():
                 self._reassign.clear()
                 consumer.assign([TopicPartition(self.reply_topic, 0, OFFSET_BEGINNING)])
-            msg = consumer.poll(0.1)
-            if msg is None:
-                continue
-            batch = [msg, *consumer.consume(500, 0)]
-            loop.call_soon_threadsafe(self._deliver, batch)
+            batch = poll_batch(consumer, 0.1)
+            if batch:
+                loop.call_soon_threadsafe(self._deliver, batch)
 
     def _deliver(self, batch: list[Message]) -> None:
         for msg in batch:

@@ -31,6 +31,7 @@ from kit.transport.kafka import (
     ensure_topics,
     make_consumer,
     make_producer,
+    poll_batch,
 )
 
 __all__ = ["Runtime", "run"]
@@ -218,13 +219,9 @@ class Runtime:
         while not stopping.is_set():
             messages = consumer.consume(batch_size, 0)
             if not messages:
-                # consume(n, t) waits for n records or t; poll(t) wakes on the first record
-                first = await loop.run_in_executor(self._executor, consumer.poll, 0.05)
-                if first is not None:
-                    messages = [
-                        first,
-                        *(consumer.consume(batch_size - 1, 0) if batch_size > 1 else []),
-                    ]
+                messages = await loop.run_in_executor(
+                    self._executor, poll_batch, consumer, 0.05, batch_size
+                )
             if messages:
                 records = [m for m in messages if m.error() is None]
                 if len(records) != len(messages):

@@ -42,6 +42,7 @@ from kit.transport.kafka import (
     check_reachable,
     ensure_topics,
     make_consumer,
+    poll_batch,
 )
 
 __all__ = ["Registry"]
@@ -266,7 +267,7 @@ class Registry:
         next_sweep = 0.0
         next_clean = time.monotonic() + self._clean_interval * random.uniform(0.5, 1.0)
         while not self._closing.is_set():
-            self._pump(_fetch(consumer, 0.05))
+            self._pump(poll_batch(consumer, 0.05))
             now = time.monotonic()
             if now >= next_sweep:
                 with self._lock:
@@ -311,7 +312,7 @@ class Registry:
         while self._position < high:
             if time.monotonic() > deadline or self._closing.is_set():
                 return False
-            self._pump(_fetch(consumer, 0.05))
+            self._pump(poll_batch(consumer, 0.05))
         return True
 
     def _pump(self, messages: list[Message]) -> None:
@@ -383,17 +384,6 @@ class Registry:
             watches = list(self._watchers)
         for watch in watches:
             watch.push(self.error)
-
-
-def _fetch(consumer: Consumer, timeout: float) -> list[Message]:
-    """Wait up to `timeout` for one record, then take what else is already fetched.
-
-    (`consume(n, timeout)` alone would wait for n records or the whole timeout.)
-    """
-    first = consumer.poll(timeout)
-    if first is None:
-        return []
-    return [first, *consumer.consume(500, 0)]
 
 
 def _text(raw: Any) -> str:

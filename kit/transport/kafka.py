@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kit.config import Settings, client_config, resolve_bootstrap
@@ -25,6 +25,7 @@ __all__ = [
     "ensure_topics",
     "make_consumer",
     "make_producer",
+    "poll_batch",
     "producer_config",
 ]
 
@@ -95,6 +96,16 @@ def make_producer(settings: Settings, *, low_latency: bool = False) -> Producer:
 def make_consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
     """A Consumer in `group`; a bad setting raises ConfigError naming it."""
     return _client(Consumer, {**consumer_config(settings, group), **overrides}, settings)
+
+
+def poll_batch(consumer: Consumer, timeout: float, limit: int = 500) -> list[Message]:
+    """Wait up to `timeout` for one record, then take what else is already fetched (up to
+    `limit` in all). `consume(n, timeout)` alone waits for n records or the whole timeout,
+    which adds its timeout to the latency of every quiet moment."""
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
 
 
 def admin_client(settings: Settings) -> AdminClient:
