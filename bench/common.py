@@ -10,9 +10,11 @@ import json
 import resource
 import time
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "contender_args",
     "emit",
     "peak_rss_mb",
+    "transform",
 ]
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "bench" / "Reading.avsc"
@@ -38,6 +41,20 @@ HEADER_SIZE = 10
 _CANONICAL = to_parsing_canonical_form(parse_schema(_DEFINITION, _write_hint=False))
 HEADER = b"\xc3\x01" + bytes.fromhex(fingerprint(_CANONICAL, "CRC-64-AVRO"))
 """Avro single-object header of `bench.Reading`: C3 01 + CRC-64-AVRO fingerprint (8 bytes)."""
+
+
+def transform(value: bytes) -> bytes:
+    """The peers' handler body: decode a Reading, flip `ok`, encode it again."""
+    if value[:HEADER_SIZE] != HEADER:
+        raise ValueError(f"unexpected header {value[:HEADER_SIZE].hex()}")
+    body = BytesIO(value)
+    body.seek(HEADER_SIZE)
+    record = schemaless_reader(body, PARSED, None)
+    record["ok"] = not record["ok"]
+    out = BytesIO()
+    out.write(HEADER)
+    schemaless_writer(out, PARSED, record)
+    return out.getvalue()
 
 
 def contender_args(description: str) -> argparse.Namespace:

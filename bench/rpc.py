@@ -263,7 +263,8 @@ def rpc_table(results: dict[str, Any], args: argparse.Namespace, info: dict[str,
             f"| {name} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['rps_64']} "
             f"| {r['rps_256']} |"
         )
-    if "kit" in results and "faust" in results and "error" not in results["faust"]:
+    both = [results.get("kit"), results.get("faust")]
+    if all(r is not None and "error" not in r for r in both):
         k, f = results["kit"], results["faust"]
         lines.append("")
         lines.append(

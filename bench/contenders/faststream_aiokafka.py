@@ -26,8 +26,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaPublishMessage
 from faststream.kafka.annotations import KafkaMessage
 
-from bench.common import Meter, contender_args, emit
-from bench.contenders.faststream_confluent import transform
+from bench.common import Meter, contender_args, emit, transform
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:

@@ -22,28 +22,12 @@ import argparse
 import asyncio
 import logging
 import time
-from io import BytesIO
 
-from fastavro import schemaless_reader, schemaless_writer
 from faststream import AckPolicy
 from faststream.confluent import KafkaBroker
 from faststream.confluent.annotations import KafkaMessage
 
-from bench.common import HEADER, HEADER_SIZE, PARSED, Meter, contender_args, emit
-
-
-def transform(value: bytes) -> bytes:
-    """Decode a Reading, flip `ok`, encode it again (single-object encoding)."""
-    if value[:HEADER_SIZE] != HEADER:
-        raise ValueError(f"unexpected header {value[:HEADER_SIZE].hex()}")
-    body = BytesIO(value)
-    body.seek(HEADER_SIZE)
-    record = schemaless_reader(body, PARSED, None)
-    record["ok"] = not record["ok"]
-    out = BytesIO()
-    out.write(HEADER)
-    schemaless_writer(out, PARSED, record)
-    return out.getvalue()
+from bench.common import Meter, contender_args, emit, transform
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:

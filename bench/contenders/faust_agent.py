@@ -25,8 +25,7 @@ from typing import Any
 
 import faust
 
-from bench.common import Meter, contender_args, emit
-from bench.contenders.faststream_confluent import transform
+from bench.common import Meter, contender_args, emit, transform
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
