@@ -15,6 +15,9 @@ from pydantic import BaseModel
 
 from kit.errors import SchemaError
 
+NAMED_TYPES = ("record", "error", "enum", "fixed")
+"""Avro types that carry a name (and a namespace) and can be referenced by it."""
+
 if TYPE_CHECKING:
     from kit.schema import Schema
 
@@ -39,7 +42,7 @@ def _named_types(node: Any, out: dict[str, Any] | None = None) -> dict[str, Any]
         for item in node:
             _named_types(item, out)
     elif isinstance(node, dict):
-        if node.get("type") in ("record", "error", "enum", "fixed") and "name" in node:
+        if node.get("type") in NAMED_TYPES and "name" in node:
             out.setdefault(node["name"], node)
         for f in node.get("fields", []) or []:
             _named_types(f.get("type"), out)

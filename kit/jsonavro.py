@@ -8,11 +8,10 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from kit.binding import NAMED_TYPES
 from kit.errors import EncodeError
 
 __all__ = ["from_json", "to_json"]
-
-_NAMED = ("record", "error", "enum", "fixed")
 
 
 def from_json(schema: Any, value: Any, named: dict[str, Any] | None = None, path: str = "$") -> Any:
@@ -36,7 +35,7 @@ def from_json(schema: Any, value: Any, named: dict[str, Any] | None = None, path
                 errors.append(str(exc))
         raise EncodeError(f"{path}: no union branch fits {value!r} ({'; '.join(errors)})")
     kind = schema.get("type")
-    if kind in _NAMED and "name" in schema:
+    if kind in NAMED_TYPES and "name" in schema:
         named.setdefault(schema["name"], schema)
     logical = schema.get("logicalType")
     if logical in ("timestamp-millis", "timestamp-micros", "local-timestamp-millis"):

@@ -11,7 +11,7 @@ from typing import Any
 
 import fastavro.schema as avro_schema
 
-from kit.binding import check_model
+from kit.binding import NAMED_TYPES, check_model
 from kit.errors import SchemaError
 
 __all__ = [
@@ -194,7 +194,7 @@ def _defined_names(raw: Any, namespace: str = "") -> list[str]:
             out += _defined_names(item, namespace)
     elif isinstance(raw, dict):
         kind = raw.get("type")
-        if kind in ("record", "error", "enum", "fixed") and "name" in raw:
+        if kind in NAMED_TYPES and "name" in raw:
             name = raw["name"]
             ns = raw.get("namespace", namespace)
             full = name if "." in name or not ns else f"{ns}.{name}"
@@ -226,7 +226,7 @@ def _expand(named: dict[str, Any], name: str) -> dict[str, Any]:
             return [walk(n) for n in node]
         if isinstance(node, dict):
             out = {k: v for k, v in node.items() if not k.startswith("__")}
-            if out.get("type") in ("record", "error", "enum", "fixed") and "name" in out:
+            if out.get("type") in NAMED_TYPES and "name" in out:
                 seen.add(out["name"])
             if "fields" in out:
                 out["fields"] = [{**f, "type": walk(f["type"])} for f in out["fields"]]

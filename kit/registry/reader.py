@@ -129,10 +129,8 @@ class Registry:
 
     def get(self, instance_id: str) -> Registration | None:
         """The registration of a live instance by id, or None."""
-        now = time.time()
         with self._lock:
-            reg = self._view.get(instance_id)
-        return reg if reg is not None and reg.heartbeat_age(now) <= self.ttl else None
+            return self._view.get_live(instance_id, time.time())
 
     @property
     def clean_rounds(self) -> int:

@@ -138,6 +138,11 @@ class RegistryView:
         entry = self._entries.get(instance_id)
         return entry.registration if entry else None
 
+    def get_live(self, instance_id: str, now: float) -> Registration | None:
+        """The registration of an instance whose heartbeat is within the TTL, or None."""
+        entry = self._entries.get(instance_id)
+        return entry.registration if entry and entry.heartbeat >= now - self.ttl else None
+
     def heartbeat_ms(self, instance_id: str) -> int | None:
         """The latest heartbeat (epoch ms) recorded for an instance, if any."""
         entry = self._entries.get(instance_id)

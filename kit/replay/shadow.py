@@ -18,7 +18,7 @@ from kit.jsonavro import to_json
 from kit.replay.file import RecordingReader
 from kit.service import Service
 
-__all__ = ["Difference", "FieldChange", "ShadowReport", "cli_shadow", "shadow"]
+__all__ = ["Difference", "FieldChange", "ShadowReport", "cli_shadow", "field_changes", "shadow"]
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def _diff(
             elif i >= len(a):
                 found.append(Difference("extra", topic, key, i, shadow=b[i]))
             else:
-                changes = tuple(_field_changes(a[i], b[i], ""))
+                changes = tuple(field_changes(a[i], b[i], ""))
                 if changes:
                     found.append(Difference("changed", topic, key, i, a[i], b[i], changes))
     return found
@@ -144,17 +144,18 @@ def _decode(value: bytes | None, codec: Codec) -> Any:
         return value
 
 
-def _field_changes(a: Any, b: Any, path: str) -> Iterable[FieldChange]:
+def field_changes(a: Any, b: Any, path: str = "") -> Iterable[FieldChange]:
+    """Where two decoded values differ, field by field (`lines[0].sku`), recursively."""
     if isinstance(a, dict) and isinstance(b, dict):
         for name in list(a) + [k for k in b if k not in a]:
             sub = f"{path}.{name}" if path else name
             if name not in a or name not in b:
                 yield FieldChange(sub, a.get(name), b.get(name))
             else:
-                yield from _field_changes(a[name], b[name], sub)
+                yield from field_changes(a[name], b[name], sub)
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            yield from _field_changes(x, y, f"{path}[{i}]")
+            yield from field_changes(x, y, f"{path}[{i}]")
     elif a != b:
         yield FieldChange(path or "$", a, b)
 

@@ -15,7 +15,7 @@ E = TypeVar("E", bound=Event)
 
 def assert_emitted(harness: Any, expected: Event, *, topic: str | None = None) -> None:
     """Fail, showing the closest emitted event and its differing fields, unless emitted."""
-    from kit.replay.shadow import _field_changes
+    from kit.replay.shadow import field_changes
 
     candidates = harness.emitted(type(expected), topic=topic)
     if expected in candidates:
@@ -24,7 +24,7 @@ def assert_emitted(harness: Any, expected: Event, *, topic: str | None = None) -
     if not candidates:
         raise AssertionError(f"no {name} was emitted; expected {expected!r}")
     want = expected.model_dump()
-    scored = [(list(_field_changes(want, c.model_dump(), "")), c) for c in candidates]
+    scored = [(list(field_changes(want, c.model_dump(), "")), c) for c in candidates]
     changes, closest = min(scored, key=lambda item: len(item[0]))
     lines = [f"  {c.path}: expected {c.recorded!r}, got {c.shadow!r}" for c in changes]
     raise AssertionError(
