@@ -66,20 +66,17 @@ async def measure(call: Any, latency_n: int, requests: int, warmup: int) -> dict
     return out
 
 
-def start(cmd: list[str], ready: str, env: dict[str, str]) -> subprocess.Popen[str]:
+def start(args: list[str], ready: str, env: dict[str, str]) -> subprocess.Popen[str]:
     """Start a helper process and wait (60 s at most) for a line containing `ready`."""
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    for line in proc.stdout:
-        if ready in line:
-            return proc
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise SystemExit(f"{cmd} did not become ready")
+    from kit.testing.process import OutputLines, spawn_python
+
+    proc = spawn_python(args, env=env, cwd=ROOT)
+    try:  # OutputLines keeps reading: a chatty helper never blocks on a full pipe
+        OutputLines(proc).wait_for(ready, timeout=60)
+    except TimeoutError as exc:
+        proc.kill()
+        raise SystemExit(f"python {' '.join(args)} did not become ready: {exc}") from None
+    return proc
 
 
 async def bench_kit(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -95,9 +92,7 @@ async def bench_kit(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
         "BENCH_RPC_SERVICE": service,
         "KIT_LOG_LEVEL": "INFO",
     }
-    proc = start(
-        [sys.executable, "-m", "kit.cli", "run", "bench.rpc_responder:service"], " assigned ", env
-    )
+    proc = start(["-m", "kit.cli", "run", "bench.rpc_responder:service"], " assigned ", env)
     try:
         async with Client(load_settings(bootstrap_servers=bootstrap)) as client:
             request = CheckStock(sku="tea", quantity=1)

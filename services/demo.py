@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 
 from kit import Client, load_settings
+from kit.testing.process import OutputLines, spawn_python
 from services.shop import InvoiceIssued, OrderLine, OrderPlaced
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,31 +31,14 @@ def say(text: str) -> None:
 
 def start_service(env: dict[str, str]) -> subprocess.Popen[str]:
     """`kit run services.billing:service` in its own process; returns once it has partitions."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kit.cli", "run", "services.billing:service"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    for line in proc.stdout:
-        print(f"  billing | {line.rstrip()}", flush=True)
-        if " assigned " in line:
-            threading.Thread(target=_echo, args=(proc,), name="demo-echo", daemon=True).start()
-            return proc
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise SystemExit("demo: the billing service did not start; see its output above")
-
-
-def _echo(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        print(f"  billing | {line.rstrip()}", flush=True)
+    proc = spawn_python(["-m", "kit.cli", "run", "services.billing:service"], env=env, cwd=ROOT)
+    output = OutputLines(proc, echo=lambda line: print(f"  billing | {line.rstrip()}", flush=True))
+    try:
+        output.wait_for(" assigned ", timeout=60)
+    except TimeoutError:
+        proc.kill()
+        raise SystemExit("demo: the billing service did not start; see its output above") from None
+    return proc
 
 
 def dead_letters(bootstrap: str, run: str) -> list[dict[str, bytes]]:

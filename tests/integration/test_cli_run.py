@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kit import Client, Settings
+from kit.testing.process import OutputLines, spawn_python
 from services.shop import InvoiceIssued
 from tests.integration.helpers import order
 
@@ -23,41 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def kit_process(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "kit.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-class Lines:
-    """Collects a process's output in a thread so the test can wait for a line."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self.changed = threading.Condition()
-        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            with self.changed:
-                self.lines.append(line)
-                self.changed.notify_all()
-
-    def wait_for(self, text: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                for line in self.lines:
-                    if text in line:
-                        return line
-                left = deadline - time.monotonic()
-                assert left > 0, f"no line with {text!r} in {timeout}s:\n{''.join(self.lines)}"
-                self.changed.wait(left)
+    return spawn_python(["-m", "kit.cli", *args], env={"PYTHONPATH": str(ROOT), **env}, cwd=ROOT)
 
 
 def test_kit_run_handles_events_and_stops_gracefully_on_sigterm(
@@ -69,7 +33,7 @@ def test_kit_run_handles_events_and_stops_gracefully_on_sigterm(
         "run",
         "services.billing:service",
     )
-    out = Lines(proc)
+    out = OutputLines(proc)
     try:
         out.wait_for(f"against {kafka_bootstrap}")
         out.wait_for("assigned shop.OrderPlaced")

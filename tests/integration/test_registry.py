@@ -12,10 +12,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -40,6 +38,7 @@ from kit.registry.model import (
     from_ms,
     now_ms,
 )
+from kit.testing.process import OutputLines, spawn_python
 from kit.testing.wait import wait_until_async
 from kit.transport.kafka import admin_client, ensure_topics, make_producer
 from services.shop import InvoiceIssued, OrderPlaced
@@ -201,40 +200,22 @@ class Child:
     """A service instance in its own process (see `child_main`), reporting JSON lines."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.test_registry", "child", *args],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        threading.Thread(target=self._read, daemon=True, name="test-child-reader").start()
+        argv = ["-m", "tests.integration.test_registry", "child", *args]
+        self.proc = spawn_python(argv, env={"PYTHONPATH": str(ROOT)}, cwd=ROOT)
+        self.output = OutputLines(self.proc)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-
-    def report(self, timeout: float = 60, count: int = 1) -> dict[str, Any]:
+    def report(self, timeout: float = 60) -> dict[str, Any]:
         """The first JSON line the child prints (once it is ready and announced)."""
-        return self.reports(timeout, count)[0]
+        return self.reports(timeout)[0]
 
     def reports(self, timeout: float = 60, count: int = 1) -> list[dict[str, Any]]:
         """The first `count` JSON lines the child prints."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = [json.loads(line) for line in self.lines if line.startswith("{")]
-                if len(found) >= count:
-                    return found[:count]
-                left = deadline - time.monotonic()
-                assert left > 0, f"child reported too little in {timeout}s:\n{''.join(self.lines)}"
-                self._changed.wait(left)
+
+        def found(lines: list[str]) -> list[dict[str, Any]] | None:
+            reports = [json.loads(line) for line in lines if line.startswith("{")]
+            return reports[:count] if len(reports) >= count else None
+
+        return self.output.wait(found, timeout, f"{count} report(s) from the child")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
