@@ -17,6 +17,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from fastavro import schemaless_writer
 
+from bench.common import SCHEMA_FILE
 from kit import load_settings
 from kit.replay import RecordingReader, record, replay
 from kit.schema import Schema
@@ -27,7 +28,7 @@ CODEC = sys.argv[2] if len(sys.argv) > 2 else "deflate"
 BOOT = os.environ.get("KIT_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 settings = load_settings(bootstrap_servers=BOOT)
 admin = admin_client(settings)
-schema = Schema.from_json(Path("schemas/bench/Reading.avsc").read_text())
+schema = Schema.from_json(SCHEMA_FILE.read_text())
 SchemaTopic(settings, admin).publish([schema])
 topic = f"bench-rec-{uuid.uuid4().hex[:8]}"
 ensure_topics(admin, [TopicSpec(topic, 3, 1)])
@@ -87,15 +88,13 @@ read_s = time.perf_counter() - t0
 # Raw baseline: a bare producer publishing the same records from memory.
 items = [r for _, r in RecordingReader(path)]
 p2 = Producer(
-    dict(
-        bootstrap_servers := {"bootstrap.servers": BOOT},
-        **{
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "queue.buffering.max.messages": 200_000,
-        },
-    )
+    {
+        "bootstrap.servers": BOOT,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "queue.buffering.max.messages": 200_000,
+    }
 )
 tgt0 = topic + "-raw"
 ensure_topics(admin, [TopicSpec(tgt0, 3, 1)])
