@@ -44,21 +44,29 @@ class Schema:
 
     @classmethod
     def from_json(cls, definition: dict[str, Any] | str, source: str = "") -> Schema:
-        """Parse a complete (self-contained) schema definition."""
+        """Parse a complete (self-contained) schema definition, e.g. read from the schema topic.
+
+        Each named type is defined at its first use and referenced by name after it, as the
+        Avro specification (and `Schema.text`) writes it.
+        """
         raw = json.loads(definition) if isinstance(definition, str) else definition
+        return cls._parse(raw, source)
+
+    @classmethod
+    def _parse(cls, node: Any, source: str) -> Schema:
+        """Parse once; the canonical form, fingerprint and text all come from that one parse.
+
+        No `expand=True`: it inlines a named type at every use, and that output does not
+        parse again when a type is used twice ("redefined named type").
+        """
         try:
-            parsed = avro_schema.parse_schema(raw, expand=True, _write_hint=False)
+            parsed = avro_schema.parse_schema(node)  # with fastavro's "already parsed" hint
         except Exception as exc:
             raise SchemaError(f"{source or '<schema>'}: {exc}") from exc
         if not isinstance(parsed, dict):
             raise SchemaError(f"{source or '<schema>'}: a schema file must define a named type")
-        return cls._from_parsed(parsed, source)
-
-    @classmethod
-    def _from_parsed(cls, expanded: dict[str, Any], source: str) -> Schema:
-        clean = _strip_internal(expanded)
-        canonical = avro_schema.to_parsing_canonical_form(clean)
-        parsed: dict[str, Any] = avro_schema.parse_schema(clean)  # type: ignore[assignment]
+        canonical = avro_schema.to_parsing_canonical_form(parsed)  # reuses the parse (hint)
+        clean = _strip_internal(parsed)
         name = clean.get("name", clean.get("type"))
         return cls(str(name), parsed, canonical, fingerprint(canonical), source, json.dumps(clean))
 
@@ -177,7 +185,7 @@ class SchemaRepository:
             )
         for name in sorted(self._files):
             expanded = _expand(named, name)
-            schema = Schema._from_parsed(expanded, str(self._files[name]))
+            schema = Schema._parse(expanded, str(self._files[name]))
             self.add(schema)
 
     def raise_problems(self) -> None:
