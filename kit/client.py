@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
-from kit.codec import Codec
+from kit.codec import Codec, UnknownWriterSchema
 from kit.config import Settings, load_settings
 from kit.errors import DecodeError, DeliveryError
 from kit.event import Event
@@ -32,7 +32,8 @@ class Client:
             await client.publish(OrderPlaced(...), key="order-1")
 
     `publish` returns once the broker confirmed the record. The client owns one
-    background thread ("kit-client-poll") that serves delivery reports; `close()` stops it.
+    background thread ("kit-client-poll") that serves delivery reports, and a SchemaTopic
+    (with its own producer, consumer and lookup thread); `close()` stops them.
     """
 
     def __init__(
@@ -50,8 +51,12 @@ class Client:
         self._producer = make_producer(self.settings, low_latency=True)
         self._admin = admin_client(self.settings)
         self._sink = KafkaSink(self._producer, self._admin, self.settings)
-        self._schemas = SchemaTopic(self.settings, self._admin, self._producer)
-        self._codec = Codec(repository or SchemaRepository(), resolver=self._schemas.lookup)
+        self._schemas = SchemaTopic(self.settings, self._admin)
+        self._codec = Codec(
+            repository or SchemaRepository(),
+            resolver=self._schemas.lookup,
+            async_resolver=self._schemas.lookup_async,
+        )
         self._topic_lock = asyncio.Lock()
         self._requester: Requester | None = None
         self._registry = registry
@@ -72,7 +77,8 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        """Deliver what is queued (bounded by KIT_DELIVERY_TIMEOUT) and stop the poll thread."""
+        """Deliver what is queued (bounded by KIT_DELIVERY_TIMEOUT), stop the poll thread and
+        close the schema topic reader."""
         if self._closed.is_set():
             return
         if self._requester is not None:
@@ -80,6 +86,7 @@ class Client:
         await asyncio.to_thread(self._producer.flush, self.settings.delivery_timeout)
         self._closed.set()
         await asyncio.to_thread(self._poller.join, 5)
+        await asyncio.to_thread(self._schemas.close)
 
     async def request(
         self,
@@ -225,7 +232,7 @@ class Client:
             self.settings, f"kit-client-{id(self)}", **{"enable.auto.commit": False}
         )
         repo = self.repository or getattr(model, "__kit_repository__", None) or default_repository()
-        codec = Codec(repo, resolver=self._schemas.lookup)
+        codec = Codec(repo, async_resolver=self._schemas.lookup_async)  # never blocks the loop
         try:
             idle_deadline = asyncio.get_running_loop().time() + timeout
             parts: dict[int, Any] = {}
@@ -250,6 +257,13 @@ class Client:
                         continue
                     try:
                         event = codec.decode(msg.value(), model)
+                    except UnknownWriterSchema as exc:
+                        if not await codec.resolve(exc.fingerprint):
+                            continue
+                        try:
+                            event = codec.decode(msg.value(), model)
+                        except DecodeError:
+                            continue
                     except DecodeError:
                         continue
                     seen += 1

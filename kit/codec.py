@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from io import BytesIO
 from typing import Any, TypeVar
 
@@ -13,12 +14,30 @@ from kit.errors import DecodeError, EncodeError
 from kit.event import Event
 from kit.schema import Schema, SchemaRepository
 
-__all__ = ["MAGIC", "Codec", "fingerprint_of"]
+__all__ = ["MAGIC", "Codec", "UnknownWriterSchema", "fingerprint_of"]
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = 10
 E = TypeVar("E", bound=Event)
 SchemaResolver = Callable[[bytes], Schema | None]
+AsyncSchemaResolver = Callable[[bytes], Awaitable[Schema | None]]
+
+
+class UnknownWriterSchema(DecodeError):
+    """The writer schema of a record is not known (yet): not cached, not in the repository,
+    and not found by the codec's sync resolver (if it has one).
+
+    On the event loop, `await codec.resolve(exc.fingerprint)` and decode again if it
+    returns True; dead-letter the record only if it returns False.
+    """
+
+    def __init__(self, fingerprint: bytes, reader: str | None = None) -> None:
+        self.fingerprint = fingerprint
+        """The 8-byte CRC-64-AVRO fingerprint of the unknown writer schema."""
+        self.reader = reader
+        """The full name of the reader schema, if the record was decoded against one."""
+        where = f" for {reader}" if reader else ""
+        super().__init__(f"unknown writer schema (fingerprint {fingerprint.hex()}){where}")
 
 
 def fingerprint_of(data: bytes) -> bytes | None:
@@ -46,13 +65,22 @@ class Codec:
     Writer schemas are found by fingerprint in the repository, then through `resolver`
     (the Kafka schema topic), so readers built against another version of a schema decode
     through Avro schema resolution.
+
+    `resolver` is called inside decode and may block (`SchemaTopic.lookup`). A codec with
+    only an `async_resolver` (`SchemaTopic.lookup_async`) never blocks: decode raises
+    UnknownWriterSchema for a fingerprint it does not know, and the caller awaits
+    `resolve(fp)`, then decodes again.
     """
 
     def __init__(
-        self, repository: SchemaRepository | None = None, resolver: SchemaResolver | None = None
+        self,
+        repository: SchemaRepository | None = None,
+        resolver: SchemaResolver | None = None,
+        async_resolver: AsyncSchemaResolver | None = None,
     ) -> None:
         self.repository = repository if repository is not None else SchemaRepository()
         self.resolver = resolver
+        self.async_resolver = async_resolver
         self._writers: dict[bytes, Schema] = {}
 
     def encode(self, event: Event) -> bytes:
@@ -85,7 +113,7 @@ class Codec:
         fp = _fingerprint(data)
         writer = self.writer_schema(fp)
         if writer is None:
-            raise DecodeError(f"unknown writer schema (fingerprint {fp.hex()})")
+            raise UnknownWriterSchema(fp)
         return self.decode_dict(data, writer)
 
     def writer_schema(self, fp: bytes) -> Schema | None:
@@ -100,6 +128,26 @@ class Codec:
             self._writers[fp] = schema
         return schema
 
+    async def resolve(self, fp: bytes) -> bool:
+        """Find the writer schema with this fingerprint without blocking the event loop.
+
+        Asks `async_resolver`, else runs the sync `resolver` in a worker thread, and caches
+        what it finds. True if the schema is now known (decode again), False if not (the
+        record's writer schema is on no schema topic: dead-letter it). Errors of the
+        resolver (e.g. BrokerError: the schema topic could not be read) propagate.
+        """
+        if self._writers.get(fp) is not None:
+            return True
+        schema = self.repository.by_fingerprint(fp)
+        if schema is None and self.async_resolver is not None:
+            schema = await self.async_resolver(fp)
+        elif schema is None and self.resolver is not None:
+            schema = await asyncio.to_thread(self.resolver, fp)
+        if schema is None:
+            return False
+        self._writers[fp] = schema
+        return True
+
     def decode_dict(self, data: bytes | None, reader: Schema) -> dict[str, Any]:
         """Decode bytes to a plain dict in the reader schema's shape."""
         fp = _fingerprint(data)
@@ -108,9 +156,7 @@ class Codec:
             reader if fp == reader.fingerprint else self._writers.get(fp) or self.writer_schema(fp)
         )
         if writer is None:
-            raise DecodeError(
-                f"unknown writer schema (fingerprint {fp.hex()}) for {reader.full_name}"
-            )
+            raise UnknownWriterSchema(fp, reader.full_name)
         body = BytesIO(data)
         body.seek(HEADER_SIZE)
         try:

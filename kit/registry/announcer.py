@@ -134,13 +134,17 @@ class Announcer:
 
     def _publish_schema(self) -> None:
         """Put kit.Registration on the schema topic, for readers built on another version."""
-        topic = self._schema_topic
-        if topic is None:
-            topic = SchemaTopic(self.settings, self._admin or admin_client(self.settings))
+        topic = self._schema_topic or SchemaTopic(
+            self.settings, self._admin or admin_client(self.settings)
+        )
+        # A SchemaTopic flushes only its own producer here (this runs in a worker thread).
         try:
             topic.publish([Registration.kit_schema()])
         except KitError as exc:  # readers of the same version decode without it
             log.warning("could not publish kit.Registration to the schema topic: %s", exc)
+        finally:
+            if topic is not self._schema_topic:
+                topic.close()
 
     async def start(self) -> None:
         """Prepare, announce, and start the heartbeat task."""

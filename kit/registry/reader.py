@@ -94,6 +94,7 @@ class Registry:
         self._consumer: Consumer | None = None
         self._cleaner = Cleaner(self.settings, self.topic, self.clean_after, self.reader_id)
         self._codec: Codec | None = None
+        self._schema_topic: SchemaTopic | None = None
         self._position = 0
         self._sync_requests: list[concurrent.futures.Future[None]] = []
         self._sweep_interval = max(0.05, min(0.25, self.ttl / 20))
@@ -196,7 +197,9 @@ class Registry:
         admin = admin_client(self.settings)
         check_reachable(admin, self.settings, self.settings.connect_timeout)
         ensure_topics(admin, [registry_topic_spec(self.settings, self.topic)])
-        self._codec = Codec(REPOSITORY, resolver=SchemaTopic(self.settings, admin).lookup)
+        # Used from the reader thread only (blocking lookups there are fine); closed with it.
+        self._schema_topic = SchemaTopic(self.settings, admin)
+        self._codec = Codec(REPOSITORY, resolver=self._schema_topic.lookup)
         self._consumer = make_consumer(
             self.settings,
             self.reader_id,
@@ -218,7 +221,13 @@ class Registry:
         elif thread is None and self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             consumer.close()
+            self._close_schema_topic()
         self._end_watchers()
+
+    def _close_schema_topic(self) -> None:
+        schema_topic, self._schema_topic = self._schema_topic, None
+        if schema_topic is not None:
+            schema_topic.close()
 
     async def __aenter__(self) -> Registry:
         await self.start()
@@ -257,6 +266,7 @@ class Registry:
             try:
                 consumer.close()
             finally:
+                self._close_schema_topic()
                 self._cleaner.close(5.0)
 
     def _follow(self) -> None:

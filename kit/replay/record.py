@@ -217,6 +217,8 @@ def record(
         count = run.count
     finally:
         consumer.close()
+        if schema_topic is not None:
+            schema_topic.close()
     seconds = time.monotonic() - run.started
     if progress is not None:
         progress.done(count, f"  stopped by {run.stopped_by}")

@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kit.config import Settings, client_config, resolve_bootstrap
 from kit.errors import BrokerError, ConfigError, DeliveryError
-from kit.schema import Schema
+from kit.transport.schema_topic import SchemaTopic
 
 __all__ = [
     "KafkaSink",
@@ -261,122 +261,6 @@ class KafkaSink:
                         f"producer queue stayed full for {self.settings.delivery_timeout}s"
                     ) from None
                 self.producer.poll(0.01)
-
-
-class SchemaTopic:
-    """Writer schemas on a compacted topic keyed by fingerprint: a registry with no server.
-
-    Producers publish each schema they write with; readers look unknown fingerprints up
-    here, so a consumer built against another version of a schema can still resolve it.
-    """
-
-    def __init__(
-        self, settings: Settings, admin: AdminClient, producer: Producer | None = None
-    ) -> None:
-        self.settings = settings
-        self.admin = admin
-        self._producer = producer
-        """The owner's producer, reused; else one is made on first publish and kept."""
-        self.topic = settings.schema_topic
-        self._known: dict[bytes, Schema] = {}
-        self._published: set[bytes] = set()
-        self._last_refresh = 0.0
-        self._ensured = False
-
-    def _ensure(self) -> None:
-        if not self._ensured:
-            ensure_topics(
-                self.admin,
-                [
-                    TopicSpec(
-                        self.topic,
-                        1,
-                        self.settings.topic_replication,
-                        (("cleanup.policy", "compact"),),
-                    )
-                ],
-            )
-            self._ensured = True
-
-    def is_published(self, schema: Schema) -> bool:
-        """True once this process made sure the schema is on the topic."""
-        return schema.fingerprint in self._published
-
-    def publish(self, schemas: Iterable[Schema], timeout: float = 15.0) -> None:
-        """Make sure every schema is on the topic (idempotent: same key, same value)."""
-        todo = [s for s in schemas if s.fingerprint not in self._published]
-        if not todo:
-            return
-        self._ensure()
-        if self._producer is None:
-            self._producer = make_producer(self.settings, low_latency=True)
-        producer = self._producer
-        errors: list[Any] = []
-        for schema in todo:
-            producer.produce(
-                self.topic,
-                schema.text.encode(),
-                schema.fingerprint.hex().encode(),
-                on_delivery=lambda err, _m: errors.append(err) if err else None,
-            )
-        remaining = producer.flush(timeout)
-        if remaining or errors:
-            raise DeliveryError(
-                f"could not publish writer schemas to {self.topic}: {errors or remaining}"
-            )
-        self._published.update(s.fingerprint for s in todo)
-        for s in todo:
-            self._known[s.fingerprint] = s
-
-    def lookup(self, fp: bytes) -> Schema | None:
-        """The schema with this fingerprint, reading the topic to its end on a miss."""
-        found = self._known.get(fp)
-        if found is not None:
-            return found
-        if time.monotonic() - self._last_refresh < 1.0:
-            return None
-        self.refresh()
-        return self._known.get(fp)
-
-    def by_name(self, full_name: str) -> Schema | None:
-        """The newest schema on the topic with this full name, if any."""
-        self.refresh()
-        found = [s for s in self._known.values() if s.full_name == full_name]
-        return found[-1] if found else None
-
-    def refresh(self, timeout: float = 10.0) -> None:
-        """Read the whole schema topic to its end, caching every schema in it."""
-        self._ensure()
-        self._last_refresh = time.monotonic()
-        consumer = make_consumer(
-            self.settings, "kit-schema-reader", **{"enable.auto.commit": False}
-        )
-        try:
-            tp = TopicPartition(self.topic, 0)
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
-            if high <= low:
-                return
-            consumer.assign([TopicPartition(self.topic, 0, low)])
-            deadline = time.monotonic() + timeout
-            position = low
-            while position < high and time.monotonic() < deadline:
-                for msg in consumer.consume(500, 0.2):
-                    if msg.error():
-                        continue
-                    position = (msg.offset() or 0) + 1
-                    value = msg.value()
-                    if value is None:
-                        continue
-                    try:
-                        schema = Schema.from_json(value.decode(), source=self.topic)
-                    except Exception as exc:
-                        log.warning(
-                            "skipping bad schema at %s@%s: %s", self.topic, msg.offset(), exc
-                        )
-                        continue
-                    self._known[schema.fingerprint] = schema
-        finally:
-            consumer.close()
 
 
 def describe_record(msg: Any) -> str:
