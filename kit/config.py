@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     retries: int = Field(3, ge=0, description="Retries of a failing handler before dead-letter.")
     retry_backoff: float = Field(0.1, ge=0, description="First retry delay in seconds; doubles.")
     retry_backoff_max: float = Field(5.0, ge=0, description="Longest retry delay in seconds.")
+    transient_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a handler failing with a transient error (ServiceUnavailable, "
+        "RequestTimeout, DeliveryError) is retried before dead-lettering; 0 counts them "
+        "as ordinary failures.",
+    )
     dead_letter_suffix: str = Field(".dlt", min_length=1, description="Dead-letter topic suffix.")
     batch_size: int = Field(500, ge=1, le=100_000, description="Records fetched per batch.")
     delivery_timeout: float = Field(30.0, gt=0, description="Seconds to confirm publishing.")

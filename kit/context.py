@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, overload
 
 from kit.event import Event
 from kit.service import Service
@@ -12,7 +12,16 @@ from kit.service import Service
 if TYPE_CHECKING:
     from kit.dispatch import Dispatcher
 
-__all__ = ["Context", "Headers", "MessageLike", "Sink", "Ticket", "header"]
+__all__ = [
+    "Context",
+    "Failure",
+    "Headers",
+    "MessageLike",
+    "Sink",
+    "Ticket",
+    "TopicNotReady",
+    "header",
+]
 
 R = TypeVar("R", bound=Event)
 Headers = list[tuple[str, bytes]]
@@ -30,6 +39,14 @@ class MessageLike(Protocol):
     def timestamp(self) -> tuple[int, int]: ...
 
 
+class TopicNotReady(Exception):
+    """Raised by `Sink.produce` for a topic it has not set up yet: `await prepare(topic)`."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        super().__init__(topic)
+
+
 class Sink(Protocol):
     """Where emitted records go: the Kafka producer or the in-memory transport."""
 
@@ -42,27 +59,73 @@ class Sink(Protocol):
         on_delivery: Callable[[Any, Any], None],
         partition: int | None = None,
     ) -> None:
-        """Queue one record; call on_delivery(err, msg) once the broker confirms it."""
+        """Queue one record; call on_delivery(err, msg) once the broker confirms or refuses it.
+
+        Raises TopicNotReady (before queueing anything) for a topic not yet prepared.
+        """
+        ...
+
+    async def prepare(self, topic: str) -> None:
+        """Make sure `topic` exists, off the event loop (once per topic)."""
+        ...
+
+    def record_limit(self, topic: str) -> int | None:
+        """The largest record `topic` accepts from this sink, in bytes, if known."""
         ...
 
 
-class Ticket:
-    """One fetched batch: offsets to commit once its emitted records are all delivered."""
+class Failure(NamedTuple):
+    """A record the broker did not take: the input record it came from, and why."""
 
-    __slots__ = ("closed", "dropped", "error", "offsets", "pending")
+    source: MessageLike | None
+    """The input record whose handling produced it (None when not known)."""
+    error: Any
+    """The confluent_kafka.KafkaError of the delivery report (or of produce())."""
+    produced: Any
+    """The record that was refused (topic(), key(), value(), headers()), if known."""
+    kind: str
+    """"output" (a handler's published event) or "dead-letter"."""
+
+
+class Ticket:
+    """One fetched batch: offsets to store once its emitted records are all delivered.
+
+    Delivery callbacks update it; they run where the producer is polled, which the
+    runtime keeps on the event loop, so no lock is needed. A failed delivery is kept in
+    `failures` with the input record it came from; the runtime resolves it (dead-letter
+    or stop) before any offset of this batch, or of a later one, is stored.
+    """
+
+    __slots__ = ("closed", "dropped", "failures", "offsets", "pending")
 
     def __init__(self) -> None:
         self.pending = 0
         self.closed = False
-        self.error: Any = None
+        self.failures: list[Failure] = []
         self.dropped = 0
         self.offsets: dict[tuple[str, int], int] = {}
 
-    def delivered(self, err: Any, _msg: Any) -> None:
-        """Delivery callback for each record emitted while handling this batch."""
+    @property
+    def error(self) -> Any:
+        """The first delivery error, or None."""
+        return self.failures[0].error if self.failures else None
+
+    def delivered(self, err: Any, msg: Any) -> None:
+        """Delivery callback for a record whose input record is not known."""
         self.pending -= 1
-        if err is not None and self.error is None:
-            self.error = err
+        if err is not None:
+            self.failures.append(Failure(None, err, msg, "output"))
+
+    def output_of(self, source: MessageLike, kind: str = "output") -> Callable[[Any, Any], None]:
+        """A delivery callback for what handling `source` emitted (or its dead letter)."""
+        failures = self.failures
+
+        def delivered(err: Any, msg: Any) -> None:
+            self.pending -= 1
+            if err is not None:
+                failures.append(Failure(source, err, msg, kind))
+
+        return delivered
 
     def settled(self, err: Any, _msg: Any) -> None:
         """Delivery callback for replies: a reply that cannot be delivered (its requester is
@@ -73,7 +136,7 @@ class Ticket:
 
     @property
     def done(self) -> bool:
-        """True when the batch is handled and every emitted record confirmed."""
+        """True when the batch is handled and every emitted record confirmed or failed."""
         return self.closed and self.pending <= 0
 
 

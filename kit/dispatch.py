@@ -8,10 +8,17 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
-from kit.codec import Codec
+from kit.codec import Codec, UnknownWriterSchema
 from kit.config import Settings
-from kit.context import Context, Headers, MessageLike, Sink, Ticket, header
-from kit.errors import DecodeError, EncodeError
+from kit.context import Context, Headers, MessageLike, Sink, Ticket, TopicNotReady, header
+from kit.errors import (
+    DecodeError,
+    DeliveryError,
+    DeliveryRefused,
+    EncodeError,
+    RequestTimeout,
+    ServiceUnavailable,
+)
 from kit.event import Event
 from kit.rpc import (
     CORRELATION_ID,
@@ -24,9 +31,33 @@ from kit.rpc import (
 )
 from kit.service import Handler, Responder, Service
 
-__all__ = ["Context", "Dispatcher", "MessageLike", "Sink", "Ticket"]
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "Abandoned",
+    "Context",
+    "Dispatcher",
+    "MessageLike",
+    "Sink",
+    "Ticket",
+]
 
 log = logging.getLogger("kit.dispatch")
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (ServiceUnavailable, RequestTimeout, DeliveryError)
+"""Failures of a dependency that a later attempt may not meet: retried for a time
+(KIT_TRANSIENT_TIMEOUT, or the handler's `transient_timeout`), not a number of times."""
+
+TRUNCATED = "kit-dlt-truncated"
+"""Dead-letter header: the original value's size in bytes, when the copy had to be cut."""
+
+RECORD_OVERHEAD = 512
+"""Bytes a record needs on the wire beyond its key, value and headers (batch and record
+headers), with room to spare: used to decide whether a dead letter must be truncated."""
+
+
+class Abandoned(Exception):
+    """A record's handling was given up because the runtime is stopping (it stays
+    uncommitted, so it is handled again after the restart)."""
 
 
 async def _always(_topic: str) -> bool:
@@ -51,6 +82,8 @@ class Dispatcher:
         """Checks a reply topic exists before replying (so a dead requester's is not recreated)."""
         self.requester: Callable[[], Awaitable[BaseRequester]] | None = None
         """Gives the Requester that handlers' ctx.request() uses (set by the runtime)."""
+        self.stopping: asyncio.Event | None = None
+        """Set by the runtime when it stops: retry waits end at once (see Abandoned)."""
 
     def dead_letter_topic(self, handler: Handler) -> str:
         """Where a handler's failed records go."""
@@ -72,9 +105,12 @@ class Dispatcher:
         slot = (first.topic() or "", first.partition() or 0)
         handler = self.by_topic.get(slot[0])
         if handler is None or isinstance(handler, Responder):
-            for msg in messages:
-                await self.handle(msg, ticket)
-                offsets[slot] = (msg.offset() or 0) + 1
+            try:
+                for msg in messages:
+                    await self.handle(msg, ticket)
+                    offsets[slot] = (msg.offset() or 0) + 1
+            except Abandoned:
+                log.info("stopping: %s[%s] left before offset %s", *slot, msg.offset())
             return
         # The hot path: one partition of one handler's topic. Anything unusual (a record
         # that does not decode, a handler that raises) goes through the full path.
@@ -102,8 +138,12 @@ class Dispatcher:
                 except Exception as exc:
                     await self._attempts(msg, handler, event, ticket, 1, exc)
                 else:
-                    self._succeeded(ctx, ticket)
+                    self.handled += 1
+                    if ctx.outbox and (i := self._publish(ctx, ticket)) >= 0:
+                        await self._publish_rest(ctx, ticket, i)
                 done = msg.offset() or 0
+        except Abandoned:
+            log.info("stopping: %s[%s] left at offset %s", slot[0], slot[1], done + 1)
         finally:  # the records handled so far count, even if the run was cancelled
             if done >= 0:
                 offsets[slot] = done + 1
@@ -121,13 +161,23 @@ class Dispatcher:
             )
             return
         try:
-            event = self.codec.decode(msg.value(), handler.event_type)
+            event = await self._decode(msg, handler)
         except DecodeError as exc:
-            self.dead_letter(msg, handler, exc, 0, ticket)
+            await self.dead_letter(msg, handler, exc, 0, ticket)
             if isinstance(handler, Responder):
                 await self.reply(msg, None, exc, ticket)
             return
         await self._attempts(msg, handler, event, ticket, 0, None)
+
+    async def _decode(self, msg: MessageLike, handler: Handler) -> Event:
+        """Decode; a writer schema not known yet is looked up (off the loop) and the
+        decode tried again. DecodeError when it still cannot be decoded."""
+        try:
+            return self.codec.decode(msg.value(), handler.event_type)
+        except UnknownWriterSchema as exc:
+            if not await self.codec.resolve(exc.fingerprint):
+                raise
+        return self.codec.decode(msg.value(), handler.event_type)
 
     async def _attempts(
         self,
@@ -141,25 +191,40 @@ class Dispatcher:
         """Call the handler until it succeeds or its retries are spent (some may be done)."""
         responder = isinstance(handler, Responder)
         retries = self.settings.retries if handler.retries is None else handler.retries
+        transient_for = (
+            self.settings.transient_timeout
+            if handler.transient_timeout is None
+            else handler.transient_timeout
+        )
+        first_failure = time.monotonic() if error is not None else 0.0
         while True:
             if error is not None:
-                if attempt > retries:
+                transient = isinstance(error, TRANSIENT_ERRORS) and transient_for > 0
+                if not first_failure:
+                    first_failure = time.monotonic()
+                failing_for = time.monotonic() - first_failure
+                if (transient and failing_for >= transient_for) or (
+                    not transient and attempt > retries
+                ):
                     await self._failed(msg, handler, error, attempt, ticket)
                     return
                 delay = min(
                     self.settings.retry_backoff * (2 ** (attempt - 1)),
                     self.settings.retry_backoff_max,
                 )
+                if transient:  # never sleep past the end of the window
+                    delay = max(0.0, min(delay, transient_for - failing_for))
                 log.warning(
-                    "%s.%s attempt %d failed (%s: %s); retrying in %.2fs",
+                    "%s.%s attempt %d failed (%s: %s); retrying in %.2fs%s",
                     self.service.name,
                     handler.name,
                     attempt,
                     type(error).__name__,
                     error,
                     delay,
+                    f" (transient, for up to {transient_for:g}s)" if transient else "",
                 )
-                await asyncio.sleep(delay)
+                await self._pause(delay)
             attempt += 1
             ctx = Context(self, msg)
             try:
@@ -181,18 +246,48 @@ class Dispatcher:
                 error = exc
                 continue
             break
-        self._succeeded(ctx, ticket)
+        self.handled += 1
+        if ctx.outbox and (i := self._publish(ctx, ticket)) >= 0:
+            await self._publish_rest(ctx, ticket, i)
         if responder:
             await self.reply(msg, reply, None, ticket)
 
-    def _succeeded(self, ctx: Context, ticket: Ticket) -> None:
-        """The handler returned: send what it published, counted in the batch's ticket."""
-        self.handled += 1
-        if ctx.outbox:
-            produce = self.sink.produce
-            for topic, value, key, headers in ctx.outbox:
-                ticket.pending += 1
-                produce(topic, value, key, headers, ticket.delivered)
+    async def _pause(self, delay: float) -> None:
+        """Wait `delay` seconds before a retry; raise Abandoned at once if stopping."""
+        stopping = self.stopping
+        if stopping is None:
+            await asyncio.sleep(delay)
+            return
+        if stopping.is_set():
+            raise Abandoned
+        try:
+            await asyncio.wait_for(stopping.wait(), delay)
+        except TimeoutError:
+            return
+        raise Abandoned
+
+    def _publish(self, ctx: Context, ticket: Ticket, start: int = 0) -> int:
+        """Send the outbox from `start`, counted in the ticket; -1 when all is queued, else
+        the index of the first record whose topic must be prepared first."""
+        produce = self.sink.produce
+        outbox = ctx.outbox
+        delivered = ticket.output_of(ctx._message)
+        for i in range(start, len(outbox)):
+            topic, value, key, headers = outbox[i]
+            ticket.pending += 1
+            try:
+                produce(topic, value, key, headers, delivered)
+            except TopicNotReady:
+                ticket.pending -= 1
+                return i
+        return -1
+
+    async def _publish_rest(self, ctx: Context, ticket: Ticket, i: int) -> None:
+        """From outbox record `i` on: prepare (off the loop) each topic met for the first
+        time, and send."""
+        while i >= 0:
+            await self.sink.prepare(ctx.outbox[i][0])
+            i = self._publish(ctx, ticket, i)
 
     async def _failed(
         self, msg: MessageLike, handler: Handler, exc: Exception, attempts: int, ticket: Ticket
@@ -211,7 +306,7 @@ class Dispatcher:
         if isinstance(handler, Responder) and header(msg, REPLY_TO):
             await self.reply(msg, None, exc, ticket)  # the caller gets the error: not lost
         else:
-            self.dead_letter(msg, handler, exc, attempts, ticket)
+            await self.dead_letter(msg, handler, exc, attempts, ticket)
 
     def _expired(self, msg: MessageLike) -> bool:
         deadline = header(msg, DEADLINE)
@@ -246,13 +341,31 @@ class Dispatcher:
         ticket.pending += 1
         self.sink.produce(topic, value, None, headers, ticket.settled)
 
-    def dead_letter(
-        self, msg: MessageLike, handler: Handler, exc: BaseException, attempts: int, ticket: Ticket
+    async def dead_letter(
+        self,
+        msg: MessageLike,
+        handler: Handler,
+        exc: BaseException,
+        attempts: int,
+        ticket: Ticket,
+        *,
+        max_value: int | None = None,
     ) -> None:
-        """Send the original record, with the reason in kit-dlt-* headers, to the DLT."""
+        """Send the original record, with the reason in kit-dlt-* headers, to the DLT.
+
+        A copy that the dead-letter topic could not take is cut to fit (at most
+        `max_value` value bytes when given) and marked with a kit-dlt-truncated header
+        holding the original size; the kit-dlt-original-* headers say where the whole
+        record is.
+        """
         self.dead_lettered += 1
         _ts_type, ts = msg.timestamp()
-        reason = "decode" if isinstance(exc, DecodeError) else "handler"
+        if isinstance(exc, DecodeError):
+            reason = "decode"
+        elif isinstance(exc, DeliveryRefused):
+            reason = "delivery"
+        else:
+            reason = "handler"
         extra = [
             ("kit-dlt-reason", reason.encode()),
             ("kit-dlt-exception-type", type(exc).__qualname__.encode()),
@@ -270,6 +383,26 @@ class Dispatcher:
             stack = "".join(traceback.format_exception(exc))[-8192:]
             extra.append(("kit-dlt-stacktrace", stack.encode(errors="replace")))
         topic = self.dead_letter_topic(handler)
+        headers = list(msg.headers() or []) + extra
+        value, key = msg.value(), msg.key()
+        limit = self.sink.record_limit(topic)
+        if value is not None:
+            fixed = len(key or b"") + sum(len(k) + len(v) for k, v in headers) + RECORD_OVERHEAD
+            room = len(value) if limit is None else max(0, limit - fixed - 64)
+            if max_value is not None:
+                room = min(room, max_value)
+            if len(value) > room:
+                headers.append((TRUNCATED, str(len(value)).encode()))
+                log.warning(
+                    "dead letter of %s[%s]@%s cut from %d to %d value bytes to fit %s",
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    len(value),
+                    room,
+                    topic,
+                )
+                value = value[:room]
         log.warning(
             "dead-lettering %s[%s]@%s to %s: %s",
             msg.topic(),
@@ -278,12 +411,12 @@ class Dispatcher:
             topic,
             exc,
         )
-        ticket.pending += 1
-        self.sink.produce(
-            topic,
-            msg.value(),
-            msg.key(),
-            list(msg.headers() or []) + extra,
-            ticket.delivered,
-            msg.partition(),  # the DLT mirrors the source's partitions, so order is kept
-        )
+        delivered = ticket.output_of(msg, "dead-letter")
+        while True:
+            ticket.pending += 1
+            try:  # the DLT mirrors the source's partitions, so order is kept
+                self.sink.produce(topic, value, key, headers, delivered, msg.partition())
+                return
+            except TopicNotReady:
+                ticket.pending -= 1
+                await self.sink.prepare(topic)

@@ -40,6 +40,11 @@ class DeliveryError(KitError):
     """The broker did not confirm delivery of a published record."""
 
 
+class DeliveryRefused(DeliveryError):
+    """The broker refused a record for good (too large for its topic, invalid): sending it
+    again cannot succeed. The input record that produced it is dead-lettered."""
+
+
 class HandlerError(KitError):
     """A handler kept failing after all its retries."""
 

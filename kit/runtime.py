@@ -6,37 +6,47 @@ import asyncio
 import logging
 import signal
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, cast
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from kit.codec import Codec
 from kit.config import Settings, load_settings, resolve_bootstrap
-from kit.dispatch import Dispatcher, MessageLike, Ticket
-from kit.errors import DeliveryError, KitError
+from kit.context import Failure
+from kit.dispatch import RECORD_OVERHEAD, TRUNCATED, Dispatcher, MessageLike, Ticket
+from kit.errors import DeliveryError, DeliveryRefused, KitError
 from kit.registry import Announcer, load_registry_config
 from kit.rpc import LiveCheck, Requester
 from kit.schema import SchemaRepository, default_repository
-from kit.service import Service
+from kit.service import Handler, Service
 from kit.transport.kafka import (
     KafkaSink,
     SchemaTopic,
     TopicSpec,
     admin_client,
     check_reachable,
+    describe_record,
     ensure_topics,
     make_consumer,
     make_producer,
     poll_batch,
+    raise_topic_limits,
+    record_size,
+    topic_limits,
 )
 
 __all__ = ["Runtime", "run"]
 
 log = logging.getLogger("kit.runtime")
+T = TypeVar("T")
 
 
 class Runtime:
@@ -45,6 +55,24 @@ class Runtime:
     `await runtime.start()` checks the cluster, creates topics and joins the group;
     `await runtime.run()` handles records until `stop()` is called; `run()` then finishes
     the batch in flight, waits for delivery of what it published, commits and closes.
+
+    Threads (see docs/architecture.md):
+
+    - The event loop decodes, calls handlers, produces, and polls the producer, so every
+      delivery report (and so every `Ticket` update) runs on the loop.
+    - One consumer thread owns the Consumer: every `consume`, `store_offsets`, `commit`,
+      `subscribe` and `close` runs there, and so do the rebalance callbacks, which
+      librdkafka calls inside `consume`. The loop never calls the Consumer; it hands the
+      offsets it wants stored to that thread (`_to_store`, under a lock), which stores
+      them before its next fetch.
+    - A revoke callback asks the loop to settle what is in flight and waits for it with a
+      deadline. The loop can always answer: it only ever awaits the consumer thread.
+
+    Commit rule: a batch's offsets are stored only once it is handled and every record it
+    emitted is confirmed, oldest batch first. A delivery the broker refused for good
+    dead-letters the input record it came from; any other failed delivery stops the
+    service, and its batch stays at the head of the queue, so no path (loop, revoke,
+    close, auto-commit) stores an offset at or past it.
     """
 
     def __init__(
@@ -63,9 +91,14 @@ class Runtime:
         self.group = self.settings.group_id or service.group
         self.ready = asyncio.Event()
         self.assignment: set[tuple[str, int]] = set()
+        """Partitions this instance owns (updated on the event loop)."""
+        self._owned: set[tuple[str, int]] = set()  # the same, kept by the consumer thread
         self._stopping = asyncio.Event()
         self._tickets: deque[Ticket] = deque()
-        self._lock = threading.Lock()
+        self._store_lock = threading.Lock()
+        self._to_store: dict[tuple[str, int], int] = {}
+        self._failed: DeliveryError | None = None
+        self._close_deadline = 0.0
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -91,44 +124,24 @@ class Runtime:
         self._loop_thread = threading.get_ident()
         settings = self.settings
         admin = admin_client(settings)
-        await asyncio.to_thread(check_reachable, admin, settings, settings.connect_timeout)
-        producer = make_producer(settings, low_latency=bool(self.service.responders()))
-        self.schema_topic = SchemaTopic(settings, admin, producer)
-        self.codec = Codec(self.repository, resolver=self.schema_topic.lookup)
-        self.sink = KafkaSink(producer, admin, settings)
+        self._admin = admin
+        topics = await asyncio.to_thread(self._setup_topics, admin)
+        producer = make_producer(
+            settings,
+            low_latency=bool(self.service.responders()),
+            message_max_bytes=topics.producer_limit,
+        )
         self.producer = producer
+        self.sink = KafkaSink(producer, admin, settings, producer_limit=topics.producer_limit)
+        self.sink.known_topics.update(topics.partitions)
+        self.sink.partitions.update(topics.partitions)
+        self.sink.limits.update(topics.limits)
+        self.schema_topic = SchemaTopic(settings, admin)
+        self.codec = Codec(self.repository, async_resolver=self.schema_topic.lookup_async)
         self.dispatcher = Dispatcher(self.service, self.codec, settings, self.sink)
         self.dispatcher.reply_topic_exists = self._topic_exists
         self.dispatcher.requester = self.requester
-        self._admin = admin
-        specs = [
-            TopicSpec(
-                h.topic, h.partitions or settings.topic_partitions, settings.topic_replication
-            )
-            for h in self.service.handlers
-        ]
-        if settings.create_topics:
-            await asyncio.to_thread(ensure_topics, admin, specs)
-        else:
-            meta = await asyncio.to_thread(admin.list_topics, timeout=15)
-            missing = [s.name for s in specs if s.name not in meta.topics]
-            if missing:
-                raise KitError(f"topics missing and KIT_CREATE_TOPICS is false: {missing}")
-        self.sink.known_topics.update(s.name for s in specs)
-        if settings.create_topics:
-            # Dead-letter topics mirror their source's partition count (records keep partition).
-            meta = await asyncio.to_thread(admin.list_topics, timeout=15)
-            dlts = [
-                TopicSpec(
-                    self.dispatcher.dead_letter_topic(h),
-                    len(meta.topics[h.topic].partitions),
-                    settings.topic_replication,
-                )
-                for h in self.service.handlers
-                if h.topic in meta.topics
-            ]
-            await asyncio.to_thread(ensure_topics, admin, dlts)
-            self.sink.known_topics.update(s.name for s in dlts)
+        self.dispatcher.stopping = self._stopping
         schemas = {h.event_type.kit_schema() for h in self.service.handlers}
         await asyncio.to_thread(self.schema_topic.publish, schemas | set(self.repository))
         self._consumer = make_consumer(settings, self.group, **{"client.id": self.instance_id})
@@ -145,7 +158,8 @@ class Runtime:
                 await self.announcer.start()
         self._fail_fast = registry.fail_fast
         if self.service.handlers:
-            self._consumer.subscribe(
+            await self._on_consumer_thread(
+                self._consumer.subscribe,
                 self.service.topics(),
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
@@ -160,6 +174,91 @@ class Runtime:
             self.bootstrap,
             self.bootstrap_source,
         )
+
+    def _setup_topics(self, admin: AdminClient) -> _Topics:
+        """Blocking start-up metadata work, in one worker thread: reach the cluster, create
+        or check the handlers' topics and their dead-letter topics, and size the limits.
+
+        A dead-letter topic must take whatever its source takes: it is created with its
+        source's `max.message.bytes`, an existing one with less is raised to it (or, if
+        the broker refuses, its records are cut to fit, see Dispatcher.dead_letter), and
+        the producer's `message.max.bytes` is raised to the largest source limit.
+        """
+        settings = self.settings
+        check_reachable(admin, settings, settings.connect_timeout)
+        specs = [
+            TopicSpec(
+                h.topic, h.partitions or settings.topic_partitions, settings.topic_replication
+            )
+            for h in self.service.handlers
+        ]
+        if settings.create_topics:
+            ensure_topics(admin, specs)
+        meta = admin.list_topics(timeout=15).topics
+        missing = [s.name for s in specs if s.name not in meta]
+        if missing:
+            raise KitError(f"topics missing and KIT_CREATE_TOPICS is false: {missing}")
+        sources = [h.topic for h in self.service.handlers]
+        limits = topic_limits(admin, sources) if sources else {}
+        dlt_of = {h.topic: self._dead_letter_topic(h) for h in self.service.handlers}
+        if settings.create_topics:  # DLTs mirror their source's partitions and size limit
+            ensure_topics(
+                admin,
+                [
+                    TopicSpec(
+                        dlt,
+                        len(meta[source].partitions),
+                        settings.topic_replication,
+                        (("max.message.bytes", str(limits[source])),) if source in limits else (),
+                    )
+                    for source, dlt in dlt_of.items()
+                ],
+            )
+            meta = admin.list_topics(timeout=15).topics
+        dlt_limits = topic_limits(admin, [d for d in dlt_of.values() if d in meta])
+        raise_to = {
+            dlt: limits[source]
+            for source, dlt in dlt_of.items()
+            if source in limits and dlt in dlt_limits and dlt_limits[dlt] < limits[source]
+        }
+        if raise_to:
+            refused = raise_topic_limits(admin, raise_to)
+            for dlt, limit in raise_to.items():
+                if dlt in refused:
+                    log.warning(
+                        "dead-letter topic %s takes records up to %d bytes, its source up to "
+                        "%d, and raising its max.message.bytes failed (%s): larger dead "
+                        "letters will be cut to fit (header kit-dlt-truncated)",
+                        dlt,
+                        dlt_limits[dlt],
+                        limit,
+                        refused[dlt],
+                    )
+                else:
+                    log.info("raised max.message.bytes of %s to %d", dlt, limit)
+                    dlt_limits[dlt] = limit
+        for source, dlt in dlt_of.items():
+            if dlt in meta and source in meta:
+                have, want = len(meta[dlt].partitions), len(meta[source].partitions)
+                if have < want:
+                    log.warning(
+                        "dead-letter topic %s has %d partitions, its source %s has %d: dead "
+                        "letters of the higher partitions go to a partition Kafka chooses",
+                        dlt,
+                        have,
+                        source,
+                        want,
+                    )
+        partitions = {
+            name: len(meta[name].partitions)
+            for name in [*sources, *dlt_of.values()]
+            if name in meta and meta[name].error is None
+        }
+        largest = max([*limits.values(), *dlt_limits.values()], default=0)
+        return _Topics(partitions, {**limits, **dlt_limits}, largest or None)
+
+    def _dead_letter_topic(self, handler: Handler) -> str:
+        return handler.dead_letter_topic or f"{handler.topic}{self.settings.dead_letter_suffix}"
 
     async def requester(self) -> Requester:
         """The Requester that handlers' ctx.request() uses, started on first use."""
@@ -200,7 +299,11 @@ class Runtime:
         return self._stopping.is_set()
 
     async def run(self) -> None:
-        """Handle records until stop(); then finish, commit and close."""
+        """Handle records until stop(); then finish, commit and close.
+
+        Raises DeliveryError, after closing without committing past it, when a record
+        it published could not be delivered and its input could not be dead-lettered.
+        """
         if not self._started:
             await self.start()
         try:
@@ -209,32 +312,77 @@ class Runtime:
             await self._close()
 
     async def _loop_until_stopped(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None and self._executor is not None
+        assert self._consumer is not None and self._executor is not None
         loop = asyncio.get_running_loop()
-        batch_size = self.settings.batch_size
+        executor = self._executor
+        fetch = self._fetch
         poll = self.producer.poll
         handle_batch = self.dispatcher.handle_batch
         stopping = self._stopping
+        tickets = self._tickets
         while not stopping.is_set():
-            messages = consumer.consume(batch_size, 0)
-            if not messages:
-                messages = await loop.run_in_executor(
-                    self._executor, poll_batch, consumer, 0.05, batch_size
-                )
+            messages = await loop.run_in_executor(executor, fetch)
+            if self._failed is not None:  # a revoke found it while settling
+                raise self._failed
             if messages:
                 records = [m for m in messages if m.error() is None]
                 if len(records) != len(messages):
                     self._check_errors(messages)
                 if records:
                     ticket = Ticket()
-                    self._tickets.append(ticket)
+                    tickets.append(ticket)
                     try:
                         await handle_batch(cast(list[MessageLike], records), ticket)
                     finally:
                         ticket.closed = True
             poll(0)
-            self._drain()
+            if tickets and tickets[0].done:
+                await self._settle()
+
+    # --- the consumer thread ------------------------------------------------------------
+
+    async def _on_consumer_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        assert self._executor is not None
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, partial(fn, *args, **kwargs)
+        )
+
+    def _fetch(self) -> list[Message]:
+        """On the consumer thread: store what the loop settled, then fetch a batch."""
+        consumer = self._consumer
+        assert consumer is not None
+        self._store_pending(consumer)
+        return poll_batch(consumer, 0.05, self.settings.batch_size)
+
+    def _store_pending(self, consumer: Consumer) -> None:
+        """On the consumer thread: store the offsets the loop settled, for owned partitions."""
+        with self._store_lock:
+            pending, self._to_store = self._to_store, {}
+        offsets = [
+            TopicPartition(t, p, o) for (t, p), o in pending.items() if (t, p) in self._owned
+        ]
+        if offsets:
+            try:
+                consumer.store_offsets(offsets=offsets)
+            except KafkaException as exc:  # e.g. a partition lost meanwhile: redone later
+                log.warning("could not store offsets %s: %s", _fmt(offsets), exc)
+
+    def _commit(self, consumer: Consumer) -> None:
+        """On the consumer thread: commit stored offsets synchronously."""
+        if not self._owned:
+            return
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit failed: %s", exc)
+
+    def _close_consumer(self, consumer: Consumer) -> None:
+        """On the consumer thread: store, commit, leave the group (the revoke callback
+        settles once more) and close."""
+        self._store_pending(consumer)
+        self._commit(consumer)
+        consumer.close()
 
     def _check_errors(self, messages: list[Message]) -> None:
         for msg in messages:
@@ -245,63 +393,141 @@ class Runtime:
                 raise KafkaException(err)
             log.warning("consumer error: %s", err)
 
-    def _drain(self) -> None:
-        """Store offsets of completed batches, oldest first; a failed delivery is fatal."""
-        with self._lock:
-            tickets = self._tickets
-            consumer = self._consumer
-            while tickets and tickets[0].done:
-                ticket = tickets.popleft()
-                if ticket.error is not None:
-                    raise DeliveryError(f"publishing failed; offsets not committed: {ticket.error}")
-                if ticket.dropped:
-                    self.dispatcher.replies_dropped += ticket.dropped
-                    log.warning(
-                        "%d replies could not be delivered (requester gone)", ticket.dropped
-                    )
-                offsets = [
-                    TopicPartition(t, p, o)
-                    for (t, p), o in ticket.offsets.items()
-                    if (t, p) in self.assignment
-                ]
-                if offsets and consumer is not None:
-                    consumer.store_offsets(offsets=offsets)
+    # --- settling batches (on the loop) -------------------------------------------------
 
-    def _finish_pending(self, timeout: float) -> None:
-        """Wait (bounded) for every emitted record, then store offsets of finished batches."""
-        remaining = self.producer.flush(timeout)
-        if remaining:
-            log.error("%d published records unconfirmed after %.1fs", remaining, timeout)
-        self._drain()
+    def _drain(self) -> bool:
+        """Hand the offsets of finished batches to the consumer thread, oldest first.
 
-    def _commit(self, consumer: Consumer | None) -> None:
-        """Commit stored offsets synchronously, in the thread that runs consume()."""
-        if consumer is None or not self.assignment:
-            return
-        try:
-            consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError._NO_OFFSET:
-                log.warning("commit failed: %s", exc)
+        Stops at the first batch still in flight, or with failed deliveries (then returns
+        True: `_resolve` must look at it before anything after it may be stored).
+        """
+        tickets = self._tickets
+        settled: dict[tuple[str, int], int] = {}
+        blocked = False
+        while tickets and tickets[0].done:
+            ticket = tickets[0]
+            if ticket.failures:
+                blocked = True
+                break
+            tickets.popleft()
+            if ticket.dropped:
+                self.dispatcher.replies_dropped += ticket.dropped
+                log.warning("%d replies could not be delivered (requester gone)", ticket.dropped)
+            settled.update(ticket.offsets)
+        if settled:
+            with self._store_lock:
+                self._to_store.update(settled)
+        return blocked
+
+    async def _settle(self) -> None:
+        """Store what is finished; resolve failed deliveries at the head (may raise)."""
+        while self._drain():
+            if self._failed is not None:
+                raise self._failed
+            await self._resolve(self._tickets[0])
+            if not self._tickets[0].done:
+                return
+
+    async def _resolve(self, ticket: Ticket) -> None:
+        """Dead-letter the input of each record the broker refused for good; on any other
+        failure, keep the batch at the head of the queue and raise DeliveryError."""
+        failures, ticket.failures = ticket.failures, []
+        seen: set[tuple[str | None, int | None, int | None]] = set()
+        for failure in failures:
+            source = failure.source
+            verdict = await self._verdict(failure)
+            if isinstance(verdict, str) or source is None:
+                ticket.failures = failures
+                reason = verdict if isinstance(verdict, str) else "no input record known"
+                self._failed = DeliveryError(
+                    f"{reason}; offsets not committed from "
+                    f"{'an unknown record' if source is None else describe_record(source)} on"
+                )
+                log.error("stopping: %s", self._failed)
+                raise self._failed
+            where = (source.topic(), source.partition(), source.offset())
+            if where in seen:
+                continue
+            seen.add(where)
+            handler = self.dispatcher.by_topic[source.topic() or ""]
+            max_value = 0 if failure.kind == "dead-letter" else None
+            await self.dispatcher.dead_letter(
+                source, handler, verdict, 1, ticket, max_value=max_value
+            )
+
+    async def _verdict(self, failure: Failure) -> DeliveryRefused | str:
+        """DeliveryRefused when the refused record can be dead-lettered in its place; else
+        why the service must stop."""
+        err, produced = failure.error, failure.produced
+        code = err.code() if isinstance(err, KafkaError) else None
+        topic = produced.topic() if produced is not None else "?"
+        text = err.str() if isinstance(err, KafkaError) else str(err)
+        if failure.kind == "dead-letter":
+            truncated = (
+                any(k == TRUNCATED for k, _v in (produced.headers() or [])) if produced else False
+            )
+            if code in _TOO_LARGE and not (truncated and not produced.value()):
+                return DeliveryRefused(f"dead letter refused by {topic}: {text}")
+            return f"cannot dead-letter to {topic}: {text}"
+        if code in _TOO_LARGE and produced is not None:
+            size = record_size(produced)
+            if topic not in self.sink.limits:
+                await asyncio.to_thread(self.sink.learn_limits, [topic])
+            limit = self.sink.record_limit(topic) or 0
+            if size + RECORD_OVERHEAD <= limit:
+                return (
+                    f"topic {topic} refused a batch of records that each fit its limit of "
+                    f"{limit} bytes ({text}): its max.message.bytes is below the producer's "
+                    f"batch.size; set KIT_KAFKA_BATCH_SIZE below {limit}"
+                )
+            return DeliveryRefused(
+                f"{topic} refused a {size}-byte record (limit {limit} bytes): {text}"
+            )
+        if code in _REFUSED:
+            return DeliveryRefused(f"{topic} refused a record: {text}")
+        return f"publishing to {topic} failed: {text}"
+
+    async def _quiesce(self, timeout: float) -> None:
+        """Wait (bounded) until every batch in flight is confirmed and settled."""
+        deadline = time.monotonic() + timeout
+        poll = self.producer.poll
+        while True:
+            poll(0)
+            try:
+                await self._settle()
+            except DeliveryError:
+                return
+            if not self._tickets:
+                return
+            if time.monotonic() >= deadline:
+                log.error(
+                    "%d batches still unconfirmed after %.1fs; their offsets are not stored",
+                    len(self._tickets),
+                    timeout,
+                )
+                return
+            await asyncio.sleep(0.005)  # delivery reports arrive as the producer is polled
 
     async def _close(self) -> None:
         timeout = self.settings.shutdown_timeout
+        self._close_deadline = time.monotonic() + timeout
         if self._requester is not None:
             await self._requester.close()
         try:
-            self._finish_pending(timeout)
-            self._commit(self._consumer)
+            if self._failed is None:
+                await self._quiesce(max(0.0, self._close_deadline - time.monotonic()))
         finally:
             consumer, self._consumer = self._consumer, None
-            if consumer is not None:
-                await asyncio.to_thread(consumer.close)
+            if consumer is not None and self._executor is not None:
+                await self._on_consumer_thread(self._close_consumer, consumer)
             if self._executor is not None:
-                self._executor.shutdown(wait=False)
+                self._executor.shutdown(wait=True)
             for callback in self.on_closed:
                 try:
                     callback(self)
                 except Exception:
                     log.exception("on_closed callback %r failed", callback)
+            await asyncio.to_thread(self.schema_topic.close)
             log.info(
                 "%s stopped: %d handled, %d dead-lettered, %d expired requests skipped",
                 self.service.name,
@@ -310,54 +536,74 @@ class Runtime:
                 self.dispatcher.expired,
             )
 
-    # --- rebalance callbacks (run inside consume(), in whichever thread called it) ------
-
-    def _in_loop(self, fn: Callable[[], Any]) -> Any:
-        if threading.get_ident() == self._loop_thread or self._loop is None:
-            return fn()
-        done: Future[Any] = Future()
-
-        def call() -> None:
-            try:
-                done.set_result(fn())
-            except BaseException as exc:
-                done.set_exception(exc)
-
-        self._loop.call_soon_threadsafe(call)
-        return done.result(timeout=self.settings.shutdown_timeout + 5)
+    # --- rebalance callbacks (librdkafka calls them inside consume(): consumer thread) --
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        def assign() -> None:
-            self.assignment.update((tp.topic, tp.partition) for tp in partitions)
-            log.info("%s assigned %s", self.instance_id, _fmt(partitions))
-            self.ready.set()
-            for callback in self.on_assigned:
-                callback(self)
+        owned = {(tp.topic, tp.partition) for tp in partitions}
+        self._owned |= owned
+        log.info("%s assigned %s", self.instance_id, _fmt(partitions))
+        self._to_loop(self._assigned, owned)
 
-        self._in_loop(assign)
+    def _assigned(self, owned: set[tuple[str, int]]) -> None:
+        self.assignment |= owned
+        self.ready.set()
+        for callback in self.on_assigned:
+            callback(self)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Finish in-flight deliveries and store offsets on the loop, then commit here: a
-        # synchronous commit from another thread would wait for this callback to return.
-        self._in_loop(lambda: self._finish_pending(self.settings.shutdown_timeout))
+        # Settle in-flight deliveries on the loop (which never waits on this thread), then
+        # store and commit here, on the thread that owns the consumer.
+        loop = self._loop
+        if loop is not None and loop.is_running() and threading.get_ident() != self._loop_thread:
+            limit = self.settings.shutdown_timeout
+            if self._close_deadline:
+                limit = max(0.0, min(limit, self._close_deadline - time.monotonic()))
+            future = asyncio.run_coroutine_threadsafe(self._quiesce(limit), loop)
+            try:
+                future.result(limit + 1)
+            except Exception as exc:  # a revoke must go on: what is unsettled is redone
+                future.cancel()
+                log.warning("settling before revoke failed: %r", exc)
+        self._store_pending(consumer)
         self._commit(consumer)
-
-        def revoked() -> None:
-            self.assignment.difference_update((tp.topic, tp.partition) for tp in partitions)
-            log.info("%s revoked %s", self.instance_id, _fmt(partitions))
-
-        self._in_loop(revoked)
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._owned -= gone
+        log.info("%s revoked %s", self.instance_id, _fmt(partitions))
+        self._to_loop(self.assignment.difference_update, gone)
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        def lost() -> None:
-            self.assignment.difference_update((tp.topic, tp.partition) for tp in partitions)
-            log.warning(
-                "%s lost %s (their uncommitted work will be redone)",
-                self.instance_id,
-                _fmt(partitions),
-            )
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._owned -= gone
+        with self._store_lock:
+            for tp in gone:
+                self._to_store.pop(tp, None)
+        log.warning(
+            "%s lost %s (their uncommitted work will be redone)",
+            self.instance_id,
+            _fmt(partitions),
+        )
+        self._to_loop(self.assignment.difference_update, gone)
 
-        self._in_loop(lost)
+    def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            fn(*args)
+        elif loop.is_running():
+            loop.call_soon_threadsafe(fn, *args)
+
+
+@dataclass(frozen=True)
+class _Topics:
+    """What start-up learned about the topics a runtime reads and dead-letters to."""
+
+    partitions: dict[str, int]
+    limits: dict[str, int]
+    producer_limit: int | None
+
+
+_TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE}
+_REFUSED = {KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG, KafkaError.RECORD_LIST_TOO_LARGE}
+"""Produce errors after which sending the same record again cannot succeed."""
 
 
 def _fmt(partitions: list[TopicPartition]) -> str:

@@ -30,6 +30,7 @@ class Handler:
     retries: int | None = None
     dead_letter_topic: str | None = None
     partitions: int | None = None
+    transient_timeout: float | None = None
 
     @property
     def schema_name(self) -> str:
@@ -82,14 +83,20 @@ class Service:
         retries: int | None = None,
         dead_letter_topic: str | None = None,
         partitions: int | None = None,
+        transient_timeout: float | None = None,
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         """Declare a handler of one event type.
 
         The function takes the event (its annotation gives the type) and optionally a
         `Context`. `topic` defaults to the event schema's full name. `retries` overrides
         KIT_RETRIES; `dead_letter_topic` overrides `<topic><KIT_DEAD_LETTER_SUFFIX>`;
-        `partitions` is used when the kit creates the topic.
+        `partitions` is used when the kit creates the topic. `transient_timeout` overrides
+        KIT_TRANSIENT_TIMEOUT: how long (seconds) a transient failure of a dependency
+        (ServiceUnavailable, RequestTimeout, DeliveryError) is retried, in order, before
+        the record is dead-lettered.
         """
+        if transient_timeout is not None and transient_timeout < 0:
+            raise ConfigError("transient_timeout", f"must be >= 0, got {transient_timeout}")
 
         localns = sys._getframe(1).f_locals  # resolve annotations of locally defined events
 
@@ -106,6 +113,7 @@ class Service:
                     retries=retries,
                     dead_letter_topic=dead_letter_topic,
                     partitions=partitions,
+                    transient_timeout=transient_timeout,
                 )
             )
             return func
@@ -118,10 +126,13 @@ class Service:
         *,
         retries: int | None = 0,
         partitions: int | None = None,
+        transient_timeout: float | None = 0,
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         """Declare a responder: takes a request event, returns the reply event.
 
-        `topic` defaults to `<service>.<function name>`, the address callers use.
+        `topic` defaults to `<service>.<function name>`, the address callers use. A
+        responder's failure goes back to its caller at once (`retries` 0, and no retry of
+        transient failures: the caller's deadline is running), unless these are given.
         """
 
         localns = sys._getframe(1).f_locals
@@ -146,6 +157,7 @@ class Service:
                     is_async=inspect.iscoroutinefunction(func),
                     retries=retries,
                     partitions=partitions,
+                    transient_timeout=transient_timeout,
                     reply_type=reply,
                 )
             )

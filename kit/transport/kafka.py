@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -10,9 +11,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from kit.config import Settings, client_config, resolve_bootstrap
+from kit.context import TopicNotReady
 from kit.errors import BrokerError, ConfigError, DeliveryError
 from kit.transport.schema_topic import SchemaTopic
 
@@ -38,9 +47,25 @@ def base_config(settings: Settings) -> dict[str, Any]:
     return {"bootstrap.servers": bootstrap, **client_config(settings)}
 
 
-def producer_config(settings: Settings, *, low_latency: bool = False) -> dict[str, Any]:
-    """Producer settings: idempotent, acks=all; linger 0 on reply paths."""
-    return {
+BATCH_SIZE = 262_144
+"""The producer's default `batch.size` (librdkafka's is 1,000,000). Kafka applies a
+topic's `max.message.bytes` to whole record batches, so a batch larger than a topic's
+limit is refused with every good record in it; 256 KiB stays under the limits topics are
+usually given. Override it with KIT_KAFKA_BATCH_SIZE."""
+
+PRODUCER_MESSAGE_MAX_BYTES = 1_000_000
+"""librdkafka's default `message.max.bytes`: the largest record a producer sends."""
+
+
+def producer_config(
+    settings: Settings, *, low_latency: bool = False, message_max_bytes: int | None = None
+) -> dict[str, Any]:
+    """Producer settings: idempotent, acks=all; linger 0 on reply paths.
+
+    `message_max_bytes` raises librdkafka's record size limit, e.g. so that dead-letter
+    topics take records as large as their sources do.
+    """
+    config: dict[str, Any] = {
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": settings.linger_ms
@@ -49,8 +74,11 @@ def producer_config(settings: Settings, *, low_latency: bool = False) -> dict[st
         "socket.nagle.disable": True,
         "message.timeout.ms": int(settings.delivery_timeout * 1000),
         "queue.buffering.max.messages": 200_000,
-        **base_config(settings),
+        "batch.size": BATCH_SIZE,
     }
+    if message_max_bytes is not None and message_max_bytes > PRODUCER_MESSAGE_MAX_BYTES:
+        config["message.max.bytes"] = message_max_bytes
+    return {**config, **base_config(settings)}
 
 
 def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
@@ -88,9 +116,12 @@ def _config_error(exc: Exception, settings: Settings) -> ConfigError:
     return ConfigError("KIT_KAFKA_CONFIG", f"invalid client settings: {text}")
 
 
-def make_producer(settings: Settings, *, low_latency: bool = False) -> Producer:
+def make_producer(
+    settings: Settings, *, low_latency: bool = False, message_max_bytes: int | None = None
+) -> Producer:
     """A Producer; a bad setting raises ConfigError naming its environment variable."""
-    return _client(Producer, producer_config(settings, low_latency=low_latency), settings)
+    config = producer_config(settings, low_latency=low_latency, message_max_bytes=message_max_bytes)
+    return _client(Producer, config, settings)
 
 
 def make_consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
@@ -193,16 +224,36 @@ def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> 
 
 
 class KafkaSink:
-    """The runtime's producer side: creates unknown topics on first use, absorbs back-pressure."""
+    """The runtime's producer side: topics prepared off the loop, back-pressure absorbed.
 
-    def __init__(self, producer: Producer, admin: AdminClient, settings: Settings) -> None:
+    `produce` never blocks on the network: a topic it has not met raises TopicNotReady
+    (`await prepare(topic)`, or `ensure_topic` from a worker thread, first), and a record
+    librdkafka refuses at once (too large, unknown partition) is reported through the
+    delivery callback like a refusal by the broker.
+    """
+
+    def __init__(
+        self,
+        producer: Producer,
+        admin: AdminClient,
+        settings: Settings,
+        *,
+        producer_limit: int | None = None,
+    ) -> None:
         self.producer = producer
         self.admin = admin
         self.settings = settings
         self.known_topics: set[str] = set()
+        self.partitions: dict[str, int] = {}
+        """Partition counts of prepared topics, where known."""
+        self.limits: dict[str, int] = {}
+        """`max.message.bytes` of topics, where known (see `learn_limits`)."""
+        configured = client_config(settings).get("message.max.bytes")
+        self.producer_limit = int(configured or producer_limit or PRODUCER_MESSAGE_MAX_BYTES)
+        """The largest record the producer sends (librdkafka `message.max.bytes`)."""
 
     def ensure_topic(self, topic: str, partitions: int | None = None) -> None:
-        """Create `topic` if the broker does not have it (once per topic per process)."""
+        """Create `topic` if the broker does not have it (blocking: not on the loop)."""
         if topic in self.known_topics:
             return
         ensure_topics(
@@ -215,7 +266,27 @@ class KafkaSink:
                 )
             ],
         )
+        meta = self.admin.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is not None and meta.error is None:
+            self.partitions[topic] = len(meta.partitions)
         self.known_topics.add(topic)
+
+    async def prepare(self, topic: str) -> None:
+        """`ensure_topic` in a worker thread, so the event loop never waits on metadata."""
+        if topic not in self.known_topics:
+            await asyncio.to_thread(self.ensure_topic, topic)
+
+    def record_limit(self, topic: str) -> int | None:
+        """The largest record this sink can put on `topic`: the smaller of the topic's
+        `max.message.bytes` (when learned) and the producer's `message.max.bytes`."""
+        limit = self.limits.get(topic)
+        return self.producer_limit if limit is None else min(limit, self.producer_limit)
+
+    def learn_limits(self, topics: Iterable[str], timeout: float = 15.0) -> dict[str, int]:
+        """Read `max.message.bytes` of existing topics (blocking); returns what it learned."""
+        learned = topic_limits(self.admin, topics, timeout)
+        self.limits.update(learned)
+        return learned
 
     def produce(
         self,
@@ -229,10 +300,13 @@ class KafkaSink:
     ) -> None:
         """Queue one record; when librdkafka's queue is full, serve callbacks and retry.
 
-        `partition` None lets the partitioner choose; `timestamp` 0 means now.
+        `partition` None lets the partitioner choose (as does a partition the topic does
+        not have); `timestamp` 0 means now. Raises TopicNotReady for an unprepared topic.
         """
         if topic not in self.known_topics:
-            self.ensure_topic(topic)
+            raise TopicNotReady(topic)
+        if partition is not None and partition >= self.partitions.get(topic, partition + 1):
+            partition = None
         deadline = 0.0
         hdrs: Any = headers
         while True:
@@ -261,6 +335,95 @@ class KafkaSink:
                         f"producer queue stayed full for {self.settings.delivery_timeout}s"
                     ) from None
                 self.producer.poll(0.01)
+            except KafkaException as exc:  # refused before it was queued: report it as such
+                on_delivery(exc.args[0], Unsent(topic, key, value, headers, partition))
+                return
+
+
+@dataclass(frozen=True)
+class Unsent:
+    """A record librdkafka refused in produce(), shaped like the Message of a delivery report."""
+
+    _topic: str
+    _key: bytes | None
+    _value: bytes | None
+    _headers: list[tuple[str, bytes]] | None
+    _partition: int | None
+
+    def topic(self) -> str:
+        """The topic it was for."""
+        return self._topic
+
+    def key(self) -> bytes | None:
+        """Its key."""
+        return self._key
+
+    def value(self) -> bytes | None:
+        """Its value."""
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        """Its headers."""
+        return self._headers
+
+    def partition(self) -> int:
+        """The partition asked for, or -1."""
+        return -1 if self._partition is None else self._partition
+
+
+def record_size(msg: Any) -> int:
+    """Bytes of a record's key, value and headers (what counts against size limits)."""
+    headers = msg.headers() or []
+    return (
+        len(msg.key() or b"") + len(msg.value() or b"") + sum(len(k) + len(v) for k, v in headers)
+    )
+
+
+def topic_limits(
+    admin: AdminClient, topics: Iterable[str], timeout: float = 15.0
+) -> dict[str, int]:
+    """`max.message.bytes` of each existing topic among `topics` (blocking)."""
+    names = sorted(set(topics))
+    if not names:
+        return {}
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
+    out: dict[str, int] = {}
+    for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+        try:
+            entries = future.result(timeout=timeout)
+        except KafkaException as exc:
+            log.debug("cannot read the configuration of %s: %s", resource.name, exc)
+            continue
+        entry = entries.get("max.message.bytes")
+        if entry is not None and entry.value is not None:
+            out[resource.name] = int(entry.value)
+    return out
+
+
+def raise_topic_limits(
+    admin: AdminClient, limits: dict[str, int], timeout: float = 15.0
+) -> dict[str, str]:
+    """Raise `max.message.bytes` of topics to the given values; returns {topic: error} for
+    each one the broker refused (for example for lack of ALTER_CONFIGS permission)."""
+    failed: dict[str, str] = {}
+    for name, limit in sorted(limits.items()):
+        resource = ConfigResource(
+            ResourceType.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry(
+                    "max.message.bytes",
+                    str(limit),
+                    incremental_operation=AlterConfigOpType.SET,
+                )
+            ],
+        )
+        future = admin.incremental_alter_configs([resource], request_timeout=timeout)[resource]
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            failed[name] = str(exc.args[0])
+    return failed
 
 
 def describe_record(msg: Any) -> str:

@@ -143,3 +143,11 @@ class MemorySink:
             topic, value, key, headers, partition=partition, producer=self.producer
         )
         on_delivery(None, msg)
+
+    async def prepare(self, topic: str) -> None:
+        """Create `topic` if it does not exist (memory topics are also created on use)."""
+        self.broker.create_topic(topic)
+
+    def record_limit(self, topic: str) -> int | None:
+        """None: memory topics take records of any size."""
+        return None
