@@ -4,6 +4,7 @@ rebalances while offsets are stored, and transient failures of a dependency (iss
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -411,3 +412,75 @@ def test_stopping_during_a_transient_retry_commits_nothing_past_the_record(
     assert "o-3" not in seen
     assert committed(kafka_bootstrap, group, orders) == {0: 1}, "o-2 is handled again later"
     assert read_raw(kafka_bootstrap, f"{orders}.dlt", 0, timeout=5) == []
+
+
+def test_a_dependency_restarted_mid_stream_costs_no_dead_letter(
+    kit_settings: Settings, unique_name: Callable[[str], str], kafka_bootstrap: str
+) -> None:
+    """Defect 8: a graceful restart of a responder made its caller dead-letter an event
+    after 4 ServiceUnavailable attempts in about 0.7 s."""
+    from services.shop import CheckStock, StockLevel
+    from tests.integration.test_rpc import inventory
+
+    orders, group, stock = unique_name("orders"), unique_name("g"), unique_name("inv")
+    create_topic(kafka_bootstrap, orders, 2)
+    stock_service = inventory(stock)
+    checked: list[str] = []
+    caller = Service("checker", group_id=group)
+
+    @caller.handler(topic=orders)
+    async def on_order(event: OrderPlaced, ctx: Context) -> None:
+        level = await ctx.request(
+            f"{stock}.check",
+            CheckStock(sku="tea", quantity=1, request_id=event.order_id),
+            reply=StockLevel,
+            timeout=2.0,
+        )
+        checked.append(level.request_id)
+
+    settings = kit_settings.model_copy(update={"retry_backoff": 0.05, "retry_backoff_max": 0.5})
+    total = 400
+
+    async def feed(start: int, stop: int) -> None:
+        rows = [
+            {"value": CODEC.encode(order(i)), "key": f"k{i}".encode()} for i in range(start, stop)
+        ]
+        await asyncio.to_thread(produce_raw, kafka_bootstrap, orders, rows)
+
+    async def scenario() -> Runtime:
+        async with running(caller, settings) as runtime:
+            async with running(stock_service, settings):
+                await feed(0, 100)
+                await wait_until_async(lambda: len(checked) >= 50, what="calls under way")
+                await feed(100, 300)
+            # inventory stopped gracefully (tombstone: callers fail fast) mid-stream
+            await wait_until_async(
+                lambda: any("retrying" in r for r in retry_log), timeout=30, what="a retry"
+            )
+            await feed(300, total)
+            async with running(stock_service, settings):
+                await wait_until_async(
+                    lambda: len(set(checked)) >= total, timeout=90, what="every order checked"
+                )
+            return runtime
+
+    retry_log: list[str] = []
+    handler = _ListHandler(retry_log)
+    logging.getLogger("kit.dispatch").addHandler(handler)
+    try:
+        runtime = asyncio.run(scenario())
+    finally:
+        logging.getLogger("kit.dispatch").removeHandler(handler)
+    assert set(checked) == {f"o-{i}" for i in range(total)}
+    assert runtime.dispatcher.dead_lettered == 0
+    assert read_raw(kafka_bootstrap, f"{orders}.dlt", 0, timeout=5) == []
+    assert committed(kafka_bootstrap, group, orders) == end_offsets(kafka_bootstrap, orders)
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, out: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.out.append(record.getMessage())
