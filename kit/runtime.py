@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -113,8 +114,9 @@ class Runtime:
         """Optional: lets requests fail fast with ServiceUnavailable (see kit.registry)."""
         self.on_assigned: list[Callable[[Runtime], None]] = []
         """Called on the loop after each assignment (e.g. to announce the instance)."""
-        self.on_closed: list[Callable[[Runtime], None]] = []
-        """Called on the loop after a graceful stop committed (e.g. to write a tombstone)."""
+        self.on_closed: list[Callable[[Runtime], Awaitable[None] | None]] = []
+        """Called on the loop after a graceful stop committed (e.g. to write a tombstone);
+        a callback that returns an awaitable is awaited."""
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -524,7 +526,9 @@ class Runtime:
                 self._executor.shutdown(wait=True)
             for callback in self.on_closed:
                 try:
-                    callback(self)
+                    result = callback(self)
+                    if inspect.isawaitable(result):
+                        await result
                 except Exception:
                     log.exception("on_closed callback %r failed", callback)
             await asyncio.to_thread(self.schema_topic.close)

@@ -294,8 +294,8 @@ class Announcer:
             )
             self._starting.add_done_callback(_log_failure)
 
-    def _on_closed(self, _runtime: Runtime) -> None:
-        self.close()
+    async def _on_closed(self, _runtime: Runtime) -> None:
+        await self.stop()  # the tombstone's flush runs in a worker thread, not on the loop
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
