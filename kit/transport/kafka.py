@@ -155,15 +155,20 @@ class TopicSpec:
 
 
 def check_reachable(admin: AdminClient, settings: Settings, timeout: float = 15.0) -> None:
-    """Fail with ConfigError naming KIT_BOOTSTRAP_SERVERS if no broker answers in time."""
-    try:
-        admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        bootstrap, source = resolve_bootstrap(settings)
-        raise ConfigError(
-            "KIT_BOOTSTRAP_SERVERS",
-            f"no broker answered at {bootstrap} (from {source}) within {timeout:.0f}s: {exc}",
-        ) from None
+    """Fail with ConfigError naming the setting to fix if no broker answers in time.
+
+    Connects with a short-lived probe client of the same settings (kit.transport.diagnose)
+    whose librdkafka log lines stay out of the terminal: a wrong password, SASL mechanism or
+    security protocol fails at once naming its KIT_KAFKA_* setting; no answer within
+    `timeout` names KIT_BOOTSTRAP_SERVERS. (`admin` is not the probe: a client's error and
+    log callbacks are fixed when it is made.)
+    """
+    from kit.transport.diagnose import wait_until_reachable
+
+    bootstrap, source = resolve_bootstrap(settings)
+    wait_until_reachable(
+        base_config(settings), timeout, settings=settings, bootstrap=bootstrap, source=source
+    )
 
 
 def ensure_topics(
