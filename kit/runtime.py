@@ -28,6 +28,7 @@ from kit.registry import Announcer, load_registry_config
 from kit.rpc import LiveCheck, Requester
 from kit.schema import SchemaRepository, default_repository
 from kit.service import Handler, Service
+from kit.transport.diagnose import authorization_message
 from kit.transport.kafka import (
     KafkaSink,
     SchemaTopic,
@@ -487,7 +488,8 @@ class Runtime:
             )
         if code in _REFUSED:
             return DeliveryRefused(f"{topic} refused a record: {text}")
-        return f"publishing to {topic} failed: {text}"
+        denied = authorization_message(err, topic=topic, action="produce", settings=self.settings)
+        return denied or f"publishing to {topic} failed: {text}"
 
     async def _quiesce(self, timeout: float) -> None:
         """Wait (bounded) until every batch in flight is confirmed and settled."""

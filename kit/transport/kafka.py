@@ -23,6 +23,7 @@ from confluent_kafka.admin import (
 from kit.config import Settings, client_config, resolve_bootstrap
 from kit.context import TopicNotReady
 from kit.errors import BrokerError, ConfigError, DeliveryError
+from kit.transport.diagnose import authorization_message, wait_until_reachable
 from kit.transport.schema_topic import SchemaTopic
 
 __all__ = [
@@ -163,8 +164,6 @@ def check_reachable(admin: AdminClient, settings: Settings, timeout: float = 15.
     `timeout` names KIT_BOOTSTRAP_SERVERS. (`admin` is not the probe: a client's error and
     log callbacks are fixed when it is made.)
     """
-    from kit.transport.diagnose import wait_until_reachable
-
     bootstrap, source = resolve_bootstrap(settings)
     wait_until_reachable(
         base_config(settings), timeout, settings=settings, bootstrap=bootstrap, source=source
@@ -205,7 +204,8 @@ def ensure_topics(
             err = exc.args[0]
             if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
-            raise BrokerError(f"cannot create topic {name!r}: {err}") from None
+            denied = authorization_message(err, topic=name, action="create")
+            raise BrokerError(denied or f"cannot create topic {name!r}: {err}") from None
     _wait_for_metadata(admin, created, timeout)
     return created
 
