@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     linger_ms: float | None = Field(None, ge=0, description="Producer linger; auto if unset.")
     request_timeout: float = Field(10.0, gt=0, description="Default request deadline (s).")
     kafka_config: str | None = Field(None, description="JSON object of extra client settings.")
+    exactly_once: bool | None = Field(
+        None, description="Process in Kafka transactions; unset: as the Service declares."
+    )
+    transactional_id: str | None = Field(
+        None, description="Transactional id of an exactly-once instance; unset: per host slot."
+    )
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

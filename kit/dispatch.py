@@ -82,6 +82,8 @@ class Dispatcher:
         """Checks a reply topic exists before replying (so a dead requester's is not recreated)."""
         self.requester: Callable[[], Awaitable[BaseRequester]] | None = None
         """Gives the Requester that handlers' ctx.request() uses (set by the runtime)."""
+        self.reply_sink: Sink = sink
+        """Where replies go (the runtime's plain producer when `sink` is transactional)."""
         self.stopping: asyncio.Event | None = None
         """Set by the runtime when it stops: retry waits end at once (see Abandoned)."""
 
@@ -339,7 +341,7 @@ class Dispatcher:
                 trace = "".join(traceback.format_exception(error))[-8192:]
                 headers.append((ERROR_TRACE, trace.encode(errors="replace")))
         ticket.pending += 1
-        self.sink.produce(topic, value, None, headers, ticket.settled)
+        self.reply_sink.produce(topic, value, None, headers, ticket.settled)
 
     async def dead_letter(
         self,

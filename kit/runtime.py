@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from kit.codec import Codec
@@ -24,6 +24,7 @@ from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.context import Failure
 from kit.dispatch import RECORD_OVERHEAD, TRUNCATED, Dispatcher, MessageLike, Ticket
 from kit.errors import DeliveryError, DeliveryRefused, KitError
+from kit.exactly_once import Transactions
 from kit.registry import Announcer, load_registry_config
 from kit.rpc import LiveCheck, Requester
 from kit.schema import SchemaRepository, default_repository
@@ -91,6 +92,13 @@ class Runtime:
         self.repository = repository or _repository_of(service, self.settings)
         self.bootstrap, self.bootstrap_source = resolve_bootstrap(self.settings)
         self.group = self.settings.group_id or service.group
+        self.exactly_once = (
+            service.exactly_once
+            if self.settings.exactly_once is None
+            else self.settings.exactly_once
+        )
+        """Each batch is one Kafka transaction with its offsets (see kit.exactly_once)."""
+        self.transactions: Transactions | None = None
         self.ready = asyncio.Event()
         self.assignment: set[tuple[str, int]] = set()
         """Partitions this instance owns (updated on the event loop)."""
@@ -135,19 +143,25 @@ class Runtime:
             message_max_bytes=topics.producer_limit,
         )
         self.producer = producer
-        self.sink = KafkaSink(producer, admin, settings, producer_limit=topics.producer_limit)
-        self.sink.known_topics.update(topics.partitions)
-        self.sink.partitions.update(topics.partitions)
-        self.sink.limits.update(topics.limits)
+        self.reply_sink = self._sink_for(producer, topics)
+        self.sink = self.reply_sink
+        """Where handlers' events and dead letters go (transactional when exactly-once)."""
+        if self.exactly_once and self.service.handlers:
+            self.transactions = Transactions(self)
+            self.sink = self._sink_for(await self.transactions.start(), topics)
         self.schema_topic = SchemaTopic(settings, admin)
         self.codec = Codec(self.repository, async_resolver=self.schema_topic.lookup_async)
         self.dispatcher = Dispatcher(self.service, self.codec, settings, self.sink)
+        self.dispatcher.reply_sink = self.reply_sink
         self.dispatcher.reply_topic_exists = self._topic_exists
         self.dispatcher.requester = self.requester
         self.dispatcher.stopping = self._stopping
         schemas = {h.event_type.kit_schema() for h in self.service.handlers}
         await asyncio.to_thread(self.schema_topic.publish, schemas | set(self.repository))
-        self._consumer = make_consumer(settings, self.group, **{"client.id": self.instance_id})
+        overrides: dict[str, Any] = {"client.id": self.instance_id}
+        if self.transactions is not None:  # offsets are committed in the transactions
+            overrides["enable.auto.commit"] = False
+        self._consumer = make_consumer(settings, self.group, **overrides)
         self._executor = ThreadPoolExecutor(
             1, thread_name_prefix=f"kit-consumer-{self.service.name}"
         )
@@ -260,6 +274,13 @@ class Runtime:
         largest = max([*limits.values(), *dlt_limits.values()], default=0)
         return _Topics(partitions, {**limits, **dlt_limits}, largest or None)
 
+    def _sink_for(self, producer: Producer, topics: _Topics) -> KafkaSink:
+        sink = KafkaSink(producer, self._admin, self.settings, producer_limit=topics.producer_limit)
+        sink.known_topics.update(topics.partitions)
+        sink.partitions.update(topics.partitions)
+        sink.limits.update(topics.limits)
+        return sink
+
     def _dead_letter_topic(self, handler: Handler) -> str:
         return handler.dead_letter_topic or f"{handler.topic}{self.settings.dead_letter_suffix}"
 
@@ -280,13 +301,13 @@ class Runtime:
         return self._requester
 
     async def _topic_exists(self, topic: str) -> bool:
-        if topic in self.sink.known_topics:
+        if topic in self.reply_sink.known_topics:
             return True
         found = await asyncio.to_thread(self._admin.list_topics, topic, 5)
         meta = found.topics.get(topic)
         exists = meta is not None and meta.error is None
         if exists:
-            self.sink.known_topics.add(topic)
+            self.reply_sink.known_topics.add(topic)
         return exists
 
     def stop(self) -> None:
@@ -323,6 +344,7 @@ class Runtime:
         handle_batch = self.dispatcher.handle_batch
         stopping = self._stopping
         tickets = self._tickets
+        transactions = self.transactions
         while not stopping.is_set():
             messages = await loop.run_in_executor(executor, fetch)
             if self._failed is not None:  # a revoke found it while settling
@@ -331,7 +353,9 @@ class Runtime:
                 records = [m for m in messages if m.error() is None]
                 if len(records) != len(messages):
                     self._check_errors(messages)
-                if records:
+                if records and transactions is not None:
+                    await transactions.run_batch(cast(list[MessageLike], records))
+                elif records:
                     ticket = Ticket()
                     tickets.append(ticket)
                     try:
@@ -534,6 +558,8 @@ class Runtime:
                 except Exception:
                     log.exception("on_closed callback %r failed", callback)
             await asyncio.to_thread(self.schema_topic.close)
+            if self.transactions is not None:
+                self.transactions.close()
             log.info(
                 "%s stopped: %d handled, %d dead-lettered, %d expired requests skipped",
                 self.service.name,

@@ -55,7 +55,7 @@ class Service:
 
         @svc.handler()
         async def on_order(event: OrderPlaced, ctx: Context) -> None:
-            await ctx.publish(InvoiceIssued(...), key=ctx.key)
+            ctx.publish(InvoiceIssued(...), key=ctx.key)
     """
 
     name: str
@@ -64,6 +64,9 @@ class Service:
     group_id: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     handlers: list[Handler] = field(default_factory=list)
+    exactly_once: bool = False
+    """Handle each fetched batch in one Kafka transaction with its offsets (KIT_EXACTLY_ONCE
+    overrides it): read_committed consumers see each output exactly once."""
 
     def __post_init__(self) -> None:
         if not self.name or any(c.isspace() for c in self.name):

@@ -59,12 +59,17 @@ PRODUCER_MESSAGE_MAX_BYTES = 1_000_000
 
 
 def producer_config(
-    settings: Settings, *, low_latency: bool = False, message_max_bytes: int | None = None
+    settings: Settings,
+    *,
+    low_latency: bool = False,
+    message_max_bytes: int | None = None,
+    transactional_id: str | None = None,
 ) -> dict[str, Any]:
     """Producer settings: idempotent, acks=all; linger 0 on reply paths.
 
     `message_max_bytes` raises librdkafka's record size limit, e.g. so that dead-letter
-    topics take records as large as their sources do.
+    topics take records as large as their sources do. `transactional_id` makes it a
+    transactional producer (see kit.exactly_once).
     """
     config: dict[str, Any] = {
         "acks": "all",
@@ -79,6 +84,9 @@ def producer_config(
     }
     if message_max_bytes is not None and message_max_bytes > PRODUCER_MESSAGE_MAX_BYTES:
         config["message.max.bytes"] = message_max_bytes
+    if transactional_id is not None:
+        config["transactional.id"] = transactional_id
+        config["transaction.timeout.ms"] = max(60_000, config["message.timeout.ms"] + 10_000)
     return {**config, **base_config(settings)}
 
 
@@ -118,10 +126,19 @@ def _config_error(exc: Exception, settings: Settings) -> ConfigError:
 
 
 def make_producer(
-    settings: Settings, *, low_latency: bool = False, message_max_bytes: int | None = None
+    settings: Settings,
+    *,
+    low_latency: bool = False,
+    message_max_bytes: int | None = None,
+    transactional_id: str | None = None,
 ) -> Producer:
     """A Producer; a bad setting raises ConfigError naming its environment variable."""
-    config = producer_config(settings, low_latency=low_latency, message_max_bytes=message_max_bytes)
+    config = producer_config(
+        settings,
+        low_latency=low_latency,
+        message_max_bytes=message_max_bytes,
+        transactional_id=transactional_id,
+    )
     return _client(Producer, config, settings)
 
 
