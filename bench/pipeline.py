@@ -16,6 +16,7 @@ ratios, kit's targets) to docs/benchmarks.md.
 Run (broker: `python -m kit.cli broker start`):
     PYTHONPATH=. python -m bench.pipeline                      # N=200,000, every contender
     PYTHONPATH=. python -m bench.pipeline --events 100000 --repeat 3 --only kit,raw
+    PYTHONPATH=. python -m bench.pipeline --events 100000 --repeat 3 --only kit,kit-eos,raw
     PYTHONPATH=. python -m bench.pipeline --only kit --no-doc --profile-kit /tmp/kit.txt
 """
 
@@ -43,6 +44,7 @@ from kit import Codec
 ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = {
     "kit": "bench.contenders.kit_service",
+    "kit-eos": "bench.contenders.kit_service",
     "raw": "bench.contenders.raw_loop",
     "raw-pydantic": "bench.contenders.raw_typed",
     "faststream-confluent": "bench.contenders.faststream_confluent",
@@ -50,6 +52,8 @@ CONTENDERS = {
     "faust": "bench.contenders.faust_agent",
 }
 PARTITIONS = 6
+CONTENDER_ENV = {"kit-eos": {"KIT_EXACTLY_ONCE": "true"}}
+"""kit-eos is the kit contender with exactly-once processing (one transaction per batch)."""
 
 
 def create_topics(admin: AdminClient, names: list[str]) -> None:
@@ -183,7 +187,9 @@ def run_contender(
             command += ["--profile", args.profile_kit]
         load = os.getloadavg()[0]
         started = time.monotonic()
-        result = launch(name, command, args.timeout + 90, env)
+        result = launch(
+            name, command, args.timeout + 90, {**CONTENDER_ENV.get(name, {}), **(env or {})}
+        )
         result["name"] = name
         result["load_before"] = round(load, 2)
         result["wall_s"] = round(time.monotonic() - started, 1)

@@ -96,6 +96,8 @@ class Transactions:
         """Transactions committed."""
         self.aborted = 0
         """Transactions aborted (their batches were handled again)."""
+        self.open = False
+        """True from begin to commit or abort of a batch's transaction."""
 
     def _make_producer(self) -> Producer:
         producer = make_producer(
@@ -124,6 +126,7 @@ class Transactions:
         assert producer is not None
         runtime = self.runtime
         producer.begin_transaction()
+        self.open = True
         ticket = Ticket()
         try:
             if self._poison:
@@ -138,6 +141,8 @@ class Transactions:
         except KafkaException as exc:
             await self._recover(exc.args[0], ticket, records)
             return
+        finally:
+            self.open = False
         self.committed += 1
         for key in [
             k for k in self._poison if (k[0], k[1]) in offsets and k[2] < offsets[(k[0], k[1])]

@@ -71,9 +71,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     deadline = time.monotonic() + args.timeout
     with profiled(args.profile):
         task = asyncio.create_task(runtime.run(), name="bench-kit-runtime")
-        dispatcher, producer = runtime.dispatcher, runtime.producer
+        dispatcher, producer = runtime.dispatcher, runtime.sink.producer
+        transactions = runtime.transactions  # exactly-once: done when the last one committed
         while time.monotonic() < deadline and not task.done():
-            if dispatcher.handled >= meter.events and len(producer) == 0:
+            settled = transactions is None or not transactions.open
+            if dispatcher.handled >= meter.events and len(producer) == 0 and settled:
                 meter.finish()
                 break
             await asyncio.sleep(0.01 if dispatcher.handled < meter.events * 0.99 else 0.001)
