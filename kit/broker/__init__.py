@@ -1,29 +1,39 @@
-"""Local single-node Apache Kafka (KRaft) broker: cached jars, processes, optional SASL and ACLs."""
+"""kit's local Apache Kafka (KRaft): cached jars, one node or a 3-node cluster, optional SASL."""
 
 from kit.broker.jars import KAFKA_VERSION, ensure_jars, jars_dir, kafka_version
 from kit.broker.local import (
     ADMIN_USER,
+    CLUSTER_SIZE,
     DEFAULT_PORT,
     SASL_MECHANISM,
     BrokerInfo,
+    NodeInfo,
     add_acls,
     add_scram_user,
     broker_dir,
     cli_main,
     ensure_running,
+    kill_node,
+    node_pids,
+    nodes,
+    restart_node,
     running_address,
+    running_replication,
     server_properties,
     start,
     status,
     stop,
+    wait_in_sync,
 )
 
 __all__ = [
     "ADMIN_USER",
+    "CLUSTER_SIZE",
     "DEFAULT_PORT",
     "KAFKA_VERSION",
     "SASL_MECHANISM",
     "BrokerInfo",
+    "NodeInfo",
     "add_acls",
     "add_scram_user",
     "broker_dir",
@@ -32,9 +42,15 @@ __all__ = [
     "ensure_running",
     "jars_dir",
     "kafka_version",
+    "kill_node",
+    "node_pids",
+    "nodes",
+    "restart_node",
     "running_address",
+    "running_replication",
     "server_properties",
     "start",
     "status",
     "stop",
+    "wait_in_sync",
 ]

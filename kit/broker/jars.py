@@ -176,12 +176,16 @@ def require_java() -> str:
     return java
 
 
-def java_command(java: str, libs: Path, main: str, *args: str) -> list[str]:
-    """Return the command line running ``main`` from the jars in ``libs`` with kit's JVM flags."""
+def java_command(java: str, libs: Path, main: str, *args: str, heap: str = "1g") -> list[str]:
+    """Return the command line running ``main`` from the jars in ``libs`` with kit's JVM flags.
+
+    ``heap`` is the JVM's maximum heap (``-Xmx``): 1g for a single broker, less for each
+    node of a local cluster.
+    """
     return [
         java,
         "-Xms256m",
-        "-Xmx1g",
+        f"-Xmx{heap}",
         "-XX:+UseG1GC",
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
