@@ -26,7 +26,12 @@ class Settings(BaseSettings):
     client_id: str | None = Field(None, description="client.id sent to the broker.")
     group_id: str | None = Field(None, description="Consumer group; defaults to the service name.")
     topic_partitions: int = Field(3, ge=1, description="Partitions of topics the kit creates.")
-    topic_replication: int = Field(1, ge=1, description="Replication factor of created topics.")
+    topic_replication: int = Field(
+        -1,
+        ge=-1,
+        description="Replication factor of created topics; -1 (the default) takes the "
+        "cluster's default.replication.factor (and so its min.insync.replicas fits).",
+    )
     create_topics: bool = Field(True, description="Create missing topics at start.")
     connect_timeout: float = Field(15.0, gt=0, description="Seconds to wait for the broker.")
     shutdown_timeout: float = Field(30.0, gt=0, description="Seconds allowed for graceful stop.")

@@ -169,6 +169,7 @@ class TopicSpec:
     name: str
     partitions: int
     replication: int
+    """Replicas; -1 takes the cluster's default.replication.factor (KIP-464)."""
     config: tuple[tuple[str, str], ...] = ()
 
 

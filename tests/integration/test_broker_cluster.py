@@ -144,10 +144,12 @@ def test_three_brokers_and_status(
 
 
 def test_kit_creates_replicated_topics(cluster: local.BrokerInfo) -> None:
-    settings = load_settings(cluster.client_env())
-    assert settings.topic_replication == 3
+    env = {k: v for k, v in cluster.client_env().items() if k != "KIT_TOPIC_REPLICATION"}
+    settings = load_settings(env)  # the default: the cluster's default.replication.factor
+    assert settings.topic_replication == -1
     topic = f"t-cluster-{uuid.uuid4().hex[:8]}"
-    assert ensure_topics(admin_client(settings), [TopicSpec(topic, 3, 3)]) == [topic]
+    spec = TopicSpec(topic, 3, settings.topic_replication)
+    assert ensure_topics(admin_client(settings), [spec]) == [topic]
     admin = AdminClient(cluster.client_config())
     partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions.values()
     assert [len(p.replicas) for p in partitions] == [3, 3, 3]
