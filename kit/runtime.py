@@ -211,10 +211,14 @@ class Runtime:
         ]
         if settings.create_topics:
             ensure_topics(admin, specs)
-        meta = admin.list_topics(timeout=15).topics
+        meta = _topics_listing(
+            admin, [s.name for s in specs], 15.0 if settings.create_topics else 0
+        )
         missing = [s.name for s in specs if s.name not in meta]
         if missing:
-            raise KitError(f"topics missing and KIT_CREATE_TOPICS is false: {missing}")
+            why = "created but not listed in time" if settings.create_topics else "missing"
+            hint = "" if settings.create_topics else " and KIT_CREATE_TOPICS is false"
+            raise KitError(f"topics {why}{hint}: {missing}")
         sources = [h.topic for h in self.service.handlers]
         limits = topic_limits(admin, sources) if sources else {}
         dlt_of = {h.topic: self._dead_letter_topic(h) for h in self.service.handlers}
@@ -231,7 +235,7 @@ class Runtime:
                     for source, dlt in dlt_of.items()
                 ],
             )
-            meta = admin.list_topics(timeout=15).topics
+            meta = _topics_listing(admin, [*sources, *dlt_of.values()], 15.0)
         dlt_limits = topic_limits(admin, [d for d in dlt_of.values() if d in meta])
         raise_to = {
             dlt: limits[source]
@@ -622,6 +626,18 @@ class Runtime:
             fn(*args)
         elif loop.is_running():
             loop.call_soon_threadsafe(fn, *args)
+
+
+def _topics_listing(admin: AdminClient, names: list[str], wait: float) -> dict[str, Any]:
+    """Topic metadata, asked again (up to `wait` seconds) until it lists every name: on a
+    cluster, the broker that answers may not know a topic created a moment ago."""
+    deadline = time.monotonic() + wait
+    while True:
+        topics: dict[str, Any] = admin.list_topics(timeout=15).topics
+        ready = all(n in topics and topics[n].error is None for n in names)
+        if ready or time.monotonic() >= deadline:
+            return {n: t for n, t in topics.items() if t.error is None}
+        time.sleep(0.1)
 
 
 @dataclass(frozen=True)

@@ -64,10 +64,11 @@ def create_topic(
     config: dict[str, str] | None = None,
     timeout: float = 30.0,
 ) -> None:
-    """Create a topic and wait until every partition has a leader."""
+    """Create a topic (the cluster's default replication) and wait until every partition
+    has a leader."""
     admin = AdminClient(_quiet({"bootstrap.servers": bootstrap}))
     futures = admin.create_topics(
-        [NewTopic(name, partitions, 1, config=config or {})], request_timeout=timeout
+        [NewTopic(name, partitions, -1, config=config or {})], request_timeout=timeout
     )
     futures[name].result(timeout=timeout)
     deadline = time.monotonic() + timeout
@@ -170,6 +171,10 @@ def read_all(bootstrap: str, topic: str, timeout: float = 120.0) -> list[Message
                 p = msg.partition()
                 got[p].append(msg)
                 position[p] = max(position[p], msg.offset() + 1)
+            # transactional topics end in commit markers, which are never delivered: the
+            # consumer's position moves past them
+            for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
+                position[tp.partition] = max(position[tp.partition], tp.offset)
         return [m for p in parts for m in got[p] if m.offset() < marks[p][1]]
     finally:
         consumer.close()
