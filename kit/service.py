@@ -98,8 +98,7 @@ class Service:
         (ServiceUnavailable, RequestTimeout, DeliveryError) is retried, in order, before
         the record is dead-lettered.
         """
-        if transient_timeout is not None and transient_timeout < 0:
-            raise ConfigError("transient_timeout", f"must be >= 0, got {transient_timeout}")
+        _check_options(retries, transient_timeout)
 
         localns = sys._getframe(1).f_locals  # resolve annotations of locally defined events
 
@@ -138,6 +137,7 @@ class Service:
         transient failures: the caller's deadline is running), unless these are given.
         """
 
+        _check_options(retries, transient_timeout)
         localns = sys._getframe(1).f_locals
 
         def register(func: HandlerFunc) -> HandlerFunc:
@@ -149,7 +149,7 @@ class Service:
                     f"{self.name}.{func.__name__}",
                     "a responder must be annotated to return an Event subclass",
                 )
-            reply.kit_schema()
+            _bound(reply, f"{self.name}.{func.__name__}")
             self._add(
                 Responder(
                     func=func,
@@ -204,5 +204,20 @@ def _event_parameter(
         raise ConfigError(
             where, f"parameter {params[0].name!r} must be annotated with an Event type"
         )
-    event_type.kit_schema()
+    _bound(event_type, where)
     return event_type, len(params) == 2
+
+
+def _bound(event_type: type[Event], where: str) -> None:
+    """ConfigError naming the handler when an Event class is bound to no schema."""
+    try:
+        event_type.kit_schema()
+    except TypeError as exc:
+        raise ConfigError(where, f"{exc}: give it schema=... (see the README)") from None
+
+
+def _check_options(retries: int | None, transient_timeout: float | None) -> None:
+    if retries is not None and retries < 0:
+        raise ConfigError("retries", f"must be >= 0, got {retries}")
+    if transient_timeout is not None and transient_timeout < 0:
+        raise ConfigError("transient_timeout", f"must be >= 0, got {transient_timeout}")
