@@ -8,18 +8,13 @@ from collections.abc import Iterator
 from datetime import date, datetime, time
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 from uuid import UUID
 
 from pydantic import BaseModel
 
 from kit.errors import SchemaError
-
-NAMED_TYPES = ("record", "error", "enum", "fixed")
-"""Avro types that carry a name (and a namespace) and can be referenced by it."""
-
-if TYPE_CHECKING:
-    from kit.schema import Schema
+from kit.schema import NAMED_TYPES, Schema
 
 __all__ = ["check_model"]
 

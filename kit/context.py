@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, overload
+from typing import Any, NamedTuple, Protocol, TypeVar, overload
 
+from kit.codec import Codec
 from kit.event import Event
+from kit.protocol import Headers, MessageLike, Sink, TopicNotReady, header
 from kit.service import Service
-
-if TYPE_CHECKING:
-    from kit.dispatch import Dispatcher
 
 __all__ = [
     "Context",
@@ -24,54 +23,6 @@ __all__ = [
 ]
 
 R = TypeVar("R", bound=Event)
-Headers = list[tuple[str, bytes]]
-
-
-class MessageLike(Protocol):
-    """The part of confluent_kafka.Message the dispatcher reads."""
-
-    def topic(self) -> str | None: ...
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-    def key(self) -> bytes | None: ...
-    def value(self) -> bytes | None: ...
-    def headers(self) -> Headers | None: ...
-    def timestamp(self) -> tuple[int, int]: ...
-
-
-class TopicNotReady(Exception):
-    """Raised by `Sink.produce` for a topic it has not set up yet: `await prepare(topic)`."""
-
-    def __init__(self, topic: str) -> None:
-        self.topic = topic
-        super().__init__(topic)
-
-
-class Sink(Protocol):
-    """Where emitted records go: the Kafka producer or the in-memory transport."""
-
-    def produce(
-        self,
-        topic: str,
-        value: bytes | None,
-        key: bytes | None,
-        headers: Headers | None,
-        on_delivery: Callable[[Any, Any], None],
-        partition: int | None = None,
-    ) -> None:
-        """Queue one record; call on_delivery(err, msg) once the broker confirms or refuses it.
-
-        Raises TopicNotReady (before queueing anything) for a topic not yet prepared.
-        """
-        ...
-
-    async def prepare(self, topic: str) -> None:
-        """Make sure `topic` exists, off the event loop (once per topic)."""
-        ...
-
-    def record_limit(self, topic: str) -> int | None:
-        """The largest record `topic` accepts from this sink, in bytes, if known."""
-        ...
 
 
 class Failure(NamedTuple):
@@ -140,16 +91,16 @@ class Ticket:
         return self.closed and self.pending <= 0
 
 
-def header(msg: Any, name: str) -> bytes | None:
-    """The value of the first header called `name` of a record, or None."""
-    for key, value in msg.headers() or ():
-        if key == name:
-            return value
-    return None
-
-
 def _to_bytes(key: str | bytes | None) -> bytes | None:
     return key.encode() if isinstance(key, str) else key
+
+
+class Host(Protocol):
+    """What a Context needs from the dispatcher that made it."""
+
+    service: Service
+    codec: Codec
+    requester: Callable[[], Awaitable[Any]] | None
 
 
 class Context:
@@ -161,7 +112,7 @@ class Context:
 
     __slots__ = ("_dispatcher", "_message", "outbox")
 
-    def __init__(self, dispatcher: Dispatcher, message: MessageLike) -> None:
+    def __init__(self, dispatcher: Host, message: MessageLike) -> None:
         self._dispatcher = dispatcher
         self._message = message
         self.outbox: list[tuple[str, bytes, bytes | None, Headers | None]] = []

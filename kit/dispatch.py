@@ -7,10 +7,11 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from kit.codec import Codec, UnknownWriterSchema
 from kit.config import Settings
-from kit.context import Context, Headers, MessageLike, Sink, Ticket, TopicNotReady, header
+from kit.context import Context, Ticket
 from kit.errors import (
     DecodeError,
     DeliveryError,
@@ -20,14 +21,19 @@ from kit.errors import (
     ServiceUnavailable,
 )
 from kit.event import Event
-from kit.rpc import (
+from kit.protocol import (
     CORRELATION_ID,
     DEADLINE,
     ERROR_MESSAGE,
     ERROR_TRACE,
     ERROR_TYPE,
     REPLY_TO,
-    BaseRequester,
+    TRUNCATED,
+    Headers,
+    MessageLike,
+    Sink,
+    TopicNotReady,
+    header,
 )
 from kit.service import Handler, Responder, Service
 
@@ -46,9 +52,6 @@ log = logging.getLogger("kit.dispatch")
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (ServiceUnavailable, RequestTimeout, DeliveryError)
 """Failures of a dependency that a later attempt may not meet: retried for a time
 (KIT_TRANSIENT_TIMEOUT, or the handler's `transient_timeout`), not a number of times."""
-
-TRUNCATED = "kit-dlt-truncated"
-"""Dead-letter header: the original value's size in bytes, when the copy had to be cut."""
 
 RECORD_OVERHEAD = 512
 """Bytes a record needs on the wire beyond its key, value and headers (batch and record
@@ -80,7 +83,7 @@ class Dispatcher:
         self.replies_dropped = 0
         self.reply_topic_exists: Callable[[str], Awaitable[bool]] = _always
         """Checks a reply topic exists before replying (so a dead requester's is not recreated)."""
-        self.requester: Callable[[], Awaitable[BaseRequester]] | None = None
+        self.requester: Callable[[], Awaitable[Any]] | None = None
         """Gives the Requester that handlers' ctx.request() uses (set by the runtime)."""
         self.reply_sink: Sink = sink
         """Where replies go (the runtime's plain producer when `sink` is transactional)."""

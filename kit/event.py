@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from kit.schema import Schema, SchemaRepository, check_model, default_repository
+from kit.binding import check_model
+from kit.schema import Schema, SchemaRepository, default_repository
 
 __all__ = ["Event"]
 

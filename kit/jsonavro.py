@@ -8,8 +8,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from kit.binding import NAMED_TYPES
 from kit.errors import EncodeError
+from kit.schema import NAMED_TYPES
 
 __all__ = ["from_json", "to_json"]
 

@@ -16,7 +16,6 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 
 from kit.codec import Codec
 from kit.config import Settings
-from kit.context import header
 from kit.errors import (
     BrokerError,
     ConfigError,
@@ -26,6 +25,18 @@ from kit.errors import (
     ServiceUnavailable,
 )
 from kit.event import Event
+from kit.protocol import (
+    CORRELATION_ID,
+    DEADLINE,
+    ERROR_MESSAGE,
+    ERROR_TRACE,
+    ERROR_TYPE,
+    MARKER,
+    METHOD,
+    REPLY_TO,
+    REPLY_TOPIC_PREFIX,
+    header,
+)
 from kit.transport.kafka import (
     KafkaSink,
     TopicSpec,
@@ -47,17 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("kit.rpc")
-
-CORRELATION_ID = "kit-correlation-id"
-REPLY_TO = "kit-reply-to"
-DEADLINE = "kit-deadline"
-METHOD = "kit-method"
-ERROR_TYPE = "kit-error"
-ERROR_MESSAGE = "kit-error-message"
-ERROR_TRACE = "kit-error-trace"
-REPLY_TOPIC_PREFIX = "_kit.replies."
-MARKER = "kit-marker"
-"""Header of the liveness marks a requester writes to its own reply topic (for pruning)."""
 
 R = TypeVar("R", bound=Event)
 

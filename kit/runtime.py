@@ -22,9 +22,10 @@ from confluent_kafka.admin import AdminClient
 from kit.codec import Codec
 from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.context import Failure
-from kit.dispatch import RECORD_OVERHEAD, TRUNCATED, Dispatcher, MessageLike, Ticket
+from kit.dispatch import RECORD_OVERHEAD, Dispatcher, Ticket
 from kit.errors import DeliveryError, DeliveryRefused, KitError
 from kit.exactly_once import Transactions
+from kit.protocol import TRUNCATED, MessageLike
 from kit.registry import Announcer, load_registry_config
 from kit.rpc import LiveCheck, Requester
 from kit.schema import SchemaRepository, default_repository

@@ -11,19 +11,19 @@ from typing import Any
 
 import fastavro.schema as avro_schema
 
-from kit.binding import NAMED_TYPES, check_model
 from kit.errors import SchemaError
 
 __all__ = [
     "Schema",
     "SchemaProblem",
     "SchemaRepository",
-    "check_model",
     "default_repository",
     "fingerprint",
 ]
 
 PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+NAMED_TYPES = ("record", "error", "enum", "fixed")
+"""Avro types that carry a name (and a namespace) and can be referenced by it."""
 
 
 def fingerprint(canonical_form: str) -> bytes:

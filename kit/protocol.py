@@ -1,0 +1,102 @@
+"""The leaf every layer imports: kit-* header names, the record and sink shapes, header()."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+__all__ = [
+    "CORRELATION_ID",
+    "DEADLINE",
+    "ERROR_MESSAGE",
+    "ERROR_TRACE",
+    "ERROR_TYPE",
+    "MARKER",
+    "METHOD",
+    "REPLY_TO",
+    "REPLY_TOPIC_PREFIX",
+    "TRUNCATED",
+    "Headers",
+    "MessageLike",
+    "Sink",
+    "TopicNotReady",
+    "header",
+]
+
+Headers = list[tuple[str, bytes]]
+
+CORRELATION_ID = "kit-correlation-id"
+"""Request and reply: matches a reply to its request."""
+REPLY_TO = "kit-reply-to"
+"""Request: the topic the reply goes to (the requester's own)."""
+DEADLINE = "kit-deadline"
+"""Request: epoch milliseconds after which the caller no longer waits."""
+METHOD = "kit-method"
+"""Request: "service.method"."""
+ERROR_TYPE = "kit-error"
+"""Reply: the responder's exception type (the reply then has no value)."""
+ERROR_MESSAGE = "kit-error-message"
+"""Reply: the responder's exception message."""
+ERROR_TRACE = "kit-error-trace"
+"""Reply: the responder's traceback, with KIT_REMOTE_TRACEBACKS."""
+REPLY_TOPIC_PREFIX = "_kit.replies."
+"""Every requester's reply topic is this prefix and its instance id."""
+MARKER = "kit-marker"
+"""Header of the liveness marks a requester writes to its own reply topic (for pruning)."""
+TRUNCATED = "kit-dlt-truncated"
+"""Dead letter: the original value's size in bytes, when the copy had to be cut."""
+
+
+class MessageLike(Protocol):
+    """The part of confluent_kafka.Message the dispatcher reads."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> Headers | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+class TopicNotReady(Exception):
+    """Raised by `Sink.produce` for a topic it has not set up yet: `await prepare(topic)`."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        super().__init__(topic)
+
+
+class Sink(Protocol):
+    """Where emitted records go: the Kafka producer or the in-memory transport."""
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        on_delivery: Callable[[Any, Any], None],
+        partition: int | None = None,
+    ) -> None:
+        """Queue one record; call on_delivery(err, msg) once the broker confirms or refuses it.
+
+        Raises TopicNotReady (before queueing anything) for a topic not yet prepared.
+        """
+        ...
+
+    async def prepare(self, topic: str) -> None:
+        """Make sure `topic` exists, off the event loop (once per topic)."""
+        ...
+
+    def record_limit(self, topic: str) -> int | None:
+        """The largest record `topic` accepts from this sink, in bytes, if known."""
+        ...
+
+
+def header(msg: Any, name: str) -> bytes | None:
+    """The value of the first header called `name` of a record, or None."""
+    for key, value in msg.headers() or ():
+        if key == name:
+            return value
+    return None
