@@ -1,20 +1,18 @@
-"""Clean up reply topics left behind by requesters that died: `kit replies prune`."""
+"""Clean up reply topics left behind by requesters that died (`kit replies prune` runs it)."""
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from kit.command import run_command
-from kit.config import Settings, load_settings
+from kit.config import Settings
 from kit.errors import KitError
 from kit.rpc import REPLY_TOPIC_PREFIX
 from kit.transport.kafka import admin_client, make_consumer
 
-__all__ = ["cli_replies", "live_client_ids", "prune_reply_topics"]
+__all__ = ["live_client_ids", "prune_reply_topics"]
 
 
 def live_client_ids(admin: AdminClient, timeout: float = 10.0) -> set[str]:
@@ -83,23 +81,3 @@ def _newest_age(consumer: Consumer, topic: str, timeout: float) -> float:
         if msg is not None and msg.error() is None:
             return time.time() - msg.timestamp()[1] / 1000
     return 0.0  # unknown: treat as fresh
-
-
-def cli_replies(argv: list[str]) -> int:
-    """`kit replies prune [--idle SECONDS] [--dry-run]`."""
-    parser = argparse.ArgumentParser(prog="kit replies")
-    sub = parser.add_subparsers(dest="action", required=True)
-    prune = sub.add_parser("prune", help="delete reply topics of requesters that are gone")
-    prune.add_argument("--idle", type=float, default=3600.0, help="seconds without replies")
-    prune.add_argument("--dry-run", action="store_true", help="list, do not delete")
-    args = parser.parse_args(argv)
-
-    def run_prune() -> int:
-        stale = prune_reply_topics(load_settings(), idle=args.idle, dry_run=args.dry_run)
-        verb = "would delete" if args.dry_run else "deleted"
-        for topic in stale:
-            print(f"{verb} {topic}")
-        print(f"{len(stale)} stale reply topic(s) {verb}")
-        return 0
-
-    return run_command("kit replies", run_prune)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -12,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from kit.codec import Codec
-from kit.command import run_command
 from kit.errors import DecodeError, KitError
 from kit.jsonavro import to_json
 from kit.replay.file import RecordingReader
 from kit.service import Service
 
-__all__ = ["Difference", "FieldChange", "ShadowReport", "cli_shadow", "field_changes", "shadow"]
+__all__ = ["Difference", "FieldChange", "ShadowReport", "field_changes", "shadow"]
 
 
 @dataclass(frozen=True)
@@ -167,24 +164,3 @@ def _show_key(key: bytes | None) -> str:
         return key.decode()
     except UnicodeDecodeError:
         return key.hex()
-
-
-def cli_shadow(argv: list[str]) -> int:
-    """`kit replay --shadow module:service FILE`: exit 0 if no differences, 1 otherwise."""
-    from kit.cli import load_service
-
-    parser = argparse.ArgumentParser(prog="kit replay --shadow")
-    parser.add_argument("--shadow", required=True, metavar="MODULE:SERVICE", action="append")
-    parser.add_argument("file")
-    parser.add_argument("--inputs", nargs="*", help="input topics (default: those consumed)")
-    parser.add_argument("--outputs", nargs="*", help="output topics (default: the others)")
-    args = parser.parse_args(argv)
-
-    def compare() -> int:
-        services = [load_service(target) for target in args.shadow]
-        report = asyncio.run(shadow(services, args.file, inputs=args.inputs, outputs=args.outputs))
-        print(report)
-        return 0 if report.ok else 1
-
-    # like diff(1): 0 the same, 1 differences, 2 trouble
-    return run_command("kit replay --shadow", compare, error_code=2)

@@ -1,0 +1,99 @@
+"""The ``kit`` command: one click group, one module per command group.
+
+Each command imports what it needs when it runs, so ``kit --help`` loads none of it. Every
+command turns errors into exit codes through the one table in :mod:`kit.cli.errors`.
+Shell completion comes from click: ``eval "$(_KIT_COMPLETE=bash_source kit)"`` (zsh:
+``zsh_source``, fish: ``fish_source``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+
+from kit.cli import broker, replay, replies, request, run, schemas, services
+from kit.cli.options import LOG_LEVEL, configure_logging
+
+__all__ = ["cli", "main"]
+
+# A command's log level when neither --log-level nor KIT_LOG_LEVEL sets one; the others
+# leave logging as Python has it (warnings and errors only).
+_DEFAULT_LEVEL = {"run": "INFO", "request": "INFO", "schemas": "INFO", "services": "WARNING"}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kit")
+    except PackageNotFoundError:  # run from a checkout that pip did not install
+        from kit import __version__
+
+        return __version__
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"kit {_version()}")
+        ctx.exit()
+
+
+@click.group("kit", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level",
+    type=LOG_LEVEL,
+    envvar="KIT_LOG_LEVEL",
+    default=None,
+    help="DEBUG, INFO, WARNING, ... (default KIT_LOG_LEVEL, else INFO for run, request "
+    "and schemas, WARNING for the others)",
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show kit's version and exit.",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None) -> None:
+    """Run kit services, call them, watch them; record and replay traffic; run a local Kafka.
+
+    Exit codes: 0 done; 1 failed, or the answer is no; 2 wrong usage, input or
+    configuration; 3 request timeout; 4 remote error; 5 no live instance; 130 interrupted.
+    """
+    level = log_level or _DEFAULT_LEVEL.get(ctx.invoked_subcommand or "")
+    if level:
+        configure_logging(level)
+
+
+for _command in (
+    run.run,
+    request.request,
+    services.services,
+    replies.replies,
+    broker.broker,
+    replay.record,
+    replay.replay,
+    schemas.schemas,
+):
+    cli.add_command(_command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``kit ARGV...`` (default: the process's arguments) and return the exit code.
+
+    Wrong usage prints the usage and raises SystemExit(2), as click and argparse do.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = cli.main(args=args, prog_name="kit", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.Abort:  # Ctrl-C while click itself was parsing
+        print("kit: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)

@@ -1,0 +1,262 @@
+"""``kit record``, ``kit replay`` and ``kit replay --shadow``: recordings of Kafka traffic."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+
+from kit.cli.errors import Exit, guarded
+from kit.cli.options import VariadicOptions, given
+
+__all__ = ["record", "replay"]
+
+
+class _Time(click.ParamType):
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        from kit.replay.record import parse_time
+
+        try:
+            return parse_time(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _Speed(click.ParamType):
+    """A positive number (``2``, ``2x``), or ``max`` (None: no pacing)."""
+
+    name = "X|max"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value)
+        if text.lower() == "max":
+            return None
+        try:
+            speed = float(text.rstrip("xX"))
+        except ValueError:
+            self.fail(f"expected a number or 'max', got {text!r}", param, ctx)
+        if speed <= 0:
+            self.fail(f"must be positive, got {text!r}", param, ctx)
+        return speed
+
+
+class _Pair(click.ParamType):
+    name = "OLD=NEW"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        old, sep, new = str(value).partition("=")
+        if not sep or not old or not new:
+            self.fail(f"expected OLD=NEW, got {value!r}", param, ctx)
+        return old, new
+
+
+class _Count(click.ParamType):
+    name = "N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            count = int(value)
+        except ValueError:
+            self.fail(f"expected a whole number, got {value!r}", param, ctx)
+        if count < 1:
+            self.fail(f"must be at least 1, got {count}", param, ctx)
+        return count
+
+
+@click.command(
+    "record",
+    short_help="Record topics to a file: kit record TOPIC... -o FILE.",
+    epilog="TIME is ISO-8601 (2026-01-31T12:00:00Z; naive = local time) or a duration "
+    "meaning now minus it (30s, 10m, 2h, 1d). Ctrl-C stops and keeps the file valid.",
+)
+@click.argument("topics", nargs=-1, required=True, metavar="TOPIC...")
+@click.option("-o", "--output", required=True, metavar="FILE", help="recording file")
+@click.option("--from", "start", type=_Time(), default=None, help="start at")
+@click.option("--to", "end", type=_Time(), default=None, help="stop at")
+@click.option("--max", "max_records", type=_Count(), default=None, help="stop after N records")
+@click.option(
+    "--bootstrap", metavar="ADDR", default=None, help="source cluster (default: settings)"
+)
+@click.option(
+    "--codec", type=click.Choice(["deflate", "null"]), default="deflate", show_default=True
+)
+@click.option("-q", "--quiet", is_flag=True, help="no progress line")
+@guarded("kit record")
+def record(
+    topics: tuple[str, ...],
+    output: str,
+    start: datetime | None,
+    end: datetime | None,
+    max_records: int | None,
+    bootstrap: str | None,
+    codec: str,
+    quiet: bool,
+) -> int:
+    """Record topics from a live cluster into a recording file (Avro OCF).
+
+    Exit 0 when done (also after Ctrl-C), 1 when it stopped for lack of records.
+    """
+    from kit.replay.record import Progress
+    from kit.replay.record import record as record_topics
+
+    if start and end and start >= end:
+        raise click.UsageError("--from must be before --to", ctx=click.get_current_context())
+    result = record_topics(
+        list(topics),
+        output,
+        bootstrap=bootstrap,
+        start=start,
+        end=end,
+        max_records=max_records,
+        codec=codec,
+        progress=None if quiet else Progress("kit record"),
+    )
+    per = result.file_bytes / result.records if result.records else 0.0
+    raw = result.raw_bytes / result.records if result.records else 0.0
+    print(
+        f"kit record: {result.records:,} record(s) to {result.path} in {result.seconds:.1f}s "
+        f"({result.rate:,.0f}/s; {result.file_bytes:,} bytes, {per:.1f} B/record vs "
+        f"{raw:.1f} B raw; {result.schemas} writer schema(s)); stopped by {result.stopped_by}",
+        file=sys.stderr,
+    )
+    if result.unknown_fingerprints:
+        print(
+            "kit record: warning: no writer schema for " + ", ".join(result.unknown_fingerprints),
+            file=sys.stderr,
+        )
+    return Exit.FAILED if result.stopped_by == "idle" else Exit.OK
+
+
+_REPLAY_ONLY = ("into", "topic_map", "speed", "keep_timestamps", "verify", "quiet")
+_SHADOW_ONLY = ("inputs", "outputs")
+
+
+@click.command(
+    "replay",
+    short_help="Republish a recording (kit replay FILE) or diff a new version (--shadow).",
+    cls=VariadicOptions,
+    variadic=("--topic-map", "--inputs", "--outputs"),
+    epilog="With --shadow MODULE:SERVICE, nothing is published: the recording's inputs run "
+    "through that service in-process and its outputs are compared with the recorded ones "
+    "(exit 0 the same, 1 differences, 2 trouble).",
+)
+@click.argument("file", metavar="FILE")
+@click.option(
+    "--into", metavar="BOOTSTRAP", default=None, help="target cluster (default: settings)"
+)
+@click.option(
+    "--topic-map",
+    type=_Pair(),
+    multiple=True,
+    help="publish topic OLD's records to NEW (OLD=NEW ...)",
+)
+@click.option(
+    "--speed",
+    type=_Speed(),
+    default=None,
+    metavar="X|max",
+    help="1 keeps the original timing, 2 is twice as fast; max (default) is no pacing",
+)
+@click.option("--keep-timestamps", is_flag=True, help="publish with the recorded timestamps")
+@click.option("--verify", is_flag=True, help="decode each value with its writer schema first")
+@click.option("-q", "--quiet", is_flag=True, help="no progress line")
+@click.option(
+    "--shadow",
+    metavar="MODULE:SERVICE",
+    multiple=True,
+    help="diff a new version instead of publishing (repeat for several services)",
+)
+@click.option(
+    "--inputs",
+    multiple=True,
+    metavar="TOPIC ...",
+    help="--shadow: input topics (default: those consumed)",
+)
+@click.option(
+    "--outputs",
+    multiple=True,
+    metavar="TOPIC ...",
+    help="--shadow: output topics (default: the others)",
+)
+@click.pass_context
+def replay(ctx: click.Context, /, file: str, shadow: tuple[str, ...], **options: Any) -> int:
+    """Republish a recording, keeping keys, headers, values and partition order."""
+    if shadow:
+        wrong = [name for name in _REPLAY_ONLY if given(ctx, name)]
+        if wrong:
+            option = wrong[0].replace("_", "-")
+            raise click.UsageError(f"--{option} cannot be used with --shadow", ctx=ctx)
+        return _shadow(list(shadow), file, _topics(options["inputs"]), _topics(options["outputs"]))
+    wrong = [name for name in _SHADOW_ONLY if given(ctx, name)]
+    if wrong:
+        raise click.UsageError(f"--{wrong[0]} needs --shadow", ctx=ctx)
+    return _replay(file, **{name: options[name] for name in _REPLAY_ONLY})
+
+
+def _topics(values: tuple[str, ...]) -> list[str] | None:
+    """A variadic option's topics: None when not given, maybe empty when given bare."""
+    return [v for v in values if v] if values else None
+
+
+@guarded("kit replay")
+def _replay(
+    file: str,
+    *,
+    into: str | None,
+    topic_map: tuple[tuple[str, str], ...],
+    speed: float | None,
+    keep_timestamps: bool,
+    verify: bool,
+    quiet: bool,
+) -> int:
+    from kit.replay.record import Progress
+    from kit.replay.replay import replay as replay_file
+
+    result = replay_file(
+        file,
+        into=into,
+        topic_map=dict(topic_map),
+        speed=speed,
+        keep_timestamps=keep_timestamps,
+        verify=verify,
+        progress=None if quiet else Progress("kit replay"),
+    )
+    moved = ", ".join(f"{s} -> {t}" for s, t in result.topics.items() if s != t)
+    notes = [f"mapped {moved}"] if moved else []
+    if result.created:
+        notes.append(f"created {', '.join(result.created)}")
+    if result.by_key:
+        notes.append(f"partitioned by key (too few partitions): {', '.join(result.by_key)}")
+    print(
+        f"kit replay: {result.published:,} record(s) published from {result.path} "
+        f"in {result.seconds:.1f}s ({result.rate:,.0f}/s)" + "".join(f"; {n}" for n in notes),
+        file=sys.stderr,
+    )
+    if result.interrupted:
+        print("kit replay: interrupted before the end of the recording", file=sys.stderr)
+        return Exit.INTERRUPTED
+    return Exit.OK
+
+
+# like diff(1): 0 the same, 1 differences, 2 trouble
+@guarded("kit replay --shadow", answers=True)
+def _shadow(
+    targets: list[str], file: str, inputs: list[str] | None, outputs: list[str] | None
+) -> int:
+    import asyncio
+
+    from kit.loading import load_service
+    from kit.replay.shadow import shadow
+
+    services = [load_service(target) for target in targets]
+    report = asyncio.run(shadow(services, file, inputs=inputs, outputs=outputs))
+    print(report)
+    return Exit.OK if report.ok else Exit.FAILED

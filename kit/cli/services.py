@@ -1,0 +1,139 @@
+"""``kit services``: print the live service instances from the registry topic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TextIO
+
+import click
+
+from kit.cli.errors import Exit, guarded
+from kit.cli.options import LOG_LEVEL, configure_logging
+
+if TYPE_CHECKING:
+    from kit.registry.model import Registration
+    from kit.registry.reader import Registry
+    from kit.registry.watch import Watch
+
+__all__ = ["services"]
+
+_CLEAR = "\x1b[H\x1b[2J"
+
+
+@click.command("services", short_help="List live service instances (--json, --watch).")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="redraw the table every second until Ctrl-C (with --json: one event per line)",
+)
+@click.option("--service", default=None, help="only instances of this service")
+@click.option("--topic", default=None, help="registry topic (default KIT_REGISTRY_TOPIC)")
+@click.option(
+    "--ttl", type=float, default=None, help="heartbeat TTL in s (default KIT_REGISTRY_TTL)"
+)
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="--watch redraw period (s)"
+)
+@click.option(
+    "--log-level", type=LOG_LEVEL, default=None, help="as kit --log-level (default WARNING)"
+)
+@guarded("kit services")
+def services(
+    as_json: bool,
+    watch: bool,
+    service: str | None,
+    topic: str | None,
+    ttl: float | None,
+    interval: float,
+    log_level: str | None,
+) -> int:
+    """List the live service instances in the registry."""
+    if log_level:
+        configure_logging(log_level)
+    view = _View(service, topic, ttl, interval)
+    return asyncio.run(_services(view, as_json=as_json, watch=watch, out=sys.stdout))
+
+
+@dataclass(frozen=True)
+class _View:
+    """Which instances to show, from which registry topic."""
+
+    service: str | None
+    topic: str | None
+    ttl: float | None
+    interval: float
+
+
+async def _services(view: _View, *, as_json: bool, watch: bool, out: TextIO) -> int:
+    from kit.config import load_settings
+    from kit.registry.reader import Registry
+    from kit.registry.table import format_table, to_json
+
+    service = view.service
+    registry = Registry(load_settings(), ttl=view.ttl, topic=view.topic, clean=False)
+    await registry.start()
+    try:
+        if not watch:
+            regs = _select(registry, service)
+            if as_json:
+                print(json.dumps(to_json(regs, time.time(), registry), indent=2), file=out)
+            else:
+                print(format_table(regs, time.time(), registry.topic, registry.ttl), file=out)
+            return Exit.OK
+        if as_json:
+            with registry.watch() as events:
+                _on_stop_signals(events.close)
+                await _stream_events(events, service, out)
+        else:
+            stop = asyncio.Event()
+            _on_stop_signals(stop.set)
+            await _redraw(registry, service, view.interval, stop, out)
+        return Exit.OK
+    finally:
+        await registry.close()
+
+
+def _on_stop_signals(callback: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, callback)
+
+
+async def _redraw(
+    registry: Registry, service: str | None, interval: float, stop: asyncio.Event, out: TextIO
+) -> None:
+    from kit.registry.table import format_table
+
+    while not stop.is_set():
+        table = format_table(_select(registry, service), time.time(), registry.topic, registry.ttl)
+        out.write(f"{_CLEAR}{time.strftime('%H:%M:%S')}  kit services --watch (Ctrl-C to stop)\n\n")
+        out.write(table + "\n")
+        out.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+async def _stream_events(events: Watch, service: str | None, out: TextIO) -> None:
+    from kit.registry.table import instance_json
+
+    async for event in events:  # until the registry closes or a signal closes the watch
+        if service is None or event.service == service:
+            now = time.time()
+            line = {"event": event.kind, "reason": event.reason, "at": now}
+            line["instance"] = instance_json(event.registration, now)
+            out.write(json.dumps(line) + "\n")
+            out.flush()
+
+
+def _select(registry: Registry, service: str | None) -> list[Registration]:
+    chosen = registry.lookup(service) if service else registry.instances()
+    return sorted(chosen, key=lambda r: (r.service, r.started_at, r.instance_id))
