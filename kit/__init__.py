@@ -1,5 +1,6 @@
 """kit: Avro-typed event-driven services on Apache Kafka."""
 
+from kit.app import default_extensions
 from kit.client import Client
 from kit.codec import Codec
 from kit.config import Settings, load_settings
@@ -18,9 +19,12 @@ from kit.errors import (
     ServiceUnavailable,
 )
 from kit.event import Event
-from kit.runtime import Runtime, run
+from kit.runtime import Runtime, install_default_extensions, run
 from kit.schema import Schema, SchemaRepository
 from kit.service import Service
+
+# The composition root: every Runtime gets discovery and requests unless told otherwise.
+install_default_extensions(default_extensions)
 
 __all__ = [
     "BrokerError",

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
+from kit.app import open_registry
 from kit.codec import Codec, UnknownWriterSchema
 from kit.config import Settings, load_settings
 from kit.errors import DecodeError, DeliveryError
@@ -153,6 +154,7 @@ class Client:
                 self._producer,
                 registry=self._registry,
                 fail_fast=self.fail_fast,
+                registry_factory=open_registry,
             )
         return self._requester
 

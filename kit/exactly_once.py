@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from kit.context import Failure, MessageLike, Ticket
 from kit.errors import ConfigError, DeliveryError, DeliveryRefused
+from kit.transport.diagnose import authorization_error
 from kit.transport.kafka import make_producer
 
 if TYPE_CHECKING:
@@ -105,7 +106,15 @@ class Transactions:
             message_max_bytes=self.runtime.sink.producer_limit,
             transactional_id=self.id,
         )
-        producer.init_transactions(self.timeout)
+        try:
+            producer.init_transactions(self.timeout)
+        except KafkaException as exc:
+            denied = authorization_error(
+                exc, transactional_id=self.id, action="produce", settings=self.settings
+            )
+            if denied is not None:
+                raise denied from None
+            raise DeliveryError(f"cannot start transactions as {self.id}: {exc}") from None
         return producer
 
     async def start(self) -> Producer:

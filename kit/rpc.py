@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, overload
 
@@ -85,6 +85,8 @@ class LiveCheck(Protocol):
     def has_live(self, service: str) -> bool: ...
 
     async def sync(self, timeout: float = 10.0) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -185,6 +187,7 @@ class Requester(BaseRequester):
         instance_id: str | None = None,
         registry: LiveCheck | None = None,
         fail_fast: bool = False,
+        registry_factory: Callable[[Settings], Awaitable[LiveCheck]] | None = None,
     ) -> None:
         self.settings = settings
         self.codec = codec
@@ -194,7 +197,9 @@ class Requester(BaseRequester):
         self.registry = registry
         """The registry view consulted before sending (see fail_fast)."""
         self.fail_fast = fail_fast
-        """Without a registry given, start one on the first request and fail fast with it."""
+        """Without a registry given, start one on the first request (with
+        `registry_factory`) and fail fast with it."""
+        self._registry_factory = registry_factory
         self._own_registry: Any = None
         self._registry_lock = asyncio.Lock()
         self.pending: dict[str, _Pending] = {}
@@ -238,13 +243,10 @@ class Requester(BaseRequester):
 
     async def _check_live(self, service: str, timeout: float | None) -> None:
         """Raise ServiceUnavailable when the registry has no live instance of `service`."""
-        if self.registry is None and self.fail_fast:
+        if self.registry is None and self.fail_fast and self._registry_factory is not None:
             async with self._registry_lock:  # concurrent first calls start one registry
                 if self.registry is None:
-                    from kit.registry import Registry
-
-                    registry = Registry(self.settings)
-                    await registry.start()
+                    registry = await self._registry_factory(self.settings)
                     self._own_registry = self.registry = registry
         if self.registry is not None and not self.registry.has_live(service):
             try:

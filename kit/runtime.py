@@ -10,11 +10,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -26,11 +26,9 @@ from kit.dispatch import RECORD_OVERHEAD, Dispatcher, Ticket
 from kit.errors import DeliveryError, DeliveryRefused, KitError
 from kit.exactly_once import Transactions
 from kit.protocol import TRUNCATED, MessageLike
-from kit.registry import Announcer, load_registry_config
-from kit.rpc import LiveCheck, Requester
 from kit.schema import SchemaRepository, default_repository
 from kit.service import Handler, Service
-from kit.transport.diagnose import authorization_message
+from kit.transport.diagnose import authorization_error, authorization_message
 from kit.transport.kafka import (
     KafkaSink,
     SchemaTopic,
@@ -51,6 +49,41 @@ __all__ = ["Runtime", "run"]
 
 log = logging.getLogger("kit.runtime")
 T = TypeVar("T")
+
+
+class Extension(Protocol):
+    """A feature plugged into a runtime's lifecycle, in the spirit of Nameko's Extension.
+
+    `setup(runtime)` runs in `start()` once the runtime's clients, codec and dispatcher
+    exist and before it subscribes: register `runtime.on_assigned` / `on_closed` hooks
+    there, or offer something to the dispatcher. `stop(runtime)` runs at the end of the
+    graceful stop, after the final commit, in reverse order. The runtime imports no
+    feature: kit.app composes the default ones (discovery, requests).
+    """
+
+    async def setup(self, runtime: Runtime) -> None:
+        """Plug in; the runtime is connected but not yet consuming."""
+        ...
+
+    async def stop(self, runtime: Runtime) -> None:
+        """Release what setup() took."""
+        ...
+
+
+class _Defaults:
+    """The extensions of a Runtime made without `extensions=`: none here; the package
+    (kit/__init__.py, the composition root) installs kit.app.default_extensions."""
+
+    def __init__(self) -> None:
+        self.make: Callable[[Settings], list[Extension]] = lambda _settings: []
+
+
+_defaults = _Defaults()
+
+
+def install_default_extensions(make: Callable[[Settings], list[Extension]]) -> None:
+    """Set what every Runtime made without `extensions=` gets (called by kit/__init__)."""
+    _defaults.make = make
 
 
 class Runtime:
@@ -86,6 +119,7 @@ class Runtime:
         *,
         repository: SchemaRepository | None = None,
         instance_id: str | None = None,
+        extensions: Sequence[Extension] | None = None,
     ) -> None:
         self.service = service
         self.settings = settings or load_settings()
@@ -117,11 +151,15 @@ class Runtime:
         self._started = False
         self.codec: Codec
         self.dispatcher: Dispatcher
-        self._requester: Requester | None = None
-        self._fail_fast = False
-        self.announcer: Announcer | None = None
-        self.registry: LiveCheck | None = None
-        """Optional: lets requests fail fast with ServiceUnavailable (see kit.registry)."""
+        self.extensions: list[Extension] = (
+            list(extensions) if extensions is not None else _defaults.make(self.settings)
+        )
+        """Features plugged into this runtime's lifecycle (see Extension)."""
+        self.announcer: Any = None
+        """The instance's kit.registry.Announcer, when the Announcing extension runs (Any:
+        the runtime does not import the registry, which sits above it)."""
+        self.registry: Any = None
+        """Optional kit.rpc.LiveCheck: lets requests fail fast with ServiceUnavailable."""
         self.on_assigned: list[Callable[[Runtime], None]] = []
         """Called on the loop after each assignment (e.g. to announce the instance)."""
         self.on_closed: list[Callable[[Runtime], Awaitable[None] | None]] = []
@@ -155,7 +193,6 @@ class Runtime:
         self.dispatcher = Dispatcher(self.service, self.codec, settings, self.sink)
         self.dispatcher.reply_sink = self.reply_sink
         self.dispatcher.reply_topic_exists = self._topic_exists
-        self.dispatcher.requester = self.requester
         self.dispatcher.stopping = self._stopping
         schemas = {h.event_type.kit_schema() for h in self.service.handlers}
         await asyncio.to_thread(self.schema_topic.publish, schemas | set(self.repository))
@@ -166,15 +203,8 @@ class Runtime:
         self._executor = ThreadPoolExecutor(
             1, thread_name_prefix=f"kit-consumer-{self.service.name}"
         )
-        registry = load_registry_config()
-        if registry.enabled:  # announce on the first assignment; tombstone on graceful stop
-            self.announcer = Announcer.for_runtime(
-                self, admin=admin, schema_topic=self.schema_topic
-            )
-            await self.announcer.prepare()
-            if not self.service.handlers:
-                await self.announcer.start()
-        self._fail_fast = registry.fail_fast
+        for extension in self.extensions:
+            await extension.setup(self)
         if self.service.handlers:
             await self._on_consumer_thread(
                 self._consumer.subscribe,
@@ -289,21 +319,18 @@ class Runtime:
     def _dead_letter_topic(self, handler: Handler) -> str:
         return handler.dead_letter_topic or f"{handler.topic}{self.settings.dead_letter_suffix}"
 
-    async def requester(self) -> Requester:
-        """The Requester that handlers' ctx.request() uses, started on first use."""
-        if self._requester is None:
-            self._requester = Requester(
-                self.settings,
-                self.codec,
-                self.producer,
-                instance_id=self.instance_id,
-                registry=self.registry,
-                fail_fast=self._fail_fast,
-            )
-            if self.announcer is not None:  # carried from the next heartbeat on
-                self.announcer.reply_address = self._requester.reply_topic
-        await self._requester.start()
-        return self._requester
+    @property
+    def admin(self) -> AdminClient:
+        """The runtime's admin client (made by start())."""
+        return self._admin
+
+    async def requester(self) -> Any:
+        """The kit.rpc.Requester that handlers' ctx.request() uses, started on first use
+        (given by the Requesting extension)."""
+        factory = self.dispatcher.requester
+        if factory is None:
+            raise KitError(f"{self.service.name}: no extension gives requests (kit.app.Requesting)")
+        return await factory()
 
     async def _topic_exists(self, topic: str) -> bool:
         if topic in self.reply_sink.known_topics:
@@ -311,6 +338,13 @@ class Runtime:
         found = await asyncio.to_thread(self._admin.list_topics, topic, 5)
         meta = found.topics.get(topic)
         exists = meta is not None and meta.error is None
+        denied = (
+            authorization_message(meta.error, topic=topic, action="produce", settings=self.settings)
+            if meta is not None and meta.error is not None
+            else None
+        )
+        if denied:
+            log.error("cannot reply to %s: %s", topic, denied)
         if exists:
             self.reply_sink.known_topics.add(topic)
         return exists
@@ -421,6 +455,11 @@ class Runtime:
             err = msg.error()
             if err is None or err.code() == KafkaError._PARTITION_EOF:
                 continue
+            denied = authorization_error(
+                err, group=self.group, topic=msg.topic(), action="consume", settings=self.settings
+            )
+            if denied is not None:  # it would never be allowed by waiting: stop, naming it
+                raise denied
             if err.fatal():
                 raise KafkaException(err)
             log.warning("consumer error: %s", err)
@@ -544,8 +583,6 @@ class Runtime:
     async def _close(self) -> None:
         timeout = self.settings.shutdown_timeout
         self._close_deadline = time.monotonic() + timeout
-        if self._requester is not None:
-            await self._requester.close()
         try:
             if self._failed is None:
                 await self._quiesce(max(0.0, self._close_deadline - time.monotonic()))
@@ -562,6 +599,11 @@ class Runtime:
                         await result
                 except Exception:
                     log.exception("on_closed callback %r failed", callback)
+            for extension in reversed(self.extensions):
+                try:
+                    await extension.stop(self)
+                except Exception:
+                    log.exception("stopping extension %r failed", extension)
             await asyncio.to_thread(self.schema_topic.close)
             if self.transactions is not None:
                 self.transactions.close()

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 from kit.codec import Codec
 from kit.config import Settings, load_settings
@@ -27,6 +27,7 @@ from kit.registry.model import (
     registry_topic_spec,
 )
 from kit.service import Service
+from kit.transport.diagnose import authorization_message
 from kit.transport.kafka import SchemaTopic, admin_client, ensure_topics, make_producer
 
 if TYPE_CHECKING:
@@ -234,14 +235,21 @@ class Announcer:
         if not write:
             producer.flush(self.flush_timeout)
             return
-        producer.produce(
-            self.topic,
-            None,
-            self._key,
-            headers=[(HEADER_REASON, b"stopped")],
-            on_delivery=self._on_delivery,
-        )
+        errors = self.delivery_errors
+        try:
+            producer.produce(
+                self.topic,
+                None,
+                self._key,
+                headers=[(HEADER_REASON, b"stopped")],
+                on_delivery=self._on_delivery,
+            )
+        except KafkaException as exc:  # e.g. the producer is in a fatal state: readers age it out
+            self._on_delivery(exc.args[0], None)
+            return
         remaining = producer.flush(self.flush_timeout)
+        if self.delivery_errors > errors:
+            return  # _on_delivery said why
         if remaining:
             log.error(
                 "tombstone of %s not confirmed within %.1fs; readers will drop it after the TTL",
@@ -266,7 +274,10 @@ class Announcer:
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
             self.delivery_errors += 1
-            log.warning("registry write of %s failed: %s", self.instance_id, err)
+            denied = authorization_message(
+                err, topic=self.topic, action="produce", settings=self.settings
+            )
+            log.warning("registry write of %s failed: %s", self.instance_id, denied or err)
         elif msg.value() is not None:
             self._delivered = True
 

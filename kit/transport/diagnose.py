@@ -311,10 +311,16 @@ def authorization_message(
     err = _kafka_error(error)
     if err is None or err.code() not in _AUTHZ_KINDS:
         return None
-    if config is None and settings is not None:
-        from kit.config import client_config
+    if config is None:
+        from kit.config import client_config, load_settings
 
-        config = client_config(settings, env)
+        if settings is None:  # the caller has none at hand: the environment's, as kit reads it
+            try:
+                settings = load_settings(env)
+            except ConfigError:
+                settings = None
+        if settings is not None:
+            config = client_config(settings, env)
     kind = _AUTHZ_KINDS[err.code()]
     named = {"topic": topic, "group": group, "transactional id": transactional_id}.get(kind)
     if kind == "cluster":

@@ -1,0 +1,87 @@
+"""The wiring: the extensions a runtime gets by default (discovery, requests), composed here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kit.config import Settings
+from kit.registry import Announcer, Registry, load_registry_config
+from kit.rpc import LiveCheck, Requester
+
+if TYPE_CHECKING:
+    from kit.runtime import Extension, Runtime
+
+__all__ = ["Announcing", "Requesting", "default_extensions", "open_registry"]
+
+
+async def open_registry(settings: Settings) -> LiveCheck:
+    """A started Registry view: what a fail-fast requester consults."""
+    registry = Registry(settings)
+    await registry.start()
+    return registry
+
+
+class Announcing:
+    """Announce the runtime's instance on the registry at its first assignment, heartbeat
+    it, and tombstone it after the graceful stop (see kit.registry.Announcer)."""
+
+    async def setup(self, runtime: Runtime) -> None:
+        """Attach an Announcer that reuses the runtime's admin client and schema topic."""
+        announcer = Announcer.for_runtime(
+            runtime, admin=runtime.admin, schema_topic=runtime.schema_topic
+        )
+        runtime.announcer = announcer
+        await announcer.prepare()
+        if not runtime.service.handlers:  # no assignment will come: announce now
+            await announcer.start()
+
+    async def stop(self, runtime: Runtime) -> None:
+        """Nothing: the tombstone is written by the announcer's on_closed hook."""
+
+
+class Requesting:
+    """Give handlers `ctx.request`: a Requester on the runtime's producer and codec, made
+    on first use, failing fast through the registry when KIT_REGISTRY_FAIL_FAST is on."""
+
+    def __init__(self, fail_fast: bool) -> None:
+        self.fail_fast = fail_fast
+        self.requester: Requester | None = None
+        self._runtime: Runtime | None = None
+
+    async def setup(self, runtime: Runtime) -> None:
+        """Offer the requester to the runtime's dispatcher (started on first use)."""
+        self._runtime = runtime
+        runtime.dispatcher.requester = self.get
+
+    async def get(self) -> Requester:
+        """The started Requester."""
+        runtime = self._runtime
+        assert runtime is not None, "Requesting.setup() was not called"
+        if self.requester is None:
+            self.requester = Requester(
+                runtime.settings,
+                runtime.codec,
+                runtime.producer,
+                instance_id=runtime.instance_id,
+                registry=runtime.registry,
+                fail_fast=self.fail_fast,
+                registry_factory=open_registry,
+            )
+            if runtime.announcer is not None:  # carried from the next heartbeat on
+                runtime.announcer.reply_address = self.requester.reply_topic
+        await self.requester.start()
+        return self.requester
+
+    async def stop(self, runtime: Runtime) -> None:
+        """Close the requester: pending calls fail, its reply topic is deleted."""
+        if self.requester is not None:
+            await self.requester.close()
+
+
+def default_extensions(settings: Settings) -> list[Extension]:
+    """Discovery when KIT_REGISTRY_ENABLED, and requests; installed by the package as the
+    default of every Runtime made without `extensions=`."""
+    config = load_registry_config()
+    extensions: list[Any] = [Announcing()] if config.enabled else []
+    extensions.append(Requesting(config.fail_fast))
+    return extensions
