@@ -1,9 +1,10 @@
 """kit: Avro-typed event-driven services on Apache Kafka."""
 
 from kit.app import default_extensions
+from kit.broker.local import running_address
 from kit.client import Client
 from kit.codec import Codec
-from kit.config import Settings, load_settings
+from kit.config import Settings, install_local_broker, load_settings
 from kit.dispatch import Context
 from kit.errors import (
     BrokerError,
@@ -23,8 +24,10 @@ from kit.runtime import Runtime, install_default_extensions, run
 from kit.schema import Schema, SchemaRepository
 from kit.service import Service
 
-# The composition root: every Runtime gets discovery and requests unless told otherwise.
+# The composition root: every Runtime gets discovery and requests unless told otherwise,
+# and a client without KIT_BOOTSTRAP_SERVERS finds the broker `kit broker start` runs.
 install_default_extensions(default_extensions)
+install_local_broker(running_address)
 
 __all__ = [
     "BrokerError",

@@ -19,7 +19,8 @@ from kit.event import Event
 from kit.registry import load_registry_config
 from kit.rpc import LiveCheck, Requester
 from kit.schema import Schema, SchemaRepository, default_repository
-from kit.transport.kafka import KafkaSink, SchemaTopic, admin_client, make_consumer, make_producer
+from kit.transport.kafka import KafkaSink, admin_client, make_consumer, make_producer
+from kit.transport.schema_topic import SchemaTopic
 
 __all__ = ["Client"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
@@ -117,13 +117,28 @@ def client_config(settings: Settings, env: Mapping[str, str] | None = None) -> d
     return config
 
 
+class _LocalBroker:
+    """Where to find a local broker when KIT_BOOTSTRAP_SERVERS is unset: nowhere here; the
+    package (kit/__init__.py, the composition root) installs kit.broker.local's lookup, so
+    this bottom layer imports nothing above it."""
+
+    def __init__(self) -> None:
+        self.address: Callable[[], str | None] = lambda: None
+
+
+_local_broker = _LocalBroker()
+
+
+def install_local_broker(address: Callable[[], str | None]) -> None:
+    """Set how resolve_bootstrap finds a running local broker (called by kit/__init__)."""
+    _local_broker.address = address
+
+
 def resolve_bootstrap(settings: Settings) -> tuple[str, str]:
     """The bootstrap address and where it came from: the environment or the local broker."""
     if settings.bootstrap_servers:
         return settings.bootstrap_servers, "KIT_BOOTSTRAP_SERVERS"
-    from kit.broker.local import running_address
-
-    address = running_address()
+    address = _local_broker.address()
     if address:
         return address, "the local broker (kit broker start)"
     raise ConfigError(

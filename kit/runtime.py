@@ -31,7 +31,6 @@ from kit.service import Handler, Service
 from kit.transport.diagnose import authorization_error, authorization_message
 from kit.transport.kafka import (
     KafkaSink,
-    SchemaTopic,
     TopicSpec,
     admin_client,
     check_reachable,
@@ -44,6 +43,7 @@ from kit.transport.kafka import (
     record_size,
     topic_limits,
 )
+from kit.transport.schema_topic import SchemaTopic
 
 __all__ = ["Runtime", "run"]
 

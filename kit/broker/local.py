@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kit.broker import cluster, faults
+from kit.broker import cluster, faults, sasl
 from kit.broker.cluster import CLUSTER_SIZE
 from kit.broker.files import (
     broker_dir,
@@ -81,7 +81,6 @@ __all__ = [
     "add_acls",
     "add_scram_user",
     "broker_dir",
-    "cli_main",
     "ensure_running",
     "kill_node",
     "node_pids",
@@ -186,6 +185,9 @@ def status(*, probe: bool = True) -> BrokerInfo | None:
     if probe and not answers(info.bootstrap_servers, timeout=3.0, config=info.client_config()):
         return None  # still starting, or hung
     return info
+
+
+sasl.default.status = status  # add_scram_user / add_acls act on this broker by default
 
 
 def running_address() -> str | None:
@@ -399,10 +401,3 @@ def wait_in_sync(timeout: float = 120) -> None:
     if info is None:
         raise BrokerError(f"no broker runs from {broker_dir()}")
     faults.wait_in_sync(info, timeout=timeout)
-
-
-def cli_main(argv: list[str]) -> int:
-    """Run ``kit broker start|stop|status|kill|restart``; return the process exit code."""
-    from kit.broker.cli import main
-
-    return main(argv)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kit.broker.files import write_private
+from kit.broker.files import broker_dir, write_private
 from kit.broker.process import admin
 from kit.errors import BrokerError, ConfigError
 
@@ -144,14 +144,21 @@ def connect_lines(info: BrokerInfo) -> list[str]:
 # -- users and ACLs (as the super user) --------------------------------------------------
 
 
-def _sasl_admin(info: BrokerInfo | None) -> Any:
-    from kit.broker import local  # the default broker: local.status() (imported late: a cycle)
+class _Default:
+    """The broker `add_scram_user` and `add_acls` act on when given no `info`: the local
+    broker, whose lookup kit.broker.local installs here (this module sits below it)."""
 
-    info = info or local.status()
+    def __init__(self) -> None:
+        self.status: Callable[[], BrokerInfo | None] = lambda: None
+
+
+default = _Default()
+
+
+def _sasl_admin(info: BrokerInfo | None) -> Any:
+    info = info or default.status()
     if info is None or not info.sasl:
-        raise BrokerError(
-            f"no SASL broker runs from {local.broker_dir()}; run `kit broker start --sasl`"
-        )
+        raise BrokerError(f"no SASL broker runs from {broker_dir()}; run `kit broker start --sasl`")
     return admin(info.bootstrap_servers, info.client_config())
 
 

@@ -8,7 +8,6 @@ whose last heartbeat is older than the TTL counts as gone. See docs/discovery.md
 """
 
 from kit.registry.announcer import Announcer
-from kit.registry.cli import cli_services
 from kit.registry.model import (
     Endpoint,
     Registration,
@@ -30,7 +29,6 @@ __all__ = [
     "RegistryEvent",
     "RegistryView",
     "Watch",
-    "cli_services",
     "endpoints_of",
     "load_registry_config",
     "registry_topic_spec",

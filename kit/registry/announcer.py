@@ -28,7 +28,8 @@ from kit.registry.model import (
 )
 from kit.service import Service
 from kit.transport.diagnose import authorization_message
-from kit.transport.kafka import SchemaTopic, admin_client, ensure_topics, make_producer
+from kit.transport.kafka import admin_client, ensure_topics, make_producer
+from kit.transport.schema_topic import SchemaTopic
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient

@@ -37,13 +37,13 @@ from kit.registry.model import (
 from kit.registry.view import RegistryEvent, RegistryView
 from kit.registry.watch import Watch
 from kit.transport.kafka import (
-    SchemaTopic,
     admin_client,
     check_reachable,
     ensure_topics,
     make_consumer,
     poll_batch,
 )
+from kit.transport.schema_topic import SchemaTopic
 
 __all__ = ["Registry"]
 

@@ -24,28 +24,9 @@ __all__ = [
     "RecordingReader",
     "RecordingWriter",
     "ReplayResult",
-    "cli_record",
-    "cli_replay",
     "merge_by_time",
     "parse_time",
     "read_schemas",
     "record",
     "replay",
 ]
-
-
-def cli_record(argv: list[str]) -> int:
-    """Run ``kit record ARGV...``; return the exit code (deprecated: use kit.cli.main).
-
-    One of the imports from below into kit.cli, kept until its callers call kit.cli.main.
-    """
-    from kit.cli import main
-
-    return main(["record", *argv])
-
-
-def cli_replay(argv: list[str]) -> int:
-    """Run ``kit replay ARGV...``; return the exit code (deprecated: use kit.cli.main)."""
-    from kit.cli import main
-
-    return main(["replay", *argv])

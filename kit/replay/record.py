@@ -24,7 +24,8 @@ from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.errors import BrokerError
 from kit.replay.file import Record, RecordingWriter
 from kit.schema import Schema, SchemaRepository, default_repository
-from kit.transport.kafka import SchemaTopic, admin_client, check_reachable, make_consumer
+from kit.transport.kafka import admin_client, check_reachable, make_consumer
+from kit.transport.schema_topic import SchemaTopic
 
 __all__ = ["Progress", "RecordResult", "parse_time", "record", "settings_for", "stop_on_sigint"]
 

@@ -24,11 +24,9 @@ from kit.config import Settings, client_config, resolve_bootstrap
 from kit.context import TopicNotReady
 from kit.errors import BrokerError, ConfigError, DeliveryError
 from kit.transport.diagnose import authorization_message, wait_until_reachable
-from kit.transport.schema_topic import SchemaTopic
 
 __all__ = [
     "KafkaSink",
-    "SchemaTopic",
     "TopicSpec",
     "admin_client",
     "consumer_config",

@@ -74,8 +74,10 @@ def test_each_output_is_committed_once_with_its_input_offsets(
         async with running(svc, settings) as runtime:
             assert runtime.transactions is not None
             await wait_until_async(
-                lambda: committed(kafka_bootstrap, group, orders)
-                == end_offsets(kafka_bootstrap, orders),
+                lambda: (
+                    committed(kafka_bootstrap, group, orders)
+                    == end_offsets(kafka_bootstrap, orders)
+                ),
                 timeout=60,
                 what="every input offset committed in a transaction",
             )

@@ -16,14 +16,13 @@ import pytest
 from confluent_kafka import Message
 
 from kit import Client, Codec, SchemaRepository, Settings
+from kit.cli import main as kit_main
 from kit.replay import (
     Progress,
     Record,
     RecordingError,
     RecordingReader,
     RecordingWriter,
-    cli_record,
-    cli_replay,
     read_schemas,
     record,
     replay,
@@ -71,12 +70,15 @@ def test_record_then_replay_keeps_keys_headers_values_and_partition_order(
         ],
     )
     path = tmp_path / "orders.kitrec"
-    assert cli_record([source, "-o", str(path), "--bootstrap", kafka_bootstrap, "-q"]) == 0
+    assert kit_main(["record", source, "-o", str(path), "--bootstrap", kafka_bootstrap, "-q"]) == 0
     recorded = [r for _, r in RecordingReader(path, verify_values=True)]
     assert len(recorded) == 92
 
     mapping = f"{source}={target}"
-    assert cli_replay([str(path), "--into", kafka_bootstrap, "--topic-map", mapping, "-q"]) == 0
+    assert (
+        kit_main(["replay", str(path), "--into", kafka_bootstrap, "--topic-map", mapping, "-q"])
+        == 0
+    )
 
     original = by_partition(read_raw(kafka_bootstrap, source, 92))
     copy = by_partition(read_raw(kafka_bootstrap, target, 92))
@@ -270,7 +272,9 @@ def test_replay_of_a_truncated_recording_reports_what_it_published(
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
 
-    rc = cli_replay([str(path), "--into", kafka_bootstrap, "--topic-map", f"{source}={target}"])
+    rc = kit_main(
+        ["replay", str(path), "--into", kafka_bootstrap, "--topic-map", f"{source}={target}"]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     with pytest.raises(RecordingError) as caught:

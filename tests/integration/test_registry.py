@@ -638,17 +638,17 @@ def test_a_late_cleaner_tombstone_does_not_remove_an_instance_that_came_back(
 def test_kit_services_cli_prints_live_instances(
     kit_settings: Settings, unique_name: Callable[[str], str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from kit.registry import cli_services
+    from kit.cli import main as kit_main
 
     reg_topic = unique_name("registry")
     write(kit_settings, reg_topic, [("cli-1", encode(registration("cli-1", 0, "clisvc")), None)])
     write(kit_settings, reg_topic, [("cli-0", encode(registration("cli-0", 6000, "clisvc")), None)])
     # TTL 600 s: cli-1 stays live however slowly the two runs start; cli-0 is long expired.
-    assert cli_services(["--topic", reg_topic, "--ttl", "600", "--json"]) == 0
+    assert kit_main(["services", "--topic", reg_topic, "--ttl", "600", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [i["instance_id"] for i in doc["instances"]] == ["cli-1"]
     assert doc["instances"][0]["endpoints"][0]["event_schema"] == "shop.OrderPlaced"
-    assert cli_services(["--topic", reg_topic, "--ttl", "600"]) == 0
+    assert kit_main(["services", "--topic", reg_topic, "--ttl", "600"]) == 0
     out = capsys.readouterr().out
     assert "cli-1" in out and "cli-0" not in out and "1 live instance(s)" in out
 

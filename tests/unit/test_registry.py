@@ -16,8 +16,8 @@ from kit.registry import (
     load_registry_config,
     registry_topic_spec,
 )
-from kit.registry.cli import format_table
 from kit.registry.model import REPOSITORY, from_ms
+from kit.registry.table import format_table
 from services.shop import InvoiceIssued, OrderPlaced
 
 NOW = 1_800_000_000.0

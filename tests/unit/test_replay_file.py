@@ -17,12 +17,12 @@ import fastavro
 import pytest
 from fastavro import schemaless_writer
 
+from kit.cli import main as kit_main
 from kit.replay import (
     Record,
     RecordingError,
     RecordingReader,
     RecordingWriter,
-    cli_replay,
     merge_by_time,
     parse_time,
     read_schemas,
@@ -310,15 +310,15 @@ def test_cli_replay_of_a_corrupt_file_fails_naming_it(
 ) -> None:
     path = tmp_path / "r.kitrec"
     path.write_bytes(b"nope" * 10)
-    assert cli_replay([str(path), "--into", "127.0.0.1:1", "-q"]) == 1
+    assert kit_main(["replay", str(path), "--into", "127.0.0.1:1", "-q"]) == 1
     assert f"kit replay: {path}: not an Avro object container file" in capsys.readouterr().err
 
 
 def test_cli_replay_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        cli_replay(["f", "--speed", "0"])
+        kit_main(["replay", "f", "--speed", "0"])
     with pytest.raises(SystemExit):
-        cli_replay(["f", "--topic-map", "nonsense"])
+        kit_main(["replay", "f", "--topic-map", "nonsense"])
     err = capsys.readouterr().err
     assert "must be positive" in err and "expected OLD=NEW" in err
 
