@@ -214,7 +214,7 @@ class Transactions:
                 self.producer = await asyncio.to_thread(self._make_producer)
         self.aborted += 1
         for failure in failures:
-            verdict = await runtime._verdict(failure)
+            verdict = await runtime.commits.verdict(failure)
             source = failure.source
             if isinstance(verdict, str) or source is None:
                 raise DeliveryError(f"{verdict}; transaction aborted, nothing committed")

@@ -9,10 +9,8 @@ import signal
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar, cast
 
@@ -20,30 +18,24 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 
 from kit.codec import Codec
+from kit.commits import Commits
 from kit.config import Settings, load_settings, resolve_bootstrap
-from kit.context import Failure
-from kit.dispatch import RECORD_OVERHEAD, Dispatcher, Ticket
-from kit.errors import DeliveryError, DeliveryRefused, KitError
+from kit.dispatch import Dispatcher, Ticket
+from kit.errors import KitError
 from kit.exactly_once import Transactions
-from kit.protocol import TRUNCATED, MessageLike
+from kit.protocol import MessageLike
 from kit.schema import SchemaRepository, default_repository
 from kit.service import Handler, Service
 from kit.transport.diagnose import authorization_error, authorization_message
 from kit.transport.kafka import (
     KafkaSink,
-    TopicSpec,
     admin_client,
-    check_reachable,
-    describe_record,
-    ensure_topics,
     make_consumer,
     make_producer,
     poll_batch,
-    raise_topic_limits,
-    record_size,
-    topic_limits,
 )
 from kit.transport.schema_topic import SchemaTopic
+from kit.transport.topics import ServiceTopics, setup_service_topics
 
 __all__ = ["Runtime", "run"]
 
@@ -100,7 +92,7 @@ class Runtime:
     - One consumer thread owns the Consumer: every `consume`, `store_offsets`, `commit`,
       `subscribe` and `close` runs there, and so do the rebalance callbacks, which
       librdkafka calls inside `consume`. The loop never calls the Consumer; it hands the
-      offsets it wants stored to that thread (`_to_store`, under a lock), which stores
+      offsets it wants stored to that thread (`Commits.take`, under a lock), which stores
       them before its next fetch.
     - A revoke callback asks the loop to settle what is in flight and waits for it with a
       deadline. The loop can always answer: it only ever awaits the consumer thread.
@@ -139,10 +131,8 @@ class Runtime:
         """Partitions this instance owns (updated on the event loop)."""
         self._owned: set[tuple[str, int]] = set()  # the same, kept by the consumer thread
         self._stopping = asyncio.Event()
-        self._tickets: deque[Ticket] = deque()
-        self._store_lock = threading.Lock()
-        self._to_store: dict[tuple[str, int], int] = {}
-        self._failed: DeliveryError | None = None
+        self.commits: Commits
+        """The batches in flight and the offsets they may store (made by start())."""
         self._close_deadline = 0.0
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -175,7 +165,9 @@ class Runtime:
         settings = self.settings
         admin = admin_client(settings)
         self._admin = admin
-        topics = await asyncio.to_thread(self._setup_topics, admin)
+        topics = await asyncio.to_thread(
+            setup_service_topics, admin, settings, self.service.handlers, self._dead_letter_topic
+        )
         producer = make_producer(
             settings,
             low_latency=bool(self.service.responders()),
@@ -194,6 +186,7 @@ class Runtime:
         self.dispatcher.reply_sink = self.reply_sink
         self.dispatcher.reply_topic_exists = self._topic_exists
         self.dispatcher.stopping = self._stopping
+        self.commits = Commits(settings, self.dispatcher, self.sink, producer.poll)
         schemas = {h.event_type.kit_schema() for h in self.service.handlers}
         await asyncio.to_thread(self.schema_topic.publish, schemas | set(self.repository))
         overrides: dict[str, Any] = {"client.id": self.instance_id}
@@ -223,93 +216,7 @@ class Runtime:
             self.bootstrap_source,
         )
 
-    def _setup_topics(self, admin: AdminClient) -> _Topics:
-        """Blocking start-up metadata work, in one worker thread: reach the cluster, create
-        or check the handlers' topics and their dead-letter topics, and size the limits.
-
-        A dead-letter topic must take whatever its source takes: it is created with its
-        source's `max.message.bytes`, an existing one with less is raised to it (or, if
-        the broker refuses, its records are cut to fit, see Dispatcher.dead_letter), and
-        the producer's `message.max.bytes` is raised to the largest source limit.
-        """
-        settings = self.settings
-        check_reachable(admin, settings, settings.connect_timeout)
-        specs = [
-            TopicSpec(
-                h.topic, h.partitions or settings.topic_partitions, settings.topic_replication
-            )
-            for h in self.service.handlers
-        ]
-        if settings.create_topics:
-            ensure_topics(admin, specs)
-        meta = _topics_listing(
-            admin, [s.name for s in specs], 15.0 if settings.create_topics else 0
-        )
-        missing = [s.name for s in specs if s.name not in meta]
-        if missing:
-            why = "created but not listed in time" if settings.create_topics else "missing"
-            hint = "" if settings.create_topics else " and KIT_CREATE_TOPICS is false"
-            raise KitError(f"topics {why}{hint}: {missing}")
-        sources = [h.topic for h in self.service.handlers]
-        limits = topic_limits(admin, sources) if sources else {}
-        dlt_of = {h.topic: self._dead_letter_topic(h) for h in self.service.handlers}
-        if settings.create_topics:  # DLTs mirror their source's partitions and size limit
-            ensure_topics(
-                admin,
-                [
-                    TopicSpec(
-                        dlt,
-                        len(meta[source].partitions),
-                        settings.topic_replication,
-                        (("max.message.bytes", str(limits[source])),) if source in limits else (),
-                    )
-                    for source, dlt in dlt_of.items()
-                ],
-            )
-            meta = _topics_listing(admin, [*sources, *dlt_of.values()], 15.0)
-        dlt_limits = topic_limits(admin, [d for d in dlt_of.values() if d in meta])
-        raise_to = {
-            dlt: limits[source]
-            for source, dlt in dlt_of.items()
-            if source in limits and dlt in dlt_limits and dlt_limits[dlt] < limits[source]
-        }
-        if raise_to:
-            refused = raise_topic_limits(admin, raise_to)
-            for dlt, limit in raise_to.items():
-                if dlt in refused:
-                    log.warning(
-                        "dead-letter topic %s takes records up to %d bytes, its source up to "
-                        "%d, and raising its max.message.bytes failed (%s): larger dead "
-                        "letters will be cut to fit (header kit-dlt-truncated)",
-                        dlt,
-                        dlt_limits[dlt],
-                        limit,
-                        refused[dlt],
-                    )
-                else:
-                    log.info("raised max.message.bytes of %s to %d", dlt, limit)
-                    dlt_limits[dlt] = limit
-        for source, dlt in dlt_of.items():
-            if dlt in meta and source in meta:
-                have, want = len(meta[dlt].partitions), len(meta[source].partitions)
-                if have < want:
-                    log.warning(
-                        "dead-letter topic %s has %d partitions, its source %s has %d: dead "
-                        "letters of the higher partitions go to a partition Kafka chooses",
-                        dlt,
-                        have,
-                        source,
-                        want,
-                    )
-        partitions = {
-            name: len(meta[name].partitions)
-            for name in [*sources, *dlt_of.values()]
-            if name in meta and meta[name].error is None
-        }
-        largest = max([*limits.values(), *dlt_limits.values()], default=0)
-        return _Topics(partitions, {**limits, **dlt_limits}, largest or None)
-
-    def _sink_for(self, producer: Producer, topics: _Topics) -> KafkaSink:
+    def _sink_for(self, producer: Producer, topics: ServiceTopics) -> KafkaSink:
         sink = KafkaSink(producer, self._admin, self.settings, producer_limit=topics.producer_limit)
         sink.known_topics.update(topics.partitions)
         sink.partitions.update(topics.partitions)
@@ -382,12 +289,13 @@ class Runtime:
         poll = self.producer.poll
         handle_batch = self.dispatcher.handle_batch
         stopping = self._stopping
-        tickets = self._tickets
+        commits = self.commits
+        tickets = commits.tickets
         transactions = self.transactions
         while not stopping.is_set():
             messages = await loop.run_in_executor(executor, fetch)
-            if self._failed is not None:  # a revoke found it while settling
-                raise self._failed
+            if commits.failed is not None:  # a revoke found it while settling
+                raise commits.failed
             if messages:
                 records = [m for m in messages if m.error() is None]
                 if len(records) != len(messages):
@@ -403,7 +311,7 @@ class Runtime:
                         ticket.closed = True
             poll(0)
             if tickets and tickets[0].done:
-                await self._settle()
+                await commits.settle()
 
     # --- the consumer thread ------------------------------------------------------------
 
@@ -422,8 +330,7 @@ class Runtime:
 
     def _store_pending(self, consumer: Consumer) -> None:
         """On the consumer thread: store the offsets the loop settled, for owned partitions."""
-        with self._store_lock:
-            pending, self._to_store = self._to_store, {}
+        pending = self.commits.take()
         offsets = [
             TopicPartition(t, p, o) for (t, p), o in pending.items() if (t, p) in self._owned
         ]
@@ -464,128 +371,12 @@ class Runtime:
                 raise KafkaException(err)
             log.warning("consumer error: %s", err)
 
-    # --- settling batches (on the loop) -------------------------------------------------
-
-    def _drain(self) -> bool:
-        """Hand the offsets of finished batches to the consumer thread, oldest first.
-
-        Stops at the first batch still in flight, or with failed deliveries (then returns
-        True: `_resolve` must look at it before anything after it may be stored).
-        """
-        tickets = self._tickets
-        settled: dict[tuple[str, int], int] = {}
-        blocked = False
-        while tickets and tickets[0].done:
-            ticket = tickets[0]
-            if ticket.failures:
-                blocked = True
-                break
-            tickets.popleft()
-            if ticket.dropped:
-                self.dispatcher.replies_dropped += ticket.dropped
-                log.warning("%d replies could not be delivered (requester gone)", ticket.dropped)
-            settled.update(ticket.offsets)
-        if settled:
-            with self._store_lock:
-                self._to_store.update(settled)
-        return blocked
-
-    async def _settle(self) -> None:
-        """Store what is finished; resolve failed deliveries at the head (may raise)."""
-        while self._drain():
-            if self._failed is not None:
-                raise self._failed
-            await self._resolve(self._tickets[0])
-            if not self._tickets[0].done:
-                return
-
-    async def _resolve(self, ticket: Ticket) -> None:
-        """Dead-letter the input of each record the broker refused for good; on any other
-        failure, keep the batch at the head of the queue and raise DeliveryError."""
-        failures, ticket.failures = ticket.failures, []
-        seen: set[tuple[str | None, int | None, int | None]] = set()
-        for failure in failures:
-            source = failure.source
-            verdict = await self._verdict(failure)
-            if isinstance(verdict, str) or source is None:
-                ticket.failures = failures
-                reason = verdict if isinstance(verdict, str) else "no input record known"
-                self._failed = DeliveryError(
-                    f"{reason}; offsets not committed from "
-                    f"{'an unknown record' if source is None else describe_record(source)} on"
-                )
-                log.error("stopping: %s", self._failed)
-                raise self._failed
-            where = (source.topic(), source.partition(), source.offset())
-            if where in seen:
-                continue
-            seen.add(where)
-            handler = self.dispatcher.by_topic[source.topic() or ""]
-            max_value = 0 if failure.kind == "dead-letter" else None
-            await self.dispatcher.dead_letter(
-                source, handler, verdict, 1, ticket, max_value=max_value
-            )
-
-    async def _verdict(self, failure: Failure) -> DeliveryRefused | str:
-        """DeliveryRefused when the refused record can be dead-lettered in its place; else
-        why the service must stop."""
-        err, produced = failure.error, failure.produced
-        code = err.code() if isinstance(err, KafkaError) else None
-        topic = produced.topic() if produced is not None else "?"
-        text = err.str() if isinstance(err, KafkaError) else str(err)
-        if failure.kind == "dead-letter":
-            truncated = (
-                any(k == TRUNCATED for k, _v in (produced.headers() or [])) if produced else False
-            )
-            if code in _TOO_LARGE and not (truncated and not produced.value()):
-                return DeliveryRefused(f"dead letter refused by {topic}: {text}")
-            return f"cannot dead-letter to {topic}: {text}"
-        if code in _TOO_LARGE and produced is not None:
-            size = record_size(produced)
-            if topic not in self.sink.limits:
-                await asyncio.to_thread(self.sink.learn_limits, [topic])
-            limit = self.sink.record_limit(topic) or 0
-            if size + RECORD_OVERHEAD <= limit:
-                return (
-                    f"topic {topic} refused a batch of records that each fit its limit of "
-                    f"{limit} bytes ({text}): its max.message.bytes is below the producer's "
-                    f"batch.size; set KIT_KAFKA_BATCH_SIZE below {limit}"
-                )
-            return DeliveryRefused(
-                f"{topic} refused a {size}-byte record (limit {limit} bytes): {text}"
-            )
-        if code in _REFUSED:
-            return DeliveryRefused(f"{topic} refused a record: {text}")
-        denied = authorization_message(err, topic=topic, action="produce", settings=self.settings)
-        return denied or f"publishing to {topic} failed: {text}"
-
-    async def _quiesce(self, timeout: float) -> None:
-        """Wait (bounded) until every batch in flight is confirmed and settled."""
-        deadline = time.monotonic() + timeout
-        poll = self.producer.poll
-        while True:
-            poll(0)
-            try:
-                await self._settle()
-            except DeliveryError:
-                return
-            if not self._tickets:
-                return
-            if time.monotonic() >= deadline:
-                log.error(
-                    "%d batches still unconfirmed after %.1fs; their offsets are not stored",
-                    len(self._tickets),
-                    timeout,
-                )
-                return
-            await asyncio.sleep(0.005)  # delivery reports arrive as the producer is polled
-
     async def _close(self) -> None:
         timeout = self.settings.shutdown_timeout
         self._close_deadline = time.monotonic() + timeout
         try:
-            if self._failed is None:
-                await self._quiesce(max(0.0, self._close_deadline - time.monotonic()))
+            if self.commits.failed is None:
+                await self.commits.quiesce(max(0.0, self._close_deadline - time.monotonic()))
         finally:
             consumer, self._consumer = self._consumer, None
             if consumer is not None and self._executor is not None:
@@ -637,7 +428,7 @@ class Runtime:
             limit = self.settings.shutdown_timeout
             if self._close_deadline:
                 limit = max(0.0, min(limit, self._close_deadline - time.monotonic()))
-            future = asyncio.run_coroutine_threadsafe(self._quiesce(limit), loop)
+            future = asyncio.run_coroutine_threadsafe(self.commits.quiesce(limit), loop)
             try:
                 future.result(limit + 1)
             except Exception as exc:  # a revoke must go on: what is unsettled is redone
@@ -653,9 +444,7 @@ class Runtime:
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._owned -= gone
-        with self._store_lock:
-            for tp in gone:
-                self._to_store.pop(tp, None)
+        self.commits.drop(gone)
         log.warning(
             "%s lost %s (their uncommitted work will be redone)",
             self.instance_id,
@@ -669,32 +458,6 @@ class Runtime:
             fn(*args)
         elif loop.is_running():
             loop.call_soon_threadsafe(fn, *args)
-
-
-def _topics_listing(admin: AdminClient, names: list[str], wait: float) -> dict[str, Any]:
-    """Topic metadata, asked again (up to `wait` seconds) until it lists every name: on a
-    cluster, the broker that answers may not know a topic created a moment ago."""
-    deadline = time.monotonic() + wait
-    while True:
-        topics: dict[str, Any] = admin.list_topics(timeout=15).topics
-        ready = all(n in topics and topics[n].error is None for n in names)
-        if ready or time.monotonic() >= deadline:
-            return {n: t for n, t in topics.items() if t.error is None}
-        time.sleep(0.1)
-
-
-@dataclass(frozen=True)
-class _Topics:
-    """What start-up learned about the topics a runtime reads and dead-letters to."""
-
-    partitions: dict[str, int]
-    limits: dict[str, int]
-    producer_limit: int | None
-
-
-_TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE}
-_REFUSED = {KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG, KafkaError.RECORD_LIST_TOO_LARGE}
-"""Produce errors after which sending the same record again cannot succeed."""
 
 
 def _fmt(partitions: list[TopicPartition]) -> str:

@@ -1,0 +1,189 @@
+"""The commit rule: which offsets may be stored, and what a failed delivery costs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from confluent_kafka import KafkaError
+
+from kit.config import Settings
+from kit.context import Failure, Ticket
+from kit.dispatch import RECORD_OVERHEAD, Dispatcher
+from kit.errors import DeliveryError, DeliveryRefused
+from kit.protocol import TRUNCATED
+from kit.transport.diagnose import authorization_message
+from kit.transport.kafka import KafkaSink, describe_record, record_size
+
+__all__ = ["Commits"]
+
+log = logging.getLogger("kit.runtime")
+
+_TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE}
+_REFUSED = {KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG, KafkaError.RECORD_LIST_TOO_LARGE}
+"""Produce errors after which sending the same record again cannot succeed."""
+
+Partition = tuple[str, int]
+
+
+class Commits:
+    """The fetched batches in flight, oldest first, and the offsets they may store.
+
+    A batch's offsets are handed to the consumer thread (`take()`) only when it is handled
+    and every record it emitted is confirmed, and only after every older batch. A delivery
+    the broker refused for good dead-letters the input record it came from; any other
+    failure keeps the batch at the head of the queue and raises DeliveryError, so nothing
+    at or after it is ever stored. Everything but `take` and `drop` runs on the event loop;
+    those two run on the consumer thread, behind a lock.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        dispatcher: Dispatcher,
+        sink: KafkaSink,
+        poll: Callable[[float], int],
+    ) -> None:
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.sink = sink
+        self._poll = poll
+        self.tickets: deque[Ticket] = deque()
+        self.failed: DeliveryError | None = None
+        """Set once a delivery failed for good: the service must stop."""
+        self._lock = threading.Lock()
+        self._to_store: dict[Partition, int] = {}
+
+    # --- the consumer thread ---------------------------------------------------------
+
+    def take(self) -> dict[Partition, int]:
+        """The offsets settled since the last call (consumer thread)."""
+        with self._lock:
+            taken, self._to_store = self._to_store, {}
+        return taken
+
+    def drop(self, partitions: set[Partition]) -> None:
+        """Forget settled offsets of partitions this instance lost (consumer thread)."""
+        with self._lock:
+            for tp in partitions:
+                self._to_store.pop(tp, None)
+
+    # --- the event loop --------------------------------------------------------------
+
+    def drain(self) -> bool:
+        """Hand the offsets of finished batches to the consumer thread, oldest first.
+
+        Stops at the first batch still in flight, or with failed deliveries (then returns
+        True: `resolve` must look at it before anything after it may be stored).
+        """
+        tickets = self.tickets
+        settled: dict[Partition, int] = {}
+        blocked = False
+        while tickets and tickets[0].done:
+            ticket = tickets[0]
+            if ticket.failures:
+                blocked = True
+                break
+            tickets.popleft()
+            if ticket.dropped:
+                self.dispatcher.replies_dropped += ticket.dropped
+                log.warning("%d replies could not be delivered (requester gone)", ticket.dropped)
+            settled.update(ticket.offsets)
+        if settled:
+            with self._lock:
+                self._to_store.update(settled)
+        return blocked
+
+    async def settle(self) -> None:
+        """Store what is finished; resolve failed deliveries at the head (may raise)."""
+        while self.drain():
+            if self.failed is not None:
+                raise self.failed
+            await self.resolve(self.tickets[0])
+            if not self.tickets[0].done:
+                return
+
+    async def resolve(self, ticket: Ticket) -> None:
+        """Dead-letter the input of each record the broker refused for good; on any other
+        failure, keep the batch at the head of the queue and raise DeliveryError."""
+        failures, ticket.failures = ticket.failures, []
+        seen: set[tuple[str | None, int | None, int | None]] = set()
+        for failure in failures:
+            source = failure.source
+            verdict = await self.verdict(failure)
+            if isinstance(verdict, str) or source is None:
+                ticket.failures = failures
+                reason = verdict if isinstance(verdict, str) else "no input record known"
+                where = "an unknown record" if source is None else describe_record(source)
+                self.failed = DeliveryError(f"{reason}; offsets not committed from {where} on")
+                log.error("stopping: %s", self.failed)
+                raise self.failed
+            key = (source.topic(), source.partition(), source.offset())
+            if key in seen:
+                continue
+            seen.add(key)
+            handler = self.dispatcher.by_topic[source.topic() or ""]
+            max_value = 0 if failure.kind == "dead-letter" else None
+            await self.dispatcher.dead_letter(
+                source, handler, verdict, 1, ticket, max_value=max_value
+            )
+
+    async def verdict(self, failure: Failure) -> DeliveryRefused | str:
+        """DeliveryRefused when the refused record can be dead-lettered in its place; else
+        why the service must stop."""
+        err, produced = failure.error, failure.produced
+        code = err.code() if isinstance(err, KafkaError) else None
+        topic = produced.topic() if produced is not None else "?"
+        text = err.str() if isinstance(err, KafkaError) else str(err)
+        if failure.kind == "dead-letter":
+            headers = (produced.headers() or []) if produced is not None else []
+            emptied = any(k == TRUNCATED for k, _v in headers) and not produced.value()
+            if code in _TOO_LARGE and not emptied:
+                return DeliveryRefused(f"dead letter refused by {topic}: {text}")
+            return f"cannot dead-letter to {topic}: {text}"
+        if code in _TOO_LARGE and produced is not None:
+            return await self._too_large(topic, record_size(produced), text)
+        if code in _REFUSED:
+            return DeliveryRefused(f"{topic} refused a record: {text}")
+        denied = authorization_message(err, topic=topic, action="produce", settings=self.settings)
+        return denied or f"publishing to {topic} failed: {text}"
+
+    async def _too_large(self, topic: str, size: int, text: str) -> DeliveryRefused | str:
+        """Kafka checks max.message.bytes against whole batches: a record that fits was
+        refused with its batch, which no dead letter can mend."""
+        if topic not in self.sink.limits:
+            await asyncio.to_thread(self.sink.learn_limits, [topic])
+        limit = self.sink.record_limit(topic) or 0
+        if size + RECORD_OVERHEAD <= limit:
+            return (
+                f"topic {topic} refused a batch of records that each fit its limit of "
+                f"{limit} bytes ({text}): its max.message.bytes is below the producer's "
+                f"batch.size; set KIT_KAFKA_BATCH_SIZE below {limit}"
+            )
+        return DeliveryRefused(
+            f"{topic} refused a {size}-byte record (limit {limit} bytes): {text}"
+        )
+
+    async def quiesce(self, timeout: float) -> None:
+        """Wait (bounded) until every batch in flight is confirmed and settled."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._poll(0)
+            try:
+                await self.settle()
+            except DeliveryError:
+                return
+            if not self.tickets:
+                return
+            if time.monotonic() >= deadline:
+                log.error(
+                    "%d batches still unconfirmed after %.1fs; their offsets are not stored",
+                    len(self.tickets),
+                    timeout,
+                )
+                return
+            await asyncio.sleep(0.005)  # delivery reports arrive as the producer is polled
