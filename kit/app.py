@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from kit.config import Settings
 from kit.registry import Announcer, Registry, load_registry_config
-from kit.rpc import LiveCheck, Requester
+from kit.requests import LiveCheck
+from kit.transport.requester import Requester
 
 if TYPE_CHECKING:
     from kit.runtime import Extension, Runtime

@@ -18,7 +18,7 @@ from kit.errors import DecodeError, DeliveryError
 from kit.event import Event
 from kit.registry import load_registry_config
 from kit.rpc import LiveCheck, Requester
-from kit.schema import Schema, SchemaRepository, default_repository
+from kit.schema import Schema, SchemaRepository, repository_for
 from kit.transport.kafka import KafkaSink, admin_client, make_consumer, make_producer
 from kit.transport.schema_topic import SchemaTopic
 
@@ -137,8 +137,17 @@ class Client:
 
     def schema_named(self, full_name: str) -> Schema | None:
         """The schema with this full name: the local repository's, else the schema topic's."""
-        repo = self.repository or default_repository()
+        repo = self._local_repository()
         return repo.get(full_name) if full_name in repo else self._schemas.by_name(full_name)
+
+    def _local_repository(self, model: type[Event] | None = None) -> SchemaRepository:
+        """The client's repository, else the one `model` is bound to, else `repository_for`."""
+        if self.repository is not None:
+            return self.repository
+        bound = getattr(model, "__kit_repository__", None)
+        if isinstance(bound, SchemaRepository):
+            return bound
+        return repository_for(settings=self.settings)
 
     @property
     def codec(self) -> Codec:
@@ -234,7 +243,7 @@ class Client:
         consumer = make_consumer(
             self.settings, f"kit-client-{id(self)}", **{"enable.auto.commit": False}
         )
-        repo = self.repository or getattr(model, "__kit_repository__", None) or default_repository()
+        repo = self._local_repository(model)
         codec = Codec(repo, async_resolver=self._schemas.lookup_async)  # never blocks the loop
         try:
             idle_deadline = asyncio.get_running_loop().time() + timeout

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from kit.binding import check_model
-from kit.schema import Schema, SchemaRepository, default_repository
+from kit.schema import Schema, SchemaRepository, repository_for
 
 __all__ = ["Event"]
 
@@ -75,30 +75,23 @@ class Event(BaseModel):
 def _repository_for(
     cls: type, repository: SchemaRepository | Path | str | None
 ) -> SchemaRepository:
+    """The repository a class binds to: the one given, else `repository_for` its module."""
     if isinstance(repository, SchemaRepository):
         return repository
     if repository is not None:
-        return default_repository_at(Path(repository))
+        return repository_for(schemas_dir=repository)
+    return repository_for(_source_of(cls))
+
+
+def _source_of(cls: type) -> str | None:
+    """The file of the module that defines `cls` (None for one without a source file)."""
     module = sys.modules.get(cls.__module__)
-    start = None
-    if module is not None:
-        try:
-            start = inspect.getsourcefile(module)
-        except TypeError:
-            start = None
-    return default_repository(start)
-
-
-def default_repository_at(root: Path) -> SchemaRepository:
-    """A cached repository for an explicit folder."""
-    from kit.schema import _REPOSITORIES
-
-    key = str(root.resolve())
-    repo = _REPOSITORIES.get(key)
-    if repo is None:
-        repo = SchemaRepository(root)
-        _REPOSITORIES[key] = repo
-    return repo
+    if module is None:
+        return None
+    try:
+        return inspect.getsourcefile(module)
+    except TypeError:
+        return None
 
 
 def _is_flat(cls: type[BaseModel]) -> bool:

@@ -9,7 +9,7 @@ from confluent_kafka.admin import AdminClient
 
 from kit.config import Settings
 from kit.errors import KitError
-from kit.rpc import REPLY_TOPIC_PREFIX
+from kit.protocol import REPLY_TOPIC_PREFIX
 from kit.transport.kafka import admin_client, make_consumer
 
 __all__ = ["live_client_ids", "prune_reply_topics"]

@@ -1,30 +1,11 @@
-"""Request-reply over Kafka: correlation ids, per-instance reply topics, deadlines, errors."""
+"""Compatibility module: the request-reply names, now at their own homes.
+
+The protocol (headers, reply checks, targets, the typed request API) is kit.requests; the
+Kafka requester is kit.transport.requester. kit's own modules import from those.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import logging
-import threading
-import time
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, overload
-
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
-
-from kit.codec import Codec
-from kit.config import Settings
-from kit.errors import (
-    BrokerError,
-    ConfigError,
-    DeliveryError,
-    RemoteError,
-    RequestTimeout,
-    ServiceUnavailable,
-)
-from kit.event import Event
 from kit.protocol import (
     CORRELATION_ID,
     DEADLINE,
@@ -37,388 +18,32 @@ from kit.protocol import (
     REPLY_TOPIC_PREFIX,
     header,
 )
-from kit.transport.kafka import (
-    KafkaSink,
-    TopicSpec,
-    admin_client,
-    ensure_topics,
-    make_consumer,
-    poll_batch,
+from kit.requests import (
+    BaseRequester,
+    LiveCheck,
+    check_reply,
+    reply_topic_name,
+    request_headers,
+    resolve_target,
 )
+from kit.transport.requester import Requester
 
 __all__ = [
     "CORRELATION_ID",
     "DEADLINE",
     "ERROR_MESSAGE",
+    "ERROR_TRACE",
     "ERROR_TYPE",
+    "MARKER",
+    "METHOD",
     "REPLY_TO",
+    "REPLY_TOPIC_PREFIX",
+    "BaseRequester",
+    "LiveCheck",
     "Requester",
+    "check_reply",
+    "header",
     "reply_topic_name",
     "request_headers",
+    "resolve_target",
 ]
-
-log = logging.getLogger("kit.rpc")
-
-R = TypeVar("R", bound=Event)
-
-
-def reply_topic_name(instance_id: str) -> str:
-    """The reply topic owned by one requesting instance."""
-    return f"{REPLY_TOPIC_PREFIX}{instance_id}"
-
-
-def request_headers(
-    correlation_id: str, reply_topic: str, deadline_ms: int, service: str, method: str
-) -> list[tuple[str, bytes]]:
-    """The headers that make a record a request: where to reply, to what, and by when."""
-    return [
-        (CORRELATION_ID, correlation_id.encode()),
-        (REPLY_TO, reply_topic.encode()),
-        (DEADLINE, str(deadline_ms).encode()),
-        (METHOD, f"{service}.{method}".encode()),
-    ]
-
-
-class LiveCheck(Protocol):
-    """What the requester asks the registry (kit.registry.Registry): is this service live?"""
-
-    def has_live(self, service: str) -> bool: ...
-
-    async def sync(self, timeout: float = 10.0) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-@dataclass
-class _Pending:
-    future: asyncio.Future[Message]
-    service: str
-    method: str
-    started: float
-
-
-class BaseRequester:
-    """The typed request API over a transport's `request_raw`."""
-
-    codec: Codec
-
-    async def request_raw(
-        self,
-        service: str,
-        method: str,
-        value: bytes,
-        *,
-        topic: str | None = None,
-        key: bytes | None = None,
-        timeout: float | None = None,
-        started: float | None = None,
-    ) -> Any:
-        """Send encoded request bytes; return the reply record (see Requester)."""
-        raise NotImplementedError
-
-    @overload
-    async def request(
-        self,
-        target: Callable[..., Any],
-        event: Event,
-        *,
-        reply: None = None,
-        timeout: float | None = None,
-        key: str | bytes | None = None,
-        started: float | None = None,
-    ) -> Event: ...
-
-    @overload
-    async def request(
-        self,
-        target: str | Callable[..., Any],
-        event: Event,
-        *,
-        reply: type[R],
-        timeout: float | None = None,
-        key: str | bytes | None = None,
-        started: float | None = None,
-    ) -> R: ...
-
-    async def request(
-        self,
-        target: str | Callable[..., Any],
-        event: Event,
-        *,
-        reply: type[Event] | None = None,
-        timeout: float | None = None,
-        key: str | bytes | None = None,
-        started: float | None = None,
-    ) -> Event:
-        """Send a typed request and return the typed reply.
-
-        `target` is a responder function (its service, topic and reply type are known) or
-        "service.method" with `reply=` the reply event class. `started` (time.monotonic())
-        is when the caller's deadline began, if earlier than now.
-        """
-        service, method, topic, reply_type = resolve_target(target, reply)
-        raw = await self.request_raw(
-            service,
-            method,
-            self.codec.encode(event),
-            topic=topic,
-            key=key.encode() if isinstance(key, str) else key,
-            timeout=timeout,
-            started=started,
-        )
-        return self.codec.decode(raw.value(), reply_type)
-
-
-class Requester(BaseRequester):
-    """Sends requests and matches replies on this instance's own reply topic.
-
-    Replies go to `_kit.replies.<instance id>` (one partition, read by this instance only,
-    no consumer group), so a reply never reaches another instance. The topic is created by
-    `start()` and deleted by `close()`; topics left by crashed instances are removed by
-    `kit replies prune` (see docs/requests.md).
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        codec: Codec,
-        producer: Producer,
-        *,
-        instance_id: str | None = None,
-        registry: LiveCheck | None = None,
-        fail_fast: bool = False,
-        registry_factory: Callable[[Settings], Awaitable[LiveCheck]] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.codec = codec
-        self.producer = producer
-        self.instance_id = instance_id or f"client-{uuid.uuid4().hex[:12]}"
-        self.reply_topic = reply_topic_name(self.instance_id)
-        self.registry = registry
-        """The registry view consulted before sending (see fail_fast)."""
-        self.fail_fast = fail_fast
-        """Without a registry given, start one on the first request (with
-        `registry_factory`) and fail fast with it."""
-        self._registry_factory = registry_factory
-        self._own_registry: Any = None
-        self._registry_lock = asyncio.Lock()
-        self.pending: dict[str, _Pending] = {}
-        self.late_replies = 0
-        self._admin = admin_client(settings)
-        self._sink = KafkaSink(producer, self._admin, settings)
-        self._consumer: Consumer | None = None
-        self._thread: threading.Thread | None = None
-        self._closed = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._start_lock = asyncio.Lock()
-        self._verified = time.monotonic()
-        self._reassign = threading.Event()
-        self._id_prefix = f"{self.instance_id}-{uuid.uuid4().hex[:8]}-"
-        self._ids = itertools.count(1)
-
-    @property
-    def started(self) -> bool:
-        """True once the reply topic exists and is being read."""
-        return self._thread is not None
-
-    async def start(self) -> None:
-        """Create the reply topic and start the reply reader thread (idempotent)."""
-        async with self._start_lock:
-            if self._thread is not None:
-                return
-            self._loop = asyncio.get_running_loop()
-            await asyncio.to_thread(ensure_topics, self._admin, [self._reply_topic_spec()])
-            consumer = make_consumer(
-                self.settings,
-                f"kit-replies-{self.instance_id}",
-                **{"enable.auto.commit": False, "fetch.wait.max.ms": 5},
-            )
-            consumer.assign([TopicPartition(self.reply_topic, 0, OFFSET_BEGINNING)])
-            self._consumer = consumer
-            self._mark()
-            self._thread = threading.Thread(
-                target=self._read_replies, name=f"kit-replies-{self.instance_id}", daemon=True
-            )
-            self._thread.start()
-
-    async def _check_live(self, service: str, timeout: float | None) -> None:
-        """Raise ServiceUnavailable when the registry has no live instance of `service`."""
-        if self.registry is None and self.fail_fast and self._registry_factory is not None:
-            async with self._registry_lock:  # concurrent first calls start one registry
-                if self.registry is None:
-                    registry = await self._registry_factory(self.settings)
-                    self._own_registry = self.registry = registry
-        if self.registry is not None and not self.registry.has_live(service):
-            try:
-                await self.registry.sync(timeout=min(2.0, timeout or 2.0))  # just announced?
-            except (TimeoutError, BrokerError):  # cannot tell: send, the deadline decides
-                log.warning("registry view of %s not confirmed in time; sending anyway", service)
-                return
-            if not self.registry.has_live(service):
-                raise ServiceUnavailable(service)
-
-    def _reply_topic_spec(self) -> TopicSpec:
-        """One partition, read by this instance only; replies older than an hour are useless."""
-        retention = (("retention.ms", str(3_600_000)),)
-        return TopicSpec(self.reply_topic, 1, self.settings.topic_replication, retention)
-
-    def _mark(self) -> None:
-        """Write a liveness mark to the reply topic, so `kit replies prune` sees it in use."""
-        self.producer.produce(self.reply_topic, None, None, headers=[(MARKER, b"1")])
-
-    async def _heal(self) -> None:
-        """Re-create the reply topic if it was pruned while this requester was idle."""
-        self._verified = time.monotonic()
-        meta = await asyncio.to_thread(self._admin.list_topics, self.reply_topic, 10)
-        if self.reply_topic in meta.topics and meta.topics[self.reply_topic].error is None:
-            self._mark()
-            return
-        log.warning("reply topic %s was deleted; re-creating it", self.reply_topic)
-        await asyncio.to_thread(ensure_topics, self._admin, [self._reply_topic_spec()])
-        self._reassign.set()  # the reader thread re-assigns: the consumer is used by it only
-        self._mark()
-
-    async def close(self, *, delete_topic: bool = True) -> None:
-        """Stop reading replies, fail pending calls, and delete the reply topic."""
-        if self._own_registry is not None:
-            await self._own_registry.close()
-            self._own_registry = self.registry = None
-        if self._thread is None:
-            return
-        self._closed.set()
-        await asyncio.to_thread(self._thread.join, 5)
-        self._thread = None
-        for corr, entry in list(self.pending.items()):
-            if not entry.future.done():
-                entry.future.set_exception(
-                    RequestTimeout(
-                        entry.service, entry.method, corr, time.monotonic() - entry.started
-                    )
-                )
-        if self._consumer is not None:
-            await asyncio.to_thread(self._consumer.close)
-            self._consumer = None
-        if delete_topic:
-            futures = self._admin.delete_topics([self.reply_topic], operation_timeout=10)
-            for future in futures.values():
-                try:
-                    await asyncio.to_thread(future.result, 15)
-                except Exception as exc:
-                    log.warning("could not delete reply topic %s: %s", self.reply_topic, exc)
-
-    def _read_replies(self) -> None:
-        consumer, loop = self._consumer, self._loop
-        assert consumer is not None and loop is not None
-        while not self._closed.is_set():
-            if self._reassign.is_set():
-                self._reassign.clear()
-                consumer.assign([TopicPartition(self.reply_topic, 0, OFFSET_BEGINNING)])
-            batch = poll_batch(consumer, 0.1)
-            if batch:
-                loop.call_soon_threadsafe(self._deliver, batch)
-
-    def _deliver(self, batch: list[Message]) -> None:
-        for msg in batch:
-            if msg.error() is not None:
-                log.warning("reply topic error: %s", msg.error())
-                continue
-            if header(msg, MARKER) is not None:
-                continue
-            corr = header(msg, CORRELATION_ID)
-            entry = self.pending.get(corr.decode()) if corr else None
-            if entry is None or entry.future.done():
-                self.late_replies += 1
-                log.debug("dropped a late or unknown reply (correlation id %r)", corr)
-                continue
-            entry.future.set_result(msg)
-
-    async def request_raw(
-        self,
-        service: str,
-        method: str,
-        value: bytes,
-        *,
-        topic: str | None = None,
-        key: bytes | None = None,
-        timeout: float | None = None,
-        started: float | None = None,
-    ) -> Message:
-        """Send encoded request bytes to `service.method`; return the reply record.
-
-        Raises ServiceUnavailable (registry says no live instance), RequestTimeout, or
-        RemoteError (the responder raised or could not decode the request).
-        """
-        wait = self.settings.request_timeout if timeout is None else timeout
-        if wait <= 0:
-            raise ConfigError("timeout", f"must be positive, got {wait}")
-        await self._check_live(service, timeout)
-        if self._thread is None:
-            await self.start()
-        elif time.monotonic() - self._verified > 60:
-            await self._heal()
-        loop = asyncio.get_running_loop()
-        corr = f"{self._id_prefix}{next(self._ids)}"  # unique: the instance id is unique
-        now = time.monotonic()
-        started = now if started is None else started
-        wait -= now - started
-        if wait <= 0:  # set-up (schema, topics, registry check) used the whole deadline
-            raise RequestTimeout(service, method, corr, now - started)
-        future: asyncio.Future[Message] = loop.create_future()
-        self.pending[corr] = _Pending(future, service, method, started)
-        deadline_ms = int((time.time() + wait) * 1000)
-        headers = request_headers(corr, self.reply_topic, deadline_ms, service, method)
-
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is not None:
-                loop.call_soon_threadsafe(_fail, future, DeliveryError(f"request not sent: {err}"))
-
-        try:
-            target = topic or f"{service}.{method}"
-            async with asyncio.timeout(wait):  # the deadline covers topic set-up too
-                if target not in self._sink.known_topics:
-                    await asyncio.to_thread(self._sink.ensure_topic, target)
-                self._sink.produce(target, value, key, headers, delivered)
-                reply = await future
-        except TimeoutError:
-            raise RequestTimeout(service, method, corr, time.monotonic() - started) from None
-        finally:
-            self.pending.pop(corr, None)
-        return check_reply(reply, service, method, corr)
-
-
-def check_reply(reply: Message, service: str, method: str, corr: str) -> Message:
-    """Return the reply, or raise RemoteError when it carries the responder's error."""
-    error = header(reply, ERROR_TYPE)
-    if error is not None:
-        message = (header(reply, ERROR_MESSAGE) or b"").decode(errors="replace")
-        trace = header(reply, ERROR_TRACE)
-        raise RemoteError(
-            service,
-            method,
-            error.decode(),
-            message,
-            corr,
-            trace.decode(errors="replace") if trace else None,
-        )
-    return reply
-
-
-def resolve_target(
-    target: str | Callable[..., Any], reply: type[Event] | None
-) -> tuple[str, str, str | None, type[Event]]:
-    """(service, method, topic, reply type) of a request target."""
-    declared = getattr(target, "__kit_responder__", None)
-    if declared is not None:
-        service_name, responder = declared
-        return service_name, responder.name, responder.topic, reply or responder.reply_type
-    if not isinstance(target, str) or "." not in target:
-        raise ConfigError("target", f"expected a responder or 'service.method', got {target!r}")
-    if reply is None:
-        raise ConfigError("reply", f"request to {target!r} needs reply=<the reply Event class>")
-    service_name, _, method = target.rpartition(".")
-    return service_name, method, None, reply
-
-
-def _fail(future: asyncio.Future[Message], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)

@@ -24,7 +24,7 @@ from kit.dispatch import Dispatcher, Ticket
 from kit.errors import KitError
 from kit.exactly_once import Transactions
 from kit.protocol import MessageLike
-from kit.schema import SchemaRepository, default_repository
+from kit.schema import SchemaRepository, repository_for
 from kit.service import Handler, Service
 from kit.transport.diagnose import authorization_error, authorization_message
 from kit.transport.kafka import (
@@ -465,13 +465,14 @@ def _fmt(partitions: list[TopicPartition]) -> str:
 
 
 def _repository_of(service: Service, settings: Settings) -> SchemaRepository:
-    if settings.schemas_dir:
-        return SchemaRepository(settings.schemas_dir)
-    for handler in service.handlers:
-        repo = getattr(handler.event_type, "__kit_repository__", None)
-        if isinstance(repo, SchemaRepository):
-            return repo
-    return default_repository()
+    """`settings.schemas_dir`, else the repository the service's first event type is bound
+    to (the nearest `schemas/` above its module), else the current directory's."""
+    if not settings.schemas_dir:
+        for handler in service.handlers:
+            repo = getattr(handler.event_type, "__kit_repository__", None)
+            if isinstance(repo, SchemaRepository):
+                return repo
+    return repository_for(settings=settings)
 
 
 async def run(service: Service, settings: Settings | None = None, *, signals: bool = True) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import fastavro.schema as avro_schema
 
+from kit.config import Settings, load_settings
 from kit.errors import SchemaError
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "SchemaRepository",
     "default_repository",
     "fingerprint",
+    "repository_for",
 ]
 
 PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
@@ -259,11 +260,23 @@ def _path_of(raw: Any, exc: Exception) -> str:
     return "$"
 
 
-def default_repository(start: Path | str | None = None) -> SchemaRepository:
-    """The repository from KIT_SCHEMAS_DIR, else the nearest `schemas/` above `start` or cwd."""
-    env = os.environ.get("KIT_SCHEMAS_DIR")
-    if env:
-        root = Path(env)
+def repository_for(
+    start: Path | str | None = None,
+    schemas_dir: Path | str | None = None,
+    *,
+    settings: Settings | None = None,
+) -> SchemaRepository:
+    """The schema repository for code at `start`: the one schema-resolution rule of kit.
+
+    The folder is `schemas_dir` if given, else `Settings.schemas_dir` (KIT_SCHEMAS_DIR;
+    `settings` if given, else `load_settings()`), else the nearest `schemas/` folder above
+    `start` (a module's file or a folder; default: the current directory), else
+    `./schemas`. One repository is loaded per resolved folder and shared by every caller.
+    """
+    if not schemas_dir:
+        schemas_dir = (settings if settings is not None else load_settings()).schemas_dir
+    if schemas_dir:
+        root = Path(schemas_dir)
     else:
         root = _find_schemas(Path(start) if start else Path.cwd()) or Path.cwd() / "schemas"
     key = str(root.resolve())
@@ -274,7 +287,16 @@ def default_repository(start: Path | str | None = None) -> SchemaRepository:
     return repo
 
 
+def default_repository(start: Path | str | None = None) -> SchemaRepository:
+    """The repository from KIT_SCHEMAS_DIR, else the nearest `schemas/` above `start` or cwd.
+
+    Kept for existing callers: the same as `repository_for(start)`.
+    """
+    return repository_for(start)
+
+
 _REPOSITORIES: dict[str, SchemaRepository] = {}
+"""Repositories by resolved folder, so that every caller shares one per folder."""
 
 
 def _find_schemas(start: Path) -> Path | None:

@@ -22,7 +22,7 @@ from kit.rpc import (
     reply_topic_name,
     request_headers,
 )
-from kit.schema import Schema, SchemaRepository
+from kit.schema import Schema, SchemaRepository, repository_for
 from kit.service import Responder, Service
 from kit.transport.memory import MemoryBroker, MemoryMessage
 
@@ -85,7 +85,7 @@ class Harness:
             bootstrap_servers="memory", retry_backoff=0.0, retry_backoff_max=0.0
         )
         self.broker = MemoryBroker(partitions)
-        self.repository = repository or _repository(services)
+        self.repository = repository or _repository(services, self.settings)
         self._extra_schemas: dict[bytes, Schema] = {}
         self.codec = Codec(self.repository, resolver=self._extra_schemas.get)
         self.services = list(services)
@@ -337,12 +337,25 @@ class _MemoryRequester(BaseRequester):
         raise RequestTimeout(service, method, corr, wait)
 
 
-def _repository(services: Iterable[Service]) -> SchemaRepository:
-    merged = SchemaRepository()
+def _repository(services: Iterable[Service], settings: Settings) -> SchemaRepository:
+    """The repositories the services' event types are bound to (`repository_for`), merged.
+
+    With one repository (the usual case), it is that one: the same object the runtime uses.
+    """
+    repos: list[SchemaRepository] = []
+    if settings.schemas_dir:
+        repos.append(repository_for(settings=settings))
     for svc in services:
         for handler in svc.handlers:
             repo = getattr(handler.event_type, "__kit_repository__", None)
-            if isinstance(repo, SchemaRepository):
-                for schema in repo:
-                    merged.add(schema)
+            if isinstance(repo, SchemaRepository) and all(repo is not r for r in repos):
+                repos.append(repo)
+    if not repos:
+        return repository_for(settings=settings)
+    if len(repos) == 1:
+        return repos[0]
+    merged = SchemaRepository()
+    for repo in repos:
+        for schema in repo:
+            merged.add(schema)
     return merged

@@ -1,0 +1,179 @@
+"""The request-reply protocol: request headers, reply checks, targets, the typed request API.
+
+No transport here: the Kafka requester is kit.transport.requester.Requester, the in-memory
+one is the harness's. Both implement `BaseRequester.request_raw`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, overload
+
+from kit.codec import Codec
+from kit.errors import ConfigError, RemoteError
+from kit.event import Event
+from kit.protocol import (
+    CORRELATION_ID,
+    DEADLINE,
+    ERROR_MESSAGE,
+    ERROR_TRACE,
+    ERROR_TYPE,
+    MARKER,
+    METHOD,
+    REPLY_TO,
+    REPLY_TOPIC_PREFIX,
+    header,
+)
+
+__all__ = [
+    "CORRELATION_ID",
+    "DEADLINE",
+    "ERROR_MESSAGE",
+    "ERROR_TRACE",
+    "ERROR_TYPE",
+    "MARKER",
+    "METHOD",
+    "REPLY_TO",
+    "REPLY_TOPIC_PREFIX",
+    "BaseRequester",
+    "LiveCheck",
+    "check_reply",
+    "reply_topic_name",
+    "request_headers",
+    "resolve_target",
+]
+
+R = TypeVar("R", bound=Event)
+M = TypeVar("M")  # a record: confluent_kafka.Message, MemoryMessage
+
+
+def reply_topic_name(instance_id: str) -> str:
+    """The reply topic owned by one requesting instance."""
+    return f"{REPLY_TOPIC_PREFIX}{instance_id}"
+
+
+def request_headers(
+    correlation_id: str, reply_topic: str, deadline_ms: int, service: str, method: str
+) -> list[tuple[str, bytes]]:
+    """The headers that make a record a request: where to reply, to what, and by when."""
+    return [
+        (CORRELATION_ID, correlation_id.encode()),
+        (REPLY_TO, reply_topic.encode()),
+        (DEADLINE, str(deadline_ms).encode()),
+        (METHOD, f"{service}.{method}".encode()),
+    ]
+
+
+class LiveCheck(Protocol):
+    """What the requester asks the registry (kit.registry.Registry): is this service live?"""
+
+    def has_live(self, service: str) -> bool: ...
+
+    async def sync(self, timeout: float = 10.0) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class BaseRequester:
+    """The typed request API over a transport's `request_raw`."""
+
+    codec: Codec
+
+    async def request_raw(
+        self,
+        service: str,
+        method: str,
+        value: bytes,
+        *,
+        topic: str | None = None,
+        key: bytes | None = None,
+        timeout: float | None = None,
+        started: float | None = None,
+    ) -> Any:
+        """Send encoded request bytes; return the reply record (see Requester)."""
+        raise NotImplementedError
+
+    @overload
+    async def request(
+        self,
+        target: Callable[..., Any],
+        event: Event,
+        *,
+        reply: None = None,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+        started: float | None = None,
+    ) -> Event: ...
+
+    @overload
+    async def request(
+        self,
+        target: str | Callable[..., Any],
+        event: Event,
+        *,
+        reply: type[R],
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+        started: float | None = None,
+    ) -> R: ...
+
+    async def request(
+        self,
+        target: str | Callable[..., Any],
+        event: Event,
+        *,
+        reply: type[Event] | None = None,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+        started: float | None = None,
+    ) -> Event:
+        """Send a typed request and return the typed reply.
+
+        `target` is a responder function (its service, topic and reply type are known) or
+        "service.method" with `reply=` the reply event class. `started` (time.monotonic())
+        is when the caller's deadline began, if earlier than now.
+        """
+        service, method, topic, reply_type = resolve_target(target, reply)
+        raw = await self.request_raw(
+            service,
+            method,
+            self.codec.encode(event),
+            topic=topic,
+            key=key.encode() if isinstance(key, str) else key,
+            timeout=timeout,
+            started=started,
+        )
+        return self.codec.decode(raw.value(), reply_type)
+
+
+def check_reply(reply: M, service: str, method: str, corr: str) -> M:
+    """Return the reply, or raise RemoteError when it carries the responder's error."""
+    error = header(reply, ERROR_TYPE)
+    if error is not None:
+        message = (header(reply, ERROR_MESSAGE) or b"").decode(errors="replace")
+        trace = header(reply, ERROR_TRACE)
+        raise RemoteError(
+            service,
+            method,
+            error.decode(),
+            message,
+            corr,
+            trace.decode(errors="replace") if trace else None,
+        )
+    return reply
+
+
+def resolve_target(
+    target: str | Callable[..., Any], reply: type[Event] | None
+) -> tuple[str, str, str | None, type[Event]]:
+    """(service, method, topic, reply type) of a request target."""
+    declared = getattr(target, "__kit_responder__", None)
+    if declared is not None:
+        service_name, responder = declared
+        return service_name, responder.name, responder.topic, reply or responder.reply_type
+    if not isinstance(target, str) or "." not in target:
+        raise ConfigError("target", f"expected a responder or 'service.method', got {target!r}")
+    if reply is None:
+        raise ConfigError("reply", f"request to {target!r} needs reply=<the reply Event class>")
+    service_name, _, method = target.rpartition(".")
+    return service_name, method, None, reply

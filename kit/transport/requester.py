@@ -1,0 +1,278 @@
+"""The Kafka requester: per-instance reply topics, a reply reader thread, pending futures.
+
+The protocol it speaks (headers, reply checks, the typed `request()` API) is kit.requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+
+from kit.codec import Codec
+from kit.config import Settings
+from kit.errors import (
+    BrokerError,
+    ConfigError,
+    DeliveryError,
+    RequestTimeout,
+    ServiceUnavailable,
+)
+from kit.protocol import CORRELATION_ID, MARKER, header
+from kit.requests import (
+    BaseRequester,
+    LiveCheck,
+    check_reply,
+    reply_topic_name,
+    request_headers,
+)
+from kit.transport.kafka import (
+    KafkaSink,
+    TopicSpec,
+    admin_client,
+    ensure_topics,
+    make_consumer,
+    poll_batch,
+)
+
+__all__ = ["Requester"]
+
+log = logging.getLogger("kit.rpc")
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[Message]
+    service: str
+    method: str
+    started: float
+
+
+class Requester(BaseRequester):
+    """Sends requests and matches replies on this instance's own reply topic.
+
+    Replies go to `_kit.replies.<instance id>` (one partition, read by this instance only,
+    no consumer group), so a reply never reaches another instance. The topic is created by
+    `start()` and deleted by `close()`; topics left by crashed instances are removed by
+    `kit replies prune` (see docs/requests.md).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        producer: Producer,
+        *,
+        instance_id: str | None = None,
+        registry: LiveCheck | None = None,
+        fail_fast: bool = False,
+        registry_factory: Callable[[Settings], Awaitable[LiveCheck]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.producer = producer
+        self.instance_id = instance_id or f"client-{uuid.uuid4().hex[:12]}"
+        self.reply_topic = reply_topic_name(self.instance_id)
+        self.registry = registry
+        """The registry view consulted before sending (see fail_fast)."""
+        self.fail_fast = fail_fast
+        """Without a registry given, start one on the first request (with
+        `registry_factory`) and fail fast with it."""
+        self._registry_factory = registry_factory
+        self._own_registry: Any = None
+        self._registry_lock = asyncio.Lock()
+        self.pending: dict[str, _Pending] = {}
+        self.late_replies = 0
+        self._admin = admin_client(settings)
+        self._sink = KafkaSink(producer, self._admin, settings)
+        self._consumer: Consumer | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._start_lock = asyncio.Lock()
+        self._verified = time.monotonic()
+        self._reassign = threading.Event()
+        self._id_prefix = f"{self.instance_id}-{uuid.uuid4().hex[:8]}-"
+        self._ids = itertools.count(1)
+
+    @property
+    def started(self) -> bool:
+        """True once the reply topic exists and is being read."""
+        return self._thread is not None
+
+    async def start(self) -> None:
+        """Create the reply topic and start the reply reader thread (idempotent)."""
+        async with self._start_lock:
+            if self._thread is not None:
+                return
+            self._loop = asyncio.get_running_loop()
+            await asyncio.to_thread(ensure_topics, self._admin, [self._reply_topic_spec()])
+            consumer = make_consumer(
+                self.settings,
+                f"kit-replies-{self.instance_id}",
+                **{"enable.auto.commit": False, "fetch.wait.max.ms": 5},
+            )
+            consumer.assign([TopicPartition(self.reply_topic, 0, OFFSET_BEGINNING)])
+            self._consumer = consumer
+            self._mark()
+            self._thread = threading.Thread(
+                target=self._read_replies, name=f"kit-replies-{self.instance_id}", daemon=True
+            )
+            self._thread.start()
+
+    async def _check_live(self, service: str, timeout: float | None) -> None:
+        """Raise ServiceUnavailable when the registry has no live instance of `service`."""
+        if self.registry is None and self.fail_fast and self._registry_factory is not None:
+            async with self._registry_lock:  # concurrent first calls start one registry
+                if self.registry is None:
+                    registry = await self._registry_factory(self.settings)
+                    self._own_registry = self.registry = registry
+        if self.registry is not None and not self.registry.has_live(service):
+            try:
+                await self.registry.sync(timeout=min(2.0, timeout or 2.0))  # just announced?
+            except (TimeoutError, BrokerError):  # cannot tell: send, the deadline decides
+                log.warning("registry view of %s not confirmed in time; sending anyway", service)
+                return
+            if not self.registry.has_live(service):
+                raise ServiceUnavailable(service)
+
+    def _reply_topic_spec(self) -> TopicSpec:
+        """One partition, read by this instance only; replies older than an hour are useless."""
+        retention = (("retention.ms", str(3_600_000)),)
+        return TopicSpec(self.reply_topic, 1, self.settings.topic_replication, retention)
+
+    def _mark(self) -> None:
+        """Write a liveness mark to the reply topic, so `kit replies prune` sees it in use."""
+        self.producer.produce(self.reply_topic, None, None, headers=[(MARKER, b"1")])
+
+    async def _heal(self) -> None:
+        """Re-create the reply topic if it was pruned while this requester was idle."""
+        self._verified = time.monotonic()
+        meta = await asyncio.to_thread(self._admin.list_topics, self.reply_topic, 10)
+        if self.reply_topic in meta.topics and meta.topics[self.reply_topic].error is None:
+            self._mark()
+            return
+        log.warning("reply topic %s was deleted; re-creating it", self.reply_topic)
+        await asyncio.to_thread(ensure_topics, self._admin, [self._reply_topic_spec()])
+        self._reassign.set()  # the reader thread re-assigns: the consumer is used by it only
+        self._mark()
+
+    async def close(self, *, delete_topic: bool = True) -> None:
+        """Stop reading replies, fail pending calls, and delete the reply topic."""
+        if self._own_registry is not None:
+            await self._own_registry.close()
+            self._own_registry = self.registry = None
+        if self._thread is None:
+            return
+        self._closed.set()
+        await asyncio.to_thread(self._thread.join, 5)
+        self._thread = None
+        for corr, entry in list(self.pending.items()):
+            if not entry.future.done():
+                entry.future.set_exception(
+                    RequestTimeout(
+                        entry.service, entry.method, corr, time.monotonic() - entry.started
+                    )
+                )
+        if self._consumer is not None:
+            await asyncio.to_thread(self._consumer.close)
+            self._consumer = None
+        if delete_topic:
+            futures = self._admin.delete_topics([self.reply_topic], operation_timeout=10)
+            for future in futures.values():
+                try:
+                    await asyncio.to_thread(future.result, 15)
+                except Exception as exc:
+                    log.warning("could not delete reply topic %s: %s", self.reply_topic, exc)
+
+    def _read_replies(self) -> None:
+        consumer, loop = self._consumer, self._loop
+        assert consumer is not None and loop is not None
+        while not self._closed.is_set():
+            if self._reassign.is_set():
+                self._reassign.clear()
+                consumer.assign([TopicPartition(self.reply_topic, 0, OFFSET_BEGINNING)])
+            batch = poll_batch(consumer, 0.1)
+            if batch:
+                loop.call_soon_threadsafe(self._deliver, batch)
+
+    def _deliver(self, batch: list[Message]) -> None:
+        for msg in batch:
+            if msg.error() is not None:
+                log.warning("reply topic error: %s", msg.error())
+                continue
+            if header(msg, MARKER) is not None:
+                continue
+            corr = header(msg, CORRELATION_ID)
+            entry = self.pending.get(corr.decode()) if corr else None
+            if entry is None or entry.future.done():
+                self.late_replies += 1
+                log.debug("dropped a late or unknown reply (correlation id %r)", corr)
+                continue
+            entry.future.set_result(msg)
+
+    async def request_raw(
+        self,
+        service: str,
+        method: str,
+        value: bytes,
+        *,
+        topic: str | None = None,
+        key: bytes | None = None,
+        timeout: float | None = None,
+        started: float | None = None,
+    ) -> Message:
+        """Send encoded request bytes to `service.method`; return the reply record.
+
+        Raises ServiceUnavailable (registry says no live instance), RequestTimeout, or
+        RemoteError (the responder raised or could not decode the request).
+        """
+        wait = self.settings.request_timeout if timeout is None else timeout
+        if wait <= 0:
+            raise ConfigError("timeout", f"must be positive, got {wait}")
+        await self._check_live(service, timeout)
+        if self._thread is None:
+            await self.start()
+        elif time.monotonic() - self._verified > 60:
+            await self._heal()
+        loop = asyncio.get_running_loop()
+        corr = f"{self._id_prefix}{next(self._ids)}"  # unique: the instance id is unique
+        now = time.monotonic()
+        started = now if started is None else started
+        wait -= now - started
+        if wait <= 0:  # set-up (schema, topics, registry check) used the whole deadline
+            raise RequestTimeout(service, method, corr, now - started)
+        future: asyncio.Future[Message] = loop.create_future()
+        self.pending[corr] = _Pending(future, service, method, started)
+        deadline_ms = int((time.time() + wait) * 1000)
+        headers = request_headers(corr, self.reply_topic, deadline_ms, service, method)
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                loop.call_soon_threadsafe(_fail, future, DeliveryError(f"request not sent: {err}"))
+
+        try:
+            target = topic or f"{service}.{method}"
+            async with asyncio.timeout(wait):  # the deadline covers topic set-up too
+                if target not in self._sink.known_topics:
+                    await asyncio.to_thread(self._sink.ensure_topic, target)
+                self._sink.produce(target, value, key, headers, delivered)
+                reply = await future
+        except TimeoutError:
+            raise RequestTimeout(service, method, corr, time.monotonic() - started) from None
+        finally:
+            self.pending.pop(corr, None)
+        return check_reply(reply, service, method, corr)
+
+
+def _fail(future: asyncio.Future[Message], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
