@@ -17,9 +17,10 @@ from kit.config import Settings, load_settings
 from kit.errors import DecodeError, DeliveryError
 from kit.event import Event
 from kit.registry import load_registry_config
-from kit.rpc import LiveCheck, Requester
+from kit.requests import LiveCheck
 from kit.schema import Schema, SchemaRepository, repository_for
 from kit.transport.kafka import KafkaSink, admin_client, make_consumer, make_producer
+from kit.transport.requester import Requester
 from kit.transport.schema_topic import SchemaTopic
 
 __all__ = ["Client"]

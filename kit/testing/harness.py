@@ -14,7 +14,7 @@ from kit.context import header
 from kit.dispatch import Dispatcher, Ticket
 from kit.errors import DecodeError, RequestTimeout
 from kit.event import Event
-from kit.rpc import (
+from kit.requests import (
     CORRELATION_ID,
     REPLY_TOPIC_PREFIX,
     BaseRequester,
