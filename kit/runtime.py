@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import signal
@@ -293,39 +292,26 @@ class Runtime:
         commits = self.commits
         tickets = commits.tickets
         transactions = self.transactions
-        # While busy, the next batch is fetched on the consumer thread as this one is
-        # handled, so the crossing costs no time. Not with transactions: an abort rewinds
-        # the consumer, and a batch fetched meanwhile would be handled out of order.
-        prefetch = transactions is None
-        ahead: asyncio.Future[list[Message]] | None = None
-        try:
-            while not stopping.is_set():
-                messages = await (ahead or loop.run_in_executor(executor, fetch))
-                ahead = None
-                if commits.failed is not None:  # a revoke found it while settling
-                    raise commits.failed
-                if messages and prefetch:
-                    ahead = loop.run_in_executor(executor, fetch)
-                if messages:
-                    records = [m for m in messages if m.error() is None]
-                    if len(records) != len(messages):
-                        self._check_errors(messages)
-                    if records and transactions is not None:
-                        await transactions.run_batch(cast(list[MessageLike], records))
-                    elif records:
-                        ticket = Ticket()
-                        tickets.append(ticket)
-                        try:
-                            await handle_batch(cast(list[MessageLike], records), ticket)
-                        finally:
-                            ticket.closed = True
-                poll(0)
-                if tickets and tickets[0].done:
-                    await commits.settle()
-        finally:
-            if ahead is not None:  # fetched, never handled: not stored, so fetched again
-                with contextlib.suppress(Exception):
-                    await ahead
+        while not stopping.is_set():
+            messages = await loop.run_in_executor(executor, fetch)
+            if commits.failed is not None:  # a revoke found it while settling
+                raise commits.failed
+            if messages:
+                records = [m for m in messages if m.error() is None]
+                if len(records) != len(messages):
+                    self._check_errors(messages)
+                if records and transactions is not None:
+                    await transactions.run_batch(cast(list[MessageLike], records))
+                elif records:
+                    ticket = Ticket()
+                    tickets.append(ticket)
+                    try:
+                        await handle_batch(cast(list[MessageLike], records), ticket)
+                    finally:
+                        ticket.closed = True
+            poll(0)
+            if tickets and tickets[0].done:
+                await commits.settle()
 
     # --- the consumer thread ------------------------------------------------------------
 
