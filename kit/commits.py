@@ -57,6 +57,7 @@ class Commits:
         """Set once a delivery failed for good: the service must stop."""
         self._lock = threading.Lock()
         self._to_store: dict[Partition, int] = {}
+        self._settling = asyncio.Lock()
 
     # --- the consumer thread ---------------------------------------------------------
 
@@ -99,24 +100,38 @@ class Commits:
         return blocked
 
     async def settle(self) -> None:
-        """Store what is finished; resolve failed deliveries at the head (may raise)."""
-        while self.drain():
-            if self.failed is not None:
-                raise self.failed
-            await self.resolve(self.tickets[0])
-            if not self.tickets[0].done:
-                return
+        """Store what is finished; resolve failed deliveries at the head (may raise).
+
+        One settle at a time (the loop's, a revoke's or the close's): a failed batch is
+        being resolved across awaits, and nothing may pop it meanwhile."""
+        async with self._settling:
+            while self.drain():
+                if self.failed is not None:
+                    raise self.failed
+                await self.resolve(self.tickets[0])
+                if not self.tickets[0].done:
+                    return
 
     async def resolve(self, ticket: Ticket) -> None:
         """Dead-letter the input of each record the broker refused for good; on any other
         failure, keep the batch at the head of the queue and raise DeliveryError."""
         failures, ticket.failures = ticket.failures, []
+        try:
+            await self._dead_letter_refused(ticket, failures)
+        except BaseException as exc:
+            # Not resolved (cancelled, or the dead letter could not even be queued): the
+            # batch keeps its failures at the head, so nothing at or after it is stored.
+            ticket.failures = failures + ticket.failures
+            if self.failed is None and not isinstance(exc, asyncio.CancelledError):
+                self.failed = DeliveryError(f"dead-lettering a refused record failed: {exc}")
+            raise
+
+    async def _dead_letter_refused(self, ticket: Ticket, failures: list[Failure]) -> None:
         seen: set[tuple[str | None, int | None, int | None]] = set()
         for failure in failures:
             source = failure.source
             verdict = await self.verdict(failure)
             if isinstance(verdict, str) or source is None:
-                ticket.failures = failures
                 reason = verdict if isinstance(verdict, str) else "no input record known"
                 where = "an unknown record" if source is None else describe_record(source)
                 self.failed = DeliveryError(f"{reason}; offsets not committed from {where} on")
@@ -158,6 +173,14 @@ class Commits:
         if topic not in self.sink.limits:
             await asyncio.to_thread(self.sink.learn_limits, [topic])
         limit = self.sink.record_limit(topic) or 0
+        if topic not in self.sink.limits:  # no DescribeConfigs: take the record as too large
+            log.warning(
+                "cannot read max.message.bytes of %s (no DescribeConfigs?): a %d-byte record "
+                "it refused is taken as too large, not as part of a batch that was",
+                topic,
+                size,
+            )
+            return DeliveryRefused(f"{topic} refused a {size}-byte record: {text}")
         if size + RECORD_OVERHEAD <= limit:
             return (
                 f"topic {topic} refused a batch of records that each fit its limit of "

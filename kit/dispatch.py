@@ -214,7 +214,7 @@ class Dispatcher:
                     await self._failed(msg, handler, error, attempt, ticket)
                     return
                 delay = min(
-                    self.settings.retry_backoff * (2 ** (attempt - 1)),
+                    self.settings.retry_backoff * (2 ** min(attempt - 1, 30)),
                     self.settings.retry_backoff_max,
                 )
                 if transient:  # never sleep past the end of the window
@@ -392,7 +392,8 @@ class Dispatcher:
         value, key = msg.value(), msg.key()
         limit = self.sink.record_limit(topic)
         if value is not None:
-            fixed = len(key or b"") + sum(len(k) + len(v) for k, v in headers) + RECORD_OVERHEAD
+            header_bytes = sum(len(k) + len(v or b"") for k, v in headers)
+            fixed = len(key or b"") + header_bytes + RECORD_OVERHEAD
             room = len(value) if limit is None else max(0, limit - fixed - 64)
             if max_value is not None:
                 room = min(room, max_value)

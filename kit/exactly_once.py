@@ -91,7 +91,9 @@ class Transactions:
         self.id, self._lock = transactional_id(runtime.group, runtime.settings.transactional_id)
         self.producer: Producer | None = None
         self.timeout = max(self.settings.delivery_timeout, 10.0)
-        self._poison: dict[tuple[str, int, int], DeliveryRefused] = {}
+        self._poison: dict[tuple[str, int, int], tuple[DeliveryRefused, int | None]] = {}
+        """Records whose output the broker refused: dead-lettered in their place on the next
+        pass (with the largest value their dead letter may keep, None: all of it)."""
         self._fenced: list[float] = []
         self.committed = 0
         """Transactions committed."""
@@ -174,8 +176,11 @@ class Transactions:
         deadline = time.monotonic() + self.timeout
         # Not flush(): once one record is refused the transaction must be aborted, and the
         # others get no report until the abort purges them (flush would wait it out).
+        plain = self.runtime.producer  # replies go through it, counted in the ticket too;
+        # the loop, which polls it otherwise, is waiting for this call
         while ticket.pending > 0 and not _causes(ticket) and time.monotonic() < deadline:
             producer.poll(0.05)
+            plain.poll(0)
         if ticket.pending > 0 or ticket.failures:
             causes = _causes(ticket) or ticket.failures
             err = causes[0].error if causes else None
@@ -212,15 +217,17 @@ class Transactions:
             except KafkaException as exc:  # cannot abort: start over with a new producer
                 log.warning("abort failed (%s); replacing the transactional producer", exc)
                 self.producer = await asyncio.to_thread(self._make_producer)
+        assert self.producer is not None
+        runtime.sink.producer = self.producer  # a replaced producer: the sink sends with it
         self.aborted += 1
         for failure in failures:
             verdict = await runtime.commits.verdict(failure)
             source = failure.source
             if isinstance(verdict, str) or source is None:
                 raise DeliveryError(f"{verdict}; transaction aborted, nothing committed")
-            self._poison[(source.topic() or "", source.partition() or 0, source.offset() or 0)] = (
-                verdict
-            )
+            key = (source.topic() or "", source.partition() or 0, source.offset() or 0)
+            # a refused dead letter is sent again cut to nothing (coordinates only)
+            self._poison[key] = (verdict, 0 if failure.kind == "dead-letter" else None)
         await runtime._on_consumer_thread(_rewind, runtime._consumer, records)
 
     def _abort(self) -> None:
@@ -244,15 +251,18 @@ class Transactions:
         segment: list[MessageLike] = []
         for msg in records:
             key = (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
-            refused = self._poison.get(key)
-            if refused is None:
+            poisoned = self._poison.get(key)
+            if poisoned is None:
                 segment.append(msg)
                 continue
             if segment:
                 await dispatcher.handle_batch(segment, ticket)
                 segment = []
+            if dispatcher.stopping is not None and dispatcher.stopping.is_set():
+                return  # a record before this one may have been left: go no further
+            refused, max_value = poisoned
             handler = dispatcher.by_topic[key[0]]
-            await dispatcher.dead_letter(msg, handler, refused, 1, ticket)
+            await dispatcher.dead_letter(msg, handler, refused, 1, ticket, max_value=max_value)
             ticket.offsets[(key[0], key[1])] = key[2] + 1
         if segment:
             await dispatcher.handle_batch(segment, ticket)

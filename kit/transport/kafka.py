@@ -141,8 +141,12 @@ def make_producer(
 
 
 def make_consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
-    """A Consumer in `group`; a bad setting raises ConfigError naming it."""
-    return _client(Consumer, {**consumer_config(settings, group), **overrides}, settings)
+    """A Consumer in `group`; a bad setting raises ConfigError naming it.
+
+    `enable.auto.offset.store` stays false whatever KIT_KAFKA_* says: kit stores each
+    offset itself once its record is handled and delivered (the commit rule)."""
+    config = {**consumer_config(settings, group), **overrides, "enable.auto.offset.store": False}
+    return _client(Consumer, config, settings)
 
 
 def poll_batch(consumer: Consumer, timeout: float, limit: int = 500) -> list[Message]:
@@ -394,10 +398,8 @@ class Unsent:
 
 def record_size(msg: Any) -> int:
     """Bytes of a record's key, value and headers (what counts against size limits)."""
-    headers = msg.headers() or []
-    return (
-        len(msg.key() or b"") + len(msg.value() or b"") + sum(len(k) + len(v) for k, v in headers)
-    )
+    header_bytes = sum(len(k) + len(v or b"") for k, v in msg.headers() or [])
+    return len(msg.key() or b"") + len(msg.value() or b"") + header_bytes
 
 
 def topic_limits(

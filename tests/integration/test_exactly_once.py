@@ -110,3 +110,36 @@ def test_transactional_ids_are_stable_per_host_slot_and_unique_among_live_instan
     for lock in (lock2, lock3):
         assert lock is not None
         lock.close()
+
+
+def test_an_exactly_once_responder_answers_at_once_and_aborts_nothing(
+    kit_settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    """Review finding: replies go through the plain producer and are counted in the batch,
+    but the transaction's commit polled only the transactional one, so each batch with a
+    request waited out the delivery timeout, aborted, and answered again."""
+    from kit import Client
+    from services.shop import CheckStock, StockLevel
+    from tests.integration.test_rpc import inventory
+
+    name = unique_name("inv")
+    svc = inventory(name)
+    svc.exactly_once = True
+
+    async def scenario() -> tuple[list[StockLevel], int]:
+        async with running(svc, kit_settings) as runtime, Client(kit_settings) as client:
+            assert runtime.transactions is not None
+            levels = [
+                await client.request(
+                    f"{name}.check",
+                    CheckStock(sku="tea", quantity=2, request_id=f"r-{n}"),
+                    reply=StockLevel,
+                    timeout=5.0,
+                )
+                for n in range(3)
+            ]
+            return levels, runtime.transactions.aborted
+
+    levels, aborted = asyncio.run(scenario())
+    assert [level.request_id for level in levels] == ["r-0", "r-1", "r-2"]
+    assert aborted == 0
