@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import queue
 import signal
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from functools import partial
 from typing import Any, Protocol, TypeVar, cast
 
@@ -41,6 +42,43 @@ __all__ = ["Runtime", "run"]
 
 log = logging.getLogger("kit.runtime")
 T = TypeVar("T")
+
+
+class ConsumerThread(Executor):
+    """The one thread that owns the consumer: runs every call on it, in order.
+
+    A daemon thread: a librdkafka call that never returns (a close waiting for a group
+    coordinator that does not answer) cannot keep the process alive past its stop.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Queue `fn(*args, **kwargs)` for the consumer thread."""
+        future: Future[T] = Future()
+        self._calls.put((future, partial(fn, *args, **kwargs)))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """End the thread after the calls queued so far (waiting, if asked, at most 10 s)."""
+        self._calls.put(None)
+        if wait:
+            self._thread.join(10)
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn = call
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
 
 
 class Extension(Protocol):
@@ -134,7 +172,7 @@ class Runtime:
         self.commits: Commits
         """The batches in flight and the offsets they may store (made by start())."""
         self._close_deadline = 0.0
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: ConsumerThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._consumer: Consumer | None = None
@@ -193,9 +231,7 @@ class Runtime:
         if self.transactions is not None:  # offsets are committed in the transactions
             overrides["enable.auto.commit"] = False
         self._consumer = make_consumer(settings, self.group, **overrides)
-        self._executor = ThreadPoolExecutor(
-            1, thread_name_prefix=f"kit-consumer-{self.service.name}"
-        )
+        self._executor = ConsumerThread(f"kit-consumer-{self.service.name}")
         for extension in self.extensions:
             await extension.setup(self)
         if self.service.handlers:
@@ -380,9 +416,19 @@ class Runtime:
         finally:
             consumer, self._consumer = self._consumer, None
             if consumer is not None and self._executor is not None:
-                await self._on_consumer_thread(self._close_consumer, consumer)
+                left = max(5.0, self._close_deadline - time.monotonic())
+                try:  # a close waits on the group coordinator: never for ever
+                    await asyncio.wait_for(
+                        self._on_consumer_thread(self._close_consumer, consumer), left
+                    )
+                except TimeoutError:
+                    log.error(
+                        "the consumer did not close within %.0fs (is the group coordinator "
+                        "reachable?); leaving it: what was not committed is handled again",
+                        left,
+                    )
             if self._executor is not None:
-                self._executor.shutdown(wait=True)
+                self._executor.shutdown(wait=False)
             for callback in self.on_closed:
                 try:
                     result = callback(self)
