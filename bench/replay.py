@@ -21,7 +21,8 @@ from bench.common import SCHEMA_FILE
 from kit import load_settings
 from kit.replay import RecordingReader, record, replay
 from kit.schema import Schema
-from kit.transport.kafka import TopicSpec, admin_client, ensure_topics
+from kit.transport.admin import TopicSpec, ensure_topics
+from kit.transport.kafka import admin_client
 from kit.transport.schema_topic import SchemaTopic
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000

@@ -19,9 +19,10 @@ from kit.event import Event
 from kit.registry import load_registry_config
 from kit.requests import LiveCheck
 from kit.schema import Schema, SchemaRepository, repository_for
-from kit.transport.kafka import KafkaSink, admin_client, make_consumer, make_producer
+from kit.transport.kafka import admin_client, make_consumer, make_producer
 from kit.transport.requester import Requester
 from kit.transport.schema_topic import SchemaTopic
+from kit.transport.sink import KafkaSink
 
 __all__ = ["Client"]
 

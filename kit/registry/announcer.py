@@ -27,8 +27,9 @@ from kit.registry.model import (
     registry_topic_spec,
 )
 from kit.service import Service
+from kit.transport.admin import ensure_topics
 from kit.transport.diagnose import authorization_message
-from kit.transport.kafka import admin_client, ensure_topics, make_producer
+from kit.transport.kafka import admin_client, make_producer
 from kit.transport.schema_topic import SchemaTopic
 
 if TYPE_CHECKING:

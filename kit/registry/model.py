@@ -14,7 +14,7 @@ from kit.config import Settings, from_env
 from kit.event import Event
 from kit.schema import SchemaRepository
 from kit.service import Responder, Service
-from kit.transport.kafka import TopicSpec
+from kit.transport.admin import TopicSpec
 
 __all__ = [
     "HEADER_CLEANER",

@@ -36,13 +36,8 @@ from kit.registry.model import (
 )
 from kit.registry.view import RegistryEvent, RegistryView
 from kit.registry.watch import Watch
-from kit.transport.kafka import (
-    admin_client,
-    check_reachable,
-    ensure_topics,
-    make_consumer,
-    poll_batch,
-)
+from kit.transport.admin import ensure_topics
+from kit.transport.kafka import admin_client, check_reachable, make_consumer, poll_batch
 from kit.transport.schema_topic import SchemaTopic
 
 __all__ = ["Registry"]

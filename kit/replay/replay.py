@@ -17,8 +17,10 @@ from kit.config import Settings, resolve_bootstrap
 from kit.errors import ConfigError, DeliveryError
 from kit.replay.file import Record, RecordingError, RecordingReader
 from kit.replay.record import Progress, settings_for, stop_on_sigint
-from kit.transport.kafka import KafkaSink, TopicSpec, admin_client, check_reachable, ensure_topics
+from kit.transport.admin import TopicSpec, ensure_topics
+from kit.transport.kafka import admin_client, check_reachable
 from kit.transport.kafka import make_producer as _make_producer
+from kit.transport.sink import KafkaSink
 
 __all__ = ["ReplayResult", "merge_by_time", "replay"]
 

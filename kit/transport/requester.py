@@ -34,14 +34,9 @@ from kit.requests import (
     reply_topic_name,
     request_headers,
 )
-from kit.transport.kafka import (
-    KafkaSink,
-    TopicSpec,
-    admin_client,
-    ensure_topics,
-    make_consumer,
-    poll_batch,
-)
+from kit.transport.admin import TopicSpec, ensure_topics
+from kit.transport.kafka import admin_client, make_consumer, poll_batch
+from kit.transport.sink import KafkaSink
 
 __all__ = ["Requester"]
 

@@ -234,7 +234,7 @@ class SchemaTopic:
 
     def _ensure(self) -> None:
         if not self._ensured:
-            from kit.transport.kafka import TopicSpec, ensure_topics
+            from kit.transport.admin import TopicSpec, ensure_topics
 
             spec = TopicSpec(
                 self.topic, 1, self.settings.topic_replication, (("cleanup.policy", "compact"),)

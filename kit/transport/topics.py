@@ -13,13 +13,8 @@ from confluent_kafka.admin import AdminClient
 from kit.config import Settings
 from kit.errors import KitError
 from kit.service import Handler
-from kit.transport.kafka import (
-    TopicSpec,
-    check_reachable,
-    ensure_topics,
-    raise_topic_limits,
-    topic_limits,
-)
+from kit.transport.admin import TopicSpec, ensure_topics, raise_topic_limits, topic_limits
+from kit.transport.kafka import check_reachable
 
 __all__ = ["ServiceTopics", "listing", "setup_service_topics"]
 

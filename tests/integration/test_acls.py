@@ -32,7 +32,7 @@ from kit.registry.model import registry_topic_spec
 from kit.runtime import Runtime
 from kit.schema import Schema
 from kit.testing.process import OutputLines, spawn_python
-from kit.transport.kafka import TopicSpec, ensure_topics
+from kit.transport.admin import TopicSpec, ensure_topics
 from services.shop import CheckStock, OrderChecked, OrderPlaced, StockLevel
 from tests.integration.helpers import order
 from tests.integration.sasl_broker import (  # noqa: F401  (sasl_broker is a fixture)

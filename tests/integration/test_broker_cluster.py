@@ -19,7 +19,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, Resourc
 from kit import load_settings
 from kit.broker import local
 from kit.cli import main as kit_main
-from kit.transport.kafka import TopicSpec, admin_client, ensure_topics
+from kit.transport.admin import TopicSpec, ensure_topics
+from kit.transport.kafka import admin_client
 
 pytestmark = pytest.mark.integration
 

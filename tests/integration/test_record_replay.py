@@ -27,7 +27,8 @@ from kit.replay import (
     record,
     replay,
 )
-from kit.transport.kafka import TopicSpec, admin_client, ensure_topics
+from kit.transport.admin import TopicSpec, ensure_topics
+from kit.transport.kafka import admin_client
 from services.shop import OrderPlaced
 from tests.integration.helpers import order, produce_raw, read_raw
 

@@ -40,7 +40,8 @@ from kit.registry.model import (
 )
 from kit.testing.process import OutputLines, spawn_python
 from kit.testing.wait import wait_until_async
-from kit.transport.kafka import admin_client, ensure_topics, make_producer
+from kit.transport.admin import ensure_topics
+from kit.transport.kafka import admin_client, make_producer
 from services.shop import InvoiceIssued, OrderPlaced
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,8 @@ from kit import Client, Settings
 from kit.replies import prune_reply_topics
 from kit.rpc import REPLY_TOPIC_PREFIX
 from kit.testing.wait import wait_until_async
-from kit.transport.kafka import TopicSpec, admin_client, ensure_topics
+from kit.transport.admin import TopicSpec, ensure_topics
+from kit.transport.kafka import admin_client
 from services.shop import CheckStock, StockLevel
 from tests.integration.helpers import running
 from tests.integration.test_rpc import inventory

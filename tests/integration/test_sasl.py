@@ -21,7 +21,8 @@ from kit.broker import local
 from kit.cli import main as kit_main
 from kit.testing.process import OutputLines, spawn_python
 from kit.transport import diagnose
-from kit.transport.kafka import admin_client, check_reachable, ensure_topics
+from kit.transport.admin import ensure_topics
+from kit.transport.kafka import admin_client, check_reachable
 from services.shop import OrderPlaced
 from tests.integration.helpers import order
 
@@ -168,7 +169,7 @@ def test_right_credentials_create_produce_consume(
     assert error is None
     settings = load_settings()
     topic = f"t-sasl-alice-{uuid.uuid4().hex[:8]}"
-    from kit.transport.kafka import TopicSpec
+    from kit.transport.admin import TopicSpec
 
     assert ensure_topics(admin_client(settings), [TopicSpec(topic, 2, 1)]) == [topic]
     sent = order(7)

@@ -21,7 +21,8 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from kit import Codec, SchemaRepository, Settings
 from kit.codec import UnknownWriterSchema, fingerprint_of
 from kit.schema import Schema
-from kit.transport.kafka import TopicSpec, admin_client, ensure_topics
+from kit.transport.admin import TopicSpec, ensure_topics
+from kit.transport.kafka import admin_client
 from kit.transport.schema_topic import SchemaTopic
 from tests.unit.test_named_twice import folder
 

@@ -14,8 +14,8 @@ from kit.commits import Commits
 from kit.context import Ticket
 from kit.dispatch import Dispatcher
 from kit.errors import BrokerError, DeliveryError, ServiceUnavailable
-from kit.transport.kafka import Unsent
 from kit.transport.memory import MemoryBroker, MemoryMessage
+from kit.transport.sink import Unsent
 from services.shop import OrderPlaced
 from tests.unit.test_dispatch import CODEC, TOPIC, RecordingSink
 from tests.unit.test_dispatch import order as order_event
