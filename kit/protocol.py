@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 __all__ = [
@@ -96,7 +96,8 @@ class Sink(Protocol):
 
 def header(msg: Any, name: str) -> bytes | None:
     """The value of the first header called `name` of a record, or None."""
-    for key, value in msg.headers() or ():
+    headers: Iterable[tuple[str, bytes | None]] = msg.headers() or ()
+    for key, value in headers:
         if key == name:
             return value
     return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kit.event import Event
 
@@ -60,7 +60,7 @@ async def wait_for_event(
     async def look() -> E | None:
         async for _msg, event in client.consume(topic, model, timeout=timeout):
             if match(event):
-                return event
+                return cast(E, event)  # `client` is duck-typed (Any), so is what it yields
         return None
 
     try:
