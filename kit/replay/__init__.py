@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from kit.replay.file import (
-    FORMAT_VERSION,
     Record,
     RecordingError,
-    RecordingInfo,
     RecordingReader,
     RecordingWriter,
     read_schemas,
 )
+from kit.replay.format import FORMAT_VERSION, RecordingInfo
 from kit.replay.record import Progress, RecordResult, parse_time, record
 from kit.replay.replay import ReplayResult, merge_by_time, replay
 

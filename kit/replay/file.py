@@ -1,11 +1,11 @@
-"""The recording file: an Avro Object Container File of Kafka records plus their writer schemas."""
+"""Write and read recordings: Avro container files of Kafka records and their writer schemas."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -16,61 +16,28 @@ from fastavro.write import Writer
 
 from kit.codec import Codec, fingerprint_of
 from kit.errors import DecodeError, KitError, SchemaError
+from kit.replay.format import (
+    FORMAT_VERSION,
+    META_CREATED,
+    META_FORMAT,
+    META_SOURCE,
+    META_TOPICS,
+    OCF_MAGIC,
+    PARSED_FILE_SCHEMA,
+    RECORD_NAME,
+    SCHEMA_ENTRY_NAME,
+    RecordingInfo,
+)
 from kit.schema import Schema
 
 __all__ = [
-    "FILE_SCHEMA",
-    "FORMAT_VERSION",
     "Record",
     "RecordingError",
-    "RecordingInfo",
     "RecordingReader",
     "RecordingWriter",
     "read_schemas",
 ]
 
-FORMAT_VERSION = "1"
-OCF_MAGIC = b"Obj\x01"
-RECORD_NAME = "kit.replay.Record"
-SCHEMA_ENTRY_NAME = "kit.replay.WriterSchema"
-META_FORMAT = "kit.replay.format"
-META_CREATED = "kit.replay.created_at"
-META_SOURCE = "kit.replay.source"
-META_TOPICS = "kit.replay.topics"
-
-HEADER_SCHEMA: dict[str, Any] = {
-    "type": "record",
-    "name": "Header",
-    "fields": [{"name": "name", "type": "string"}, {"name": "value", "type": ["null", "bytes"]}],
-}
-RECORD_SCHEMA: dict[str, Any] = {
-    "type": "record",
-    "name": "Record",
-    "namespace": "kit.replay",
-    "doc": "One Kafka record, with its key, headers and value bytes exactly as on the wire.",
-    "fields": [
-        {"name": "topic", "type": "string"},
-        {"name": "partition", "type": "int"},
-        {"name": "offset", "type": "long"},
-        {"name": "timestamp", "type": "long", "doc": "milliseconds since the epoch"},
-        {"name": "timestamp_type", "type": "int", "doc": "0 none, 1 create, 2 log append"},
-        {"name": "key", "type": ["null", "bytes"]},
-        {"name": "headers", "type": {"type": "array", "items": HEADER_SCHEMA}},
-        {"name": "value", "type": ["null", "bytes"]},
-    ],
-}
-SCHEMA_ENTRY_SCHEMA: dict[str, Any] = {
-    "type": "record",
-    "name": "WriterSchema",
-    "namespace": "kit.replay",
-    "doc": "A writer schema of later values: the fingerprint and the schema's JSON text.",
-    "fields": [
-        {"name": "fingerprint", "type": {"type": "fixed", "name": "Fingerprint", "size": 8}},
-        {"name": "schema", "type": "string"},
-    ],
-}
-FILE_SCHEMA: list[dict[str, Any]] = [RECORD_SCHEMA, SCHEMA_ENTRY_SCHEMA]
-_PARSED_FILE_SCHEMA = fastavro.parse_schema(FILE_SCHEMA)
 _CODEC = Codec()  # verifies recorded values against their writer schemas
 
 
@@ -123,17 +90,6 @@ class Record:
         return size
 
 
-@dataclass(frozen=True)
-class RecordingInfo:
-    """A recording's header: format version, creation time, source cluster, topics."""
-
-    format_version: str
-    created_at: str
-    source: str
-    topics: dict[str, int] = field(default_factory=dict)
-    codec: str = "null"
-
-
 class RecordingWriter:
     """Write records to a recording, flushing whole Avro blocks at least every `flush_interval`.
 
@@ -169,9 +125,7 @@ class RecordingWriter:
         }
         try:
             # Any: fastavro's stubs do not know the (branch name, datum) tuple notation.
-            self._writer: Any = Writer(
-                self._fo, _PARSED_FILE_SCHEMA, codec=codec, metadata=metadata
-            )
+            self._writer: Any = Writer(self._fo, PARSED_FILE_SCHEMA, codec=codec, metadata=metadata)
             self._writer.flush()
         except Exception as exc:
             self._fo.close()

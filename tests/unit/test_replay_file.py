@@ -27,7 +27,7 @@ from kit.replay import (
     parse_time,
     read_schemas,
 )
-from kit.replay.file import FILE_SCHEMA
+from kit.replay.format import FILE_SCHEMA
 from kit.schema import Schema
 
 ROOT = Path(__file__).resolve().parents[2]
