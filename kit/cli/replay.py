@@ -104,8 +104,8 @@ def record(
 
     Exit 0 when done (also after Ctrl-C), 1 when it stopped for lack of records.
     """
-    from kit.replay.record import Progress
     from kit.replay.record import record as record_topics
+    from kit.replay.terminal import Progress
 
     if start and end and start >= end:
         raise click.UsageError("--from must be before --to", ctx=click.get_current_context())
@@ -217,8 +217,8 @@ def _replay(
     verify: bool,
     quiet: bool,
 ) -> int:
-    from kit.replay.record import Progress
     from kit.replay.replay import replay as replay_file
+    from kit.replay.terminal import Progress
 
     result = replay_file(
         file,

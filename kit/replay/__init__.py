@@ -10,8 +10,9 @@ from kit.replay.file import (
     read_schemas,
 )
 from kit.replay.format import FORMAT_VERSION, RecordingInfo
-from kit.replay.record import Progress, RecordResult, parse_time, record
+from kit.replay.record import RecordResult, parse_time, record
 from kit.replay.replay import ReplayResult, merge_by_time, replay
+from kit.replay.terminal import Progress
 
 __all__ = [
     "FORMAT_VERSION",

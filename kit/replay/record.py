@@ -1,21 +1,17 @@
-"""Record topics from a live cluster into a recording file: `record()`, time parsing, progress."""
+"""Record topics from a live cluster into a recording file: `record()`, and time parsing."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-import signal
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
@@ -23,11 +19,12 @@ from kit.codec import fingerprint_of
 from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.errors import BrokerError
 from kit.replay.file import Record, RecordingWriter
+from kit.replay.terminal import Progress, stop_on_sigint
 from kit.schema import Schema, SchemaRepository, default_repository
 from kit.transport.kafka import admin_client, check_reachable, make_consumer
 from kit.transport.schema_topic import SchemaTopic
 
-__all__ = ["Progress", "RecordResult", "parse_time", "record", "settings_for", "stop_on_sigint"]
+__all__ = ["RecordResult", "parse_time", "record", "settings_for"]
 
 log = logging.getLogger("kit.replay")
 
@@ -66,75 +63,6 @@ def settings_for(settings: Settings | None, bootstrap: str | None) -> Settings:
     if bootstrap and settings.bootstrap_servers != bootstrap:
         settings = settings.model_copy(update={"bootstrap_servers": bootstrap})
     return settings
-
-
-class Progress:
-    """A one-line progress report: count, rate, and the total when it is known.
-
-    On a terminal the line is redrawn in place; otherwise a line is printed every
-    `log_interval` seconds, so logs stay short.
-    """
-
-    def __init__(
-        self,
-        label: str,
-        stream: TextIO | None = None,
-        total: int | None = None,
-        unit: str = "records",
-        log_interval: float = 5.0,
-    ) -> None:
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.total = total
-        self.unit = unit
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.interval = 0.25 if self.tty else log_interval
-        self.started = time.monotonic()
-        self._next = self.started + self.interval
-
-    def update(self, count: int) -> None:
-        """Report `count` if the interval has passed (cheap to call per record)."""
-        now = time.monotonic()
-        if now >= self._next:
-            self._next = now + self.interval
-            self._show(count, now, final=False)
-
-    def done(self, count: int, note: str = "") -> None:
-        """Print the final line."""
-        self._show(count, time.monotonic(), final=True, note=note)
-
-    def _show(self, count: int, now: float, *, final: bool, note: str = "") -> None:
-        elapsed = max(now - self.started, 1e-9)
-        of = f" of {self.total:,}" if self.total is not None else ""
-        pct = f" {100 * count / self.total:5.1f}%" if self.total else ""
-        line = (
-            f"{self.label}: {count:,}{of} {self.unit}{pct}  "
-            f"{count / elapsed:,.0f}/s  {elapsed:.1f}s{note}"
-        )
-        if self.tty:
-            self.stream.write("\r\x1b[K" + line + ("\n" if final else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-
-@contextlib.contextmanager
-def stop_on_sigint(stop: threading.Event) -> Iterator[None]:
-    """While active (main thread only), the first Ctrl-C sets `stop`; a second one interrupts."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(_sig: int, _frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass(frozen=True)
@@ -182,12 +110,7 @@ def record(
     admin = admin_client(settings)
     check_reachable(admin, settings)
     listed = admin.list_topics(timeout=15).topics
-    partitions: dict[str, int] = {}
-    for topic in dict.fromkeys(topics):
-        meta = listed.get(topic)
-        if meta is None or meta.error is not None or not meta.partitions:
-            raise BrokerError(f"topic {topic!r} does not exist at {source}")
-        partitions[topic] = len(meta.partitions)
+    partitions = _partition_counts(listed, topics, source)
     schema_topic = SchemaTopic(settings, admin) if settings.schema_topic in listed else None
     repository = SchemaRepository(settings.schemas_dir) if settings.schemas_dir else None
     stop = stop or threading.Event()
@@ -198,15 +121,7 @@ def record(
     )
     try:
         live = end is not None and end > datetime.now(UTC)
-        ends, starts = _plan(consumer, partitions, start)
-        pending = {tp: ends[tp] for tp, first in starts.items() if live or first < ends[tp]}
-        total = None if live else sum(ends[tp] - starts[tp] for tp in pending)
-        if progress is not None and max_records is not None and total is not None:
-            total = min(total, max_records)
-        if progress is not None:
-            progress.total = total
-        if pending:
-            consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in pending])
+        pending = _assign(consumer, partitions, start, live, max_records, progress)
         with (
             RecordingWriter(path, topics=partitions, source=source, codec=codec) as writer,
             stop_on_sigint(stop),
@@ -215,24 +130,47 @@ def record(
             run.schemas = _SchemaFinder(writer, repository or default_repository(), schema_topic)
             run.loop(idle_timeout)
             unknown = run.schemas.finish()
-        count = run.count
     finally:
         consumer.close()
         if schema_topic is not None:
             schema_topic.close()
-    seconds = time.monotonic() - run.started
+    return run.result(path, unknown)
+
+
+def _partition_counts(listed: dict[str, Any], topics: Sequence[str], source: str) -> dict[str, int]:
+    """The partition count of each topic to record, from the cluster's topic listing."""
+    partitions: dict[str, int] = {}
+    for topic in dict.fromkeys(topics):
+        meta = listed.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise BrokerError(f"topic {topic!r} does not exist at {source}")
+        partitions[topic] = len(meta.partitions)
+    return partitions
+
+
+def _assign(
+    consumer: Consumer,
+    partitions: dict[str, int],
+    start: datetime | None,
+    live: bool,
+    max_records: int | None,
+    progress: Progress | None,
+) -> dict[tuple[str, int], int]:
+    """Assign the partitions there is something to record from, each at its start offset.
+
+    Returns them with the offset each is read up to (its high watermark now), and sets
+    the progress total where it is known (not for live recording).
+    """
+    ends, starts = _plan(consumer, partitions, start)
+    pending = {tp: ends[tp] for tp, first in starts.items() if live or first < ends[tp]}
+    total = None if live else sum(ends[tp] - starts[tp] for tp in pending)
+    if progress is not None and max_records is not None and total is not None:
+        total = min(total, max_records)
     if progress is not None:
-        progress.done(count, f"  stopped by {run.stopped_by}")
-    return RecordResult(
-        str(path),
-        count,
-        run.raw_bytes,
-        Path(path).stat().st_size,
-        seconds,
-        run.stopped_by,
-        len(run.schemas.found),
-        tuple(fp.hex() for fp in unknown),
-    )
+        progress.total = total
+    if pending:
+        consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in pending])
+    return pending
 
 
 def _plan(
@@ -361,6 +299,22 @@ class _Run:
             self.writer.flush_if_due()
             if self.progress is not None:
                 self.progress.update(self.count)
+
+    def result(self, path: Path | str, unknown: list[bytes]) -> RecordResult:
+        """What the recording wrote and why it stopped; prints the final progress line."""
+        seconds = time.monotonic() - self.started
+        if self.progress is not None:
+            self.progress.done(self.count, f"  stopped by {self.stopped_by}")
+        return RecordResult(
+            str(path),
+            self.count,
+            self.raw_bytes,
+            Path(path).stat().st_size,
+            seconds,
+            self.stopped_by,
+            len(self.schemas.found),
+            tuple(fp.hex() for fp in unknown),
+        )
 
     def _finish(self, tp: tuple[str, int]) -> None:
         if self.pending.pop(tp, None) is not None:

@@ -16,7 +16,8 @@ from confluent_kafka import KafkaError, Producer
 from kit.config import Settings, resolve_bootstrap
 from kit.errors import ConfigError, DeliveryError
 from kit.replay.file import Record, RecordingError, RecordingReader
-from kit.replay.record import Progress, settings_for, stop_on_sigint
+from kit.replay.record import settings_for
+from kit.replay.terminal import Progress, stop_on_sigint
 from kit.transport.admin import TopicSpec, ensure_topics
 from kit.transport.kafka import admin_client, check_reachable
 from kit.transport.kafka import make_producer as _make_producer
@@ -153,6 +154,28 @@ class _Publisher:
         """Wait for every queued record (bounded by KIT_DELIVERY_TIMEOUT); undelivered count."""
         return int(self.producer.flush(self.settings.delivery_timeout))
 
+    def confirm(self, sent: int) -> None:
+        """Wait for every queued record; raise DeliveryError if any failed or stays unconfirmed."""
+        undelivered = self.finish()
+        self.check()
+        if undelivered:
+            raise DeliveryError(
+                f"{undelivered} of {sent} record(s) unconfirmed after "
+                f"{self.settings.delivery_timeout}s ({self.delivered} published)"
+            )
+
+    def result(self, path: Path | str, seconds: float, *, interrupted: bool) -> ReplayResult:
+        """What this replay published and where."""
+        return ReplayResult(
+            str(path),
+            self.delivered,
+            seconds,
+            dict(self.targets),
+            self.created,
+            tuple(self.targets[t] for t, same in self.same_partition.items() if not same),
+            interrupted,
+        )
+
 
 def replay(
     path: Path | str,
@@ -184,13 +207,7 @@ def replay(
     stop = stop or threading.Event()
     started = time.monotonic()
     with RecordingReader(path, verify_values=verify) as reader:
-        unknown = sorted(set(topic_map) - set(reader.info.topics))
-        if unknown:
-            raise ConfigError(
-                "--topic-map",
-                f"{', '.join(unknown)} not in the recording (it holds "
-                f"{', '.join(sorted(reader.info.topics)) or 'no topics'})",
-            )
+        _check_topic_map(topic_map, reader.info.topics)
         publisher = _Publisher(settings, reader.info.topics, topic_map, keep_timestamps)
         items: Iterator[tuple[int, Record]] = iter(reader)
         if speed is not None:
@@ -208,25 +225,22 @@ def replay(
         except BaseException:
             publisher.finish()
             raise
-    undelivered = publisher.finish()
-    publisher.check()
-    if undelivered:
-        raise DeliveryError(
-            f"{undelivered} of {sent} record(s) unconfirmed after "
-            f"{settings.delivery_timeout}s ({publisher.delivered} published)"
-        )
+    publisher.confirm(sent)
     seconds = time.monotonic() - started
     if progress is not None:
         progress.done(publisher.delivered, "  interrupted" if stop.is_set() else "")
-    return ReplayResult(
-        str(path),
-        publisher.delivered,
-        seconds,
-        dict(publisher.targets),
-        publisher.created,
-        tuple(publisher.targets[t] for t, same in publisher.same_partition.items() if not same),
-        stop.is_set(),
-    )
+    return publisher.result(path, seconds, interrupted=stop.is_set())
+
+
+def _check_topic_map(topic_map: Mapping[str, str], recorded: Mapping[str, int]) -> None:
+    """Raise ConfigError if `topic_map` renames a topic the recording does not hold."""
+    unknown = sorted(set(topic_map) - set(recorded))
+    if unknown:
+        raise ConfigError(
+            "--topic-map",
+            f"{', '.join(unknown)} not in the recording (it holds "
+            f"{', '.join(sorted(recorded)) or 'no topics'})",
+        )
 
 
 def _publish(

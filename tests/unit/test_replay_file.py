@@ -141,7 +141,7 @@ def test_keyboard_interrupt_inside_the_writer_leaves_a_valid_file(tmp_path: Path
 WRITER_SCRIPT = """
 import sys, threading
 from kit.replay.file import Record, RecordingWriter
-from kit.replay.record import stop_on_sigint
+from kit.replay.terminal import stop_on_sigint
 stop = threading.Event()
 count = 0
 with RecordingWriter(sys.argv[1], topics={"t": 1}, flush_interval=0.05) as writer, \\
@@ -392,7 +392,7 @@ def test_merge_by_time_yields_what_it_read_before_a_corrupt_record() -> None:
 
 
 def test_stop_on_sigint_outside_the_main_thread_is_a_no_op() -> None:
-    from kit.replay.record import stop_on_sigint
+    from kit.replay.terminal import stop_on_sigint
 
     stop = threading.Event()
     before = signal.getsignal(signal.SIGINT)
