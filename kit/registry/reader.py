@@ -11,7 +11,6 @@ import time
 import uuid
 import weakref
 from types import TracebackType
-from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -24,16 +23,15 @@ from confluent_kafka import (
 
 from kit.codec import Codec
 from kit.config import Settings, load_settings
-from kit.errors import BrokerError, DecodeError, KitError, ServiceUnavailable
+from kit.errors import BrokerError, KitError, ServiceUnavailable
 from kit.registry.cleaner import Cleaner
 from kit.registry.model import (
-    HEADER_HEARTBEAT,
-    HEADER_REASON,
     REPOSITORY,
     Registration,
     load_registry_config,
     registry_topic_spec,
 )
+from kit.registry.records import Removal, UnreadableRecord, read_record
 from kit.registry.view import RegistryEvent, RegistryView
 from kit.registry.watch import Watch
 from kit.transport.admin import ensure_topics
@@ -334,32 +332,17 @@ class Registry:
             self._apply(msg)
 
     def _apply(self, msg: Message) -> None:
-        key = msg.key()
-        if key is None:
-            self._skip(msg, "record without a key")
-            return
-        instance_id = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
-        value = msg.value()
-        if value is None:
-            headers = dict(msg.headers() or [])
-            reason = _text(headers.get(HEADER_REASON)) or "stopped"
-            judged = _int_header(headers.get(HEADER_HEARTBEAT))
-            with self._lock:
-                event = self._view.remove(instance_id, reason, judged)
-                if event is not None:
-                    self._emit([event])
-            return
         assert self._codec is not None
         try:
-            reg = self._codec.decode(value, Registration)
-        except DecodeError as exc:
+            entry = read_record(msg, self._codec)
+        except UnreadableRecord as exc:
             self._skip(msg, str(exc))
             return
-        if reg.instance_id != instance_id:
-            self._skip(msg, f"key {instance_id!r} differs from instance_id {reg.instance_id!r}")
-            return
         with self._lock:
-            event = self._view.put(reg, time.time())
+            if isinstance(entry, Removal):
+                event = self._view.remove(entry.instance_id, entry.reason, entry.judged)
+            else:
+                event = self._view.put(entry, time.time())
             if event is not None:
                 self._emit([event])
 
@@ -387,14 +370,3 @@ class Registry:
             watches = list(self._watchers)
         for watch in watches:
             watch.push(self.error)
-
-
-def _text(raw: Any) -> str:
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
-
-
-def _int_header(raw: Any) -> int | None:
-    try:
-        return int(raw) if raw is not None else None
-    except (TypeError, ValueError):
-        return None
