@@ -9,12 +9,10 @@ node's storage is formatted with the same cluster id and the same ``--initial-co
 voter set, so the quorum survives one node's loss and no controller is added later. Topics
 get 3 replicas and ``min.insync.replicas=2`` (:func:`kit.broker.properties.node_properties`).
 
-``cluster.json`` in the data dir records the layout fixed at format time: the cluster id,
-and each node's client port, controller port and metadata directory id; ``"formatted":
-true`` once every node's storage is formatted (a cluster is formatted once, never again).
-The voters' controller endpoints live in the metadata log, so a cluster always restarts on
-the ports it was formatted with. ``state.json`` is written once all nodes answer, as for a
-single broker. :mod:`kit.broker.faults` kills and restarts single nodes.
+``cluster.json`` in the data dir records the layout fixed at format time
+(:mod:`kit.broker.layout`). The voters' controller endpoints live in the metadata log, so a
+cluster always restarts on the ports it was formatted with. ``state.json`` is written once
+all nodes answer, as for a single broker. :mod:`kit.broker.faults` kills and restarts single nodes.
 
 Each JVM runs with at most 512 MB of heap (:data:`NODE_HEAP`; a single broker gets 1 GB):
 about 380 MB resident per node when idle, 430 MB under load.
@@ -42,14 +40,22 @@ from kit.broker.files import (
 )
 from kit.broker.info import BrokerInfo, NodeInfo
 from kit.broker.jars import ensure_jars, java_command, kafka_version, locked, require_java
+from kit.broker.layout import (
+    formatted_size,
+    is_cluster,
+    is_formatted,
+    layout_file,
+    layout_ports,
+    new_layout,
+    node_folder,
+    read_layout,
+)
 from kit.broker.process import (
     HOST,
     POLL,
     admin,
     answers,
-    free_port,
     is_our_broker,
-    kafka_uuid,
     launch,
     listening,
     port_free,
@@ -79,67 +85,10 @@ NODE_HEAP = "512m"
 """Maximum heap of each node's JVM."""
 
 
-def _layout_file(data_dir: Path) -> Path:
-    return data_dir / "cluster.json"
-
-
-def _node_dir(data_dir: Path, node_id: int) -> Path:
-    return data_dir / f"node-{node_id}"
-
-
-def _read_layout(data_dir: Path) -> dict[str, Any] | None:
-    try:
-        layout = json.loads(_layout_file(data_dir).read_text())
-        return layout if isinstance(layout, dict) and layout.get("nodes") else None
-    except (OSError, ValueError):
-        return None
-
-
-def _formatted(layout: dict[str, Any] | None) -> bool:
-    """True once every node's storage was formatted: never format such a cluster again."""
-    return layout is not None and layout.get("formatted") is True
-
-
-def formatted_size(data_dir: Path) -> int | None:
-    """How many nodes the cluster formatted in ``data_dir`` has, or None if it holds none."""
-    layout = _read_layout(data_dir)
-    return len(layout["nodes"]) if layout is not None and _formatted(layout) else None
-
-
-def is_cluster(data_dir: Path) -> bool:
-    """True when ``data_dir`` holds a cluster (formatted, or being formatted)."""
-    return _layout_file(data_dir).is_file()
-
-
-def _new_layout(port: int, size: int) -> dict[str, Any]:
-    ports = list(range(port, port + size))
-    if ports[-1] > 65535:
-        raise BrokerError(
-            f"a {size}-node cluster needs ports {port}-{ports[-1]}; pick a lower port"
-        )
-    for taken in [p for p in ports if not port_free(p)]:
-        raise BrokerError(
-            f"port {taken} is taken by another process (a {size}-node cluster uses ports "
-            f"{ports[0]}-{ports[-1]}); set KIT_BROKER_PORT or pass --port"
-        )
-    controllers = list(range(port + size, port + 2 * size))
-    if not all(p < 65536 and port_free(p) for p in controllers):
-        controllers = []
-        while len(controllers) < size:
-            candidate = free_port()
-            if candidate not in ports and candidate not in controllers:
-                controllers.append(candidate)
-    nodes = [
-        {"node_id": i + 1, "port": p, "controller_port": c, "directory_id": kafka_uuid()}
-        for i, (p, c) in enumerate(zip(ports, controllers, strict=True))
-    ]
-    return {"cluster_id": kafka_uuid(), "nodes": nodes}
-
-
 def _nodes(data_dir: Path, layout: dict[str, Any]) -> tuple[NodeInfo, ...]:
     found = []
     for node in layout["nodes"]:
-        node_dir = _node_dir(data_dir, node["node_id"])
+        node_dir = node_folder(data_dir, node["node_id"])
         pid = read_pid(node_dir)
         alive = pid is not None and is_our_broker(pid, node_dir)
         found.append(
@@ -172,7 +121,7 @@ def _info(data_dir: Path, layout: dict[str, Any], state: dict[str, Any]) -> Brok
 def _forget_all(data_dir: Path, layout: dict[str, Any]) -> None:
     """Remove every node's pid file and the cluster's state file (no node runs)."""
     for node in layout["nodes"]:
-        pid_file(_node_dir(data_dir, node["node_id"])).unlink(missing_ok=True)
+        pid_file(node_folder(data_dir, node["node_id"])).unlink(missing_ok=True)
     state_file(data_dir).unlink(missing_ok=True)
 
 
@@ -182,7 +131,7 @@ def status(data_dir: Path, *, probe: bool = True) -> BrokerInfo | None:
     A node that is down shows with ``pid=None`` in :attr:`BrokerInfo.nodes`. Stale files of
     a cluster whose nodes all died are removed.
     """
-    layout = _read_layout(data_dir)
+    layout = read_layout(data_dir)
     if layout is None:
         return None
     state = read_state(data_dir)
@@ -211,61 +160,96 @@ def start(
     ``port_given`` says a different explicit port is an error. Returns once every node
     answers and the metadata lists all brokers.
     """
-    layout = _read_layout(data_dir)
-    formatted = _formatted(layout)
+    layout = read_layout(data_dir)
+    formatted = is_formatted(layout)
     if layout is not None:
-        for node in _nodes(data_dir, layout):
-            if node.alive:
-                raise BrokerError(
-                    f"node {node.node_id} of the cluster in {data_dir} (pid {node.pid}) runs "
-                    "but the cluster does not answer; run `kit broker stop` and start again"
-                )
-        _forget_all(data_dir, layout)
+        _forget_stopped(data_dir, layout)
     if layout is not None and formatted:
-        first = int(layout["nodes"][0]["port"])
-        if port_given and port != first:
-            raise BrokerError(
-                f"the cluster in {data_dir} was formatted with client ports from {first}; "
-                "omit --port, or set KIT_BROKER_DIR to another folder"
-            )
-        for node in layout["nodes"]:
-            for kind in ("port", "controller_port"):
-                if not port_free(int(node[kind])):
-                    raise BrokerError(
-                        f"port {node[kind]} of node {node['node_id']} is taken by another "
-                        f"process; the cluster in {data_dir} always uses the ports it was "
-                        "formatted with"
-                    )
+        _check_ports(data_dir, layout, port, port_given)
     else:
-        layout = _new_layout(port, CLUSTER_SIZE)
+        layout = new_layout(port, CLUSTER_SIZE)
     password = _admin_password(data_dir, sasl, formatted=formatted)
     java = require_java()
     version = kafka_version()
     libs = ensure_jars(version)
-    ports = [int(node["port"]) for node in layout["nodes"]]
-    controllers = [int(node["controller_port"]) for node in layout["nodes"]]
-    for node in layout["nodes"]:
-        node_dir = _node_dir(data_dir, node["node_id"])
-        node_dir.mkdir(parents=True, exist_ok=True)
-        text = node_properties(node["node_id"], ports, controllers, node_dir, password)
-        write_private(node_dir / "server.properties", text)
+    _write_node_properties(data_dir, layout, password)
     if not formatted:
-        write_private(_layout_file(data_dir), json.dumps(layout, indent=2) + "\n")
+        write_private(layout_file(data_dir), json.dumps(layout, indent=2) + "\n")
         _format(java, libs, data_dir, layout, password)
         layout["formatted"] = True
-        write_private(_layout_file(data_dir), json.dumps(layout, indent=2) + "\n")
+        write_private(layout_file(data_dir), json.dumps(layout, indent=2) + "\n")
 
     started = time.monotonic()
     procs = [
-        launch(node_command(java, libs, data_dir, n), _node_dir(data_dir, n))
+        launch(node_command(java, libs, data_dir, n), node_folder(data_dir, n))
         for n in (int(node["node_id"]) for node in layout["nodes"])
     ]
     state: dict[str, Any] = {"version": version, "sasl": password is not None}
     if password is not None:
         state["admin_password"] = password
     info = _info(data_dir, layout, state)
+    _wait_ready_or_kill(procs, data_dir, layout, info, started + timeout, timeout)
+    state.update(
+        bootstrap_servers=info.bootstrap_servers,
+        ports=layout_ports(layout, "port"),
+        controller_ports=layout_ports(layout, "controller_port"),
+        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        startup_seconds=round(time.monotonic() - started, 2),
+    )
+    write_private(state_file(data_dir), json.dumps(state, indent=2) + "\n")
+    return _info(data_dir, layout, state)
+
+
+def _forget_stopped(data_dir: Path, layout: dict[str, Any]) -> None:
+    """Remove the files of a cluster none of whose nodes runs; raise if one still does."""
+    for node in _nodes(data_dir, layout):
+        if node.alive:
+            raise BrokerError(
+                f"node {node.node_id} of the cluster in {data_dir} (pid {node.pid}) runs "
+                "but the cluster does not answer; run `kit broker stop` and start again"
+            )
+    _forget_all(data_dir, layout)
+
+
+def _check_ports(data_dir: Path, layout: dict[str, Any], port: int, port_given: bool) -> None:
+    """Raise BrokerError unless a formatted cluster can start on the ports it was made with."""
+    first = int(layout["nodes"][0]["port"])
+    if port_given and port != first:
+        raise BrokerError(
+            f"the cluster in {data_dir} was formatted with client ports from {first}; "
+            "omit --port, or set KIT_BROKER_DIR to another folder"
+        )
+    for node in layout["nodes"]:
+        for kind in ("port", "controller_port"):
+            if not port_free(int(node[kind])):
+                raise BrokerError(
+                    f"port {node[kind]} of node {node['node_id']} is taken by another "
+                    f"process; the cluster in {data_dir} always uses the ports it was "
+                    "formatted with"
+                )
+
+
+def _write_node_properties(data_dir: Path, layout: dict[str, Any], password: str | None) -> None:
+    """Write each node's ``server.properties`` into its folder (made if missing)."""
+    ports, controllers = layout_ports(layout, "port"), layout_ports(layout, "controller_port")
+    for node in layout["nodes"]:
+        node_dir = node_folder(data_dir, node["node_id"])
+        node_dir.mkdir(parents=True, exist_ok=True)
+        text = node_properties(node["node_id"], ports, controllers, node_dir, password)
+        write_private(node_dir / "server.properties", text)
+
+
+def _wait_ready_or_kill(
+    procs: list[subprocess.Popen[bytes]],
+    data_dir: Path,
+    layout: dict[str, Any],
+    info: BrokerInfo,
+    deadline: float,
+    timeout: float,
+) -> None:
+    """`wait_ready` for every node; if that fails, kill them all and forget their files."""
     try:
-        wait_ready(procs, info, info.nodes, started + timeout, timeout)
+        wait_ready(procs, info, info.nodes, deadline, timeout)
     except BaseException:
         for proc in procs:
             proc.kill()
@@ -275,20 +259,11 @@ def start(
             reap(proc.pid)
         _forget_all(data_dir, layout)
         raise
-    state.update(
-        bootstrap_servers=info.bootstrap_servers,
-        ports=ports,
-        controller_ports=controllers,
-        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        startup_seconds=round(time.monotonic() - started, 2),
-    )
-    write_private(state_file(data_dir), json.dumps(state, indent=2) + "\n")
-    return _info(data_dir, layout, state)
 
 
 def node_command(java: str, libs: Path, data_dir: Path, node_id: int) -> list[str]:
     """The command line of node ``node_id``'s broker JVM."""
-    config = str(_node_dir(data_dir, node_id) / "server.properties")
+    config = str(node_folder(data_dir, node_id) / "server.properties")
     return java_command(java, libs, "kafka.Kafka", config, heap=NODE_HEAP)
 
 
@@ -301,7 +276,7 @@ def _format(
     )
     running = []
     for node in layout["nodes"]:
-        node_dir = _node_dir(data_dir, node["node_id"])
+        node_dir = node_folder(data_dir, node["node_id"])
         logs = node_dir / "kraft-logs"
         if logs.exists():
             shutil.rmtree(logs)  # a format that never finished
@@ -373,7 +348,7 @@ def stop(data_dir: Path, timeout: float = 30) -> bool:
 
     Returns True if any node was running. The data stays for the next start.
     """
-    layout = _read_layout(data_dir)
+    layout = read_layout(data_dir)
     if layout is None:
         return False
     pids = [node.pid for node in _nodes(data_dir, layout) if node.pid is not None]

@@ -1,8 +1,8 @@
 """Start, check and stop kit's local Apache Kafka (KRaft): one node, or a three-node cluster.
 
 This is the entry point of the package: every public name of :mod:`kit.broker` is importable
-from here. A single node is run by this module; ``brokers=3`` (``kit broker start --brokers
-3``) runs the replicated cluster of :mod:`kit.broker.cluster`, and ``sasl=True`` adds
+from here. A single node is run by :mod:`kit.broker.single`; ``brokers=3`` (``kit broker start
+--brokers 3``) runs the replicated cluster of :mod:`kit.broker.cluster`, and ``sasl=True`` adds
 SASL/SCRAM and ACLs (:mod:`kit.broker.sasl`). A data dir keeps the mode it was formatted
 with: it restarts as a single node or as a cluster, with or without SASL, as it was made.
 
@@ -14,60 +14,19 @@ port, :func:`kill_node` SIGKILLs one node's JVM, :func:`restart_node` brings it 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import os
-import shutil
-import subprocess
-import time
 from pathlib import Path
-from typing import Any
 
-from kit.broker import cluster, faults, sasl
+from kit.broker import cluster, faults, sasl, single
 from kit.broker.cluster import CLUSTER_SIZE
-from kit.broker.files import (
-    broker_dir,
-    forget,
-    log_file,
-    read_pid,
-    read_state,
-    state_file,
-    tail,
-    write_private,
-)
+from kit.broker.files import broker_dir, forget, read_pid, read_state, state_file
 from kit.broker.info import BrokerInfo, NodeInfo
-from kit.broker.jars import (
-    KAFKA_VERSION,
-    ensure_jars,
-    java_command,
-    kafka_version,
-    locked,
-    require_java,
-)
-from kit.broker.process import (
-    HOST,
-    POLL,
-    admin,
-    answers,
-    free_port,
-    is_our_broker,
-    kafka_uuid,
-    launch,
-    listening,
-    port_free,
-    reap,
-    run_format,
-    terminate,
-)
+from kit.broker.jars import KAFKA_VERSION, locked
+from kit.broker.jars import java_command as java_command  # old home: kept importable
+from kit.broker.process import answers, is_our_broker, terminate
 from kit.broker.properties import server_properties
-from kit.broker.sasl import (
-    ADMIN_USER,
-    SASL_MECHANISM,
-    _admin_password,
-    add_acls,
-    add_scram_user,
-    scram_format_args,
-)
+from kit.broker.sasl import ADMIN_USER, SASL_MECHANISM, add_acls, add_scram_user
+from kit.broker.sasl import _admin_password as _admin_password  # old home: kept importable
 from kit.errors import BrokerError, ConfigError
 
 __all__ = [
@@ -136,31 +95,6 @@ def _size(data_dir: Path, brokers: int | None) -> int:
     return brokers
 
 
-def _format(java: str, libs: Path, data_dir: Path, admin_password: str | None = None) -> None:
-    logs = data_dir / "kraft-logs"
-    if (logs / "meta.properties").is_file():
-        return
-    if logs.exists():
-        shutil.rmtree(logs)  # a format that never finished
-    config = str(data_dir / "server.properties")
-    args: tuple[str, ...] = ("format", "--standalone", "-t", kafka_uuid(), "-c", config)
-    args += scram_format_args(admin_password)
-    run_format(java_command(java, libs, "kafka.tools.StorageTool", *args))
-
-
-def _info_from_state(data_dir: Path, pid: int, state: dict[str, Any]) -> BrokerInfo:
-    password = state.get("admin_password")
-    return BrokerInfo(
-        bootstrap_servers=str(state["bootstrap_servers"]),
-        pid=pid,
-        port=int(state["port"]),
-        version=str(state["version"]),
-        data_dir=data_dir,
-        sasl=bool(state.get("sasl", False)),
-        admin_password=str(password) if password is not None else None,
-    )
-
-
 def status(*, probe: bool = True) -> BrokerInfo | None:
     """Return the local broker's info if it runs and answers, else None.
 
@@ -181,7 +115,7 @@ def status(*, probe: bool = True) -> BrokerInfo | None:
     state = read_state(data_dir)
     if state is None:
         return None  # still starting
-    info = _info_from_state(data_dir, pid, state)
+    info = single.info_from_state(data_dir, pid, state)
     if probe and not answers(info.bootstrap_servers, timeout=3.0, config=info.client_config()):
         return None  # still starting, or hung
     return info
@@ -235,7 +169,7 @@ def start(
                         data_dir, wanted, timeout=timeout, sasl=sasl, port_given=port is not None
                     )
                 (data_dir / "cluster.json").unlink(missing_ok=True)  # an unfinished cluster
-                return _start_locked(data_dir, wanted, timeout, sasl)
+                return single.start(data_dir, wanted, timeout, sasl)
     if (
         (port is not None and running.port != port)
         or (sasl is not None and running.sasl != sasl)
@@ -251,86 +185,6 @@ def start(
     for node_id in down:  # a degraded cluster: bring back the nodes that are down
         faults.restart_node(data_dir, node_id, timeout=timeout, in_sync=False)
     return (status() or running) if down else running
-
-
-def _start_locked(data_dir: Path, port: int, timeout: float, sasl: bool | None) -> BrokerInfo:
-    old_pid = read_pid(data_dir)
-    if old_pid is not None and is_our_broker(old_pid, data_dir):
-        raise BrokerError(
-            f"a broker from {data_dir} (pid {old_pid}) runs but does not answer; "
-            "run `kit broker stop` and start again"
-        )
-    forget(data_dir, old_pid)
-    if not port_free(port):
-        raise BrokerError(
-            f"port {port} is taken by another process; set KIT_BROKER_PORT or pass --port"
-        )
-    controller_port = port + 1 if port < 65535 and port_free(port + 1) else free_port()
-    password = _admin_password(data_dir, sasl)
-    java = require_java()
-    version = kafka_version()
-    libs = ensure_jars(version)
-    config = data_dir / "server.properties"
-    write_private(config, server_properties(port, controller_port, data_dir, password))
-    _format(java, libs, data_dir, password)
-
-    bootstrap = f"{HOST}:{port}"
-    info = BrokerInfo(bootstrap, 0, port, version, data_dir, password is not None, password)
-    command = java_command(java, libs, "kafka.Kafka", str(config))
-    started = time.monotonic()
-    proc = launch(command, data_dir)
-    try:
-        _wait_ready(proc, info, started + timeout, timeout)
-    except BaseException:
-        proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-        forget(data_dir, proc.pid)
-        reap(proc.pid)
-        raise
-    state = {
-        "pid": proc.pid,
-        "bootstrap_servers": bootstrap,
-        "port": port,
-        "controller_port": controller_port,
-        "version": version,
-        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "startup_seconds": round(time.monotonic() - started, 2),
-        "sasl": info.sasl,
-    }
-    if info.sasl:
-        state.update(
-            security_protocol="SASL_PLAINTEXT",
-            sasl_mechanism=SASL_MECHANISM,
-            admin_user=ADMIN_USER,
-            admin_password=password,
-        )
-    write_private(state_file(data_dir), json.dumps(state, indent=2) + "\n")
-    return _info_from_state(data_dir, proc.pid, state)
-
-
-def _wait_ready(
-    proc: subprocess.Popen[bytes], info: BrokerInfo, deadline: float, timeout: float
-) -> None:
-    client = None
-    bootstrap, port, data_dir = info.bootstrap_servers, info.port, info.data_dir
-    while True:
-        if proc.poll() is not None:
-            raise BrokerError(
-                f"the broker exited with code {proc.returncode} while starting; "
-                f"last lines of {log_file(data_dir)}:\n{tail(log_file(data_dir))}"
-            )
-        if client is None and listening(port):
-            client = admin(bootstrap, info.client_config())  # once it listens: no backoff
-        left = deadline - time.monotonic()
-        if client is not None and answers(bootstrap, max(min(left, 2.0), 0.1), client):
-            return
-        if time.monotonic() >= deadline:
-            raise BrokerError(
-                f"the broker did not answer at {bootstrap} within {timeout:.0f}s; "
-                f"last lines of {log_file(data_dir)}:\n{tail(log_file(data_dir))}"
-            )
-        time.sleep(POLL)
 
 
 def stop(timeout: float = 30) -> bool:

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from kit.broker import cluster, local
+from kit.broker import cluster, local, single
 from kit.broker.info import BrokerInfo, NodeInfo
+from kit.broker.layout import new_layout
 from kit.cli import main as kit_main
 from kit.config import load_settings
 from kit.errors import BrokerError, ConfigError
@@ -45,7 +46,7 @@ def _no_jvm(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("no Kafka java command may be built")
 
-    monkeypatch.setattr(local, "java_command", refuse)
+    monkeypatch.setattr(single, "java_command", refuse)
     monkeypatch.setattr(cluster, "java_command", refuse)
 
 
@@ -99,7 +100,7 @@ def test_single_node_properties_are_unchanged(tmp_path: Path) -> None:
 
 def test_new_layout_ports_and_ids() -> None:
     port = _free_run(6)
-    layout = cluster._new_layout(port, 3)
+    layout = new_layout(port, 3)
     nodes = layout["nodes"]
     assert [n["node_id"] for n in nodes] == [1, 2, 3]
     assert [n["port"] for n in nodes] == [port, port + 1, port + 2]
@@ -114,9 +115,9 @@ def test_new_layout_refuses_a_taken_client_port() -> None:
         squatter.bind(("127.0.0.1", port + 1))
         squatter.listen()
         with pytest.raises(BrokerError, match=f"port {port + 1} is taken by another process"):
-            cluster._new_layout(port, 3)
+            new_layout(port, 3)
     with pytest.raises(BrokerError, match="pick a lower port"):
-        cluster._new_layout(65534, 3)
+        new_layout(65534, 3)
 
 
 def test_format_gives_every_node_one_cluster_id_and_voter_set(
@@ -134,7 +135,7 @@ def test_format_gives_every_node_one_cluster_id_and_voter_set(
             return b"", b""
 
     monkeypatch.setattr(cluster.subprocess, "Popen", Done)
-    layout = cluster._new_layout(_free_run(6), 3)
+    layout = new_layout(_free_run(6), 3)
     cluster._format("java", Path("/libs"), tmp_path, layout, "pw")
     assert len(commands) == 3
     voters = ",".join(
@@ -152,7 +153,7 @@ def test_format_gives_every_node_one_cluster_id_and_voter_set(
 
 
 def _write_cluster(data_dir: Path, formatted: bool = True) -> dict[str, Any]:
-    layout = cluster._new_layout(_free_run(6), 3)
+    layout = new_layout(_free_run(6), 3)
     layout["formatted"] = formatted
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "cluster.json").write_text(json.dumps(layout))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.broker import jars, local
+from kit.broker import jars, local, single
 from kit.cli import main as kit_main
 from kit.errors import BrokerError, ConfigError
 from kit.testing import broker as testing_broker
@@ -56,7 +56,7 @@ def _no_launch(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("no Kafka java command (format or broker) may be built")
 
-    monkeypatch.setattr(local, "java_command", refuse)
+    monkeypatch.setattr(single, "java_command", refuse)
 
 
 def _properties(text: str) -> dict[str, str]:
