@@ -35,6 +35,8 @@ from kit.broker.process import admin
 from kit.errors import BrokerError, ConfigError
 
 if TYPE_CHECKING:
+    from confluent_kafka.admin import AclBinding, AclBindingFilter
+
     from kit.broker.info import BrokerInfo
 
 __all__ = [
@@ -219,9 +221,38 @@ def add_acls(
     names prefixes. Runs as the super user on ``info`` (default: the running local broker) and
     returns once the broker enforces them. Raises BrokerError if no SASL broker runs.
     """
+    principal = f"User:{user}"
+    bindings = _allow_bindings(principal, topics, groups, cluster, operations, prefixed)
+    if not bindings:
+        return
+    client = _sasl_admin(info)
+    deadline = time.monotonic() + timeout
+    for future in client.create_acls(bindings, request_timeout=timeout).values():
+        future.result(timeout=timeout)
+    everything = _acls_of(principal)
+
+    def enforced() -> bool:
+        try:
+            present = set(client.describe_acls(everything, request_timeout=5).result(timeout=5))
+        except Exception:
+            return False
+        return all(binding in present for binding in bindings)
+
+    _settle(enforced, deadline, f"the ACLs of {principal}")
+
+
+def _allow_bindings(
+    principal: str,
+    topics: Iterable[str],
+    groups: Iterable[str],
+    cluster: Iterable[str],
+    operations: Iterable[str],
+    prefixed: bool,
+) -> list[AclBinding]:
+    """ALLOW bindings from any host: each of ``operations`` on each topic and group, and each
+    operation in ``cluster`` on the cluster."""
     from confluent_kafka.admin import (
         AclBinding,
-        AclBindingFilter,
         AclOperation,
         AclPermissionType,
         ResourcePatternType,
@@ -229,7 +260,6 @@ def add_acls(
     )
 
     pattern = ResourcePatternType.PREFIXED if prefixed else ResourcePatternType.LITERAL
-    principal = f"User:{user}"
     allow = AclPermissionType.ALLOW
     wanted = [(ResourceType.TOPIC, t) for t in topics] + [(ResourceType.GROUP, g) for g in groups]
     bindings = [
@@ -249,14 +279,21 @@ def add_acls(
         )
         for op in cluster
     ]
-    if not bindings:
-        return
-    client = _sasl_admin(info)
-    deadline = time.monotonic() + timeout
-    for future in client.create_acls(bindings, request_timeout=timeout).values():
-        future.result(timeout=timeout)
+    return bindings
+
+
+def _acls_of(principal: str) -> AclBindingFilter:
+    """A filter that matches every ACL of ``principal``."""
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
     anything: Any = None  # a filter field of None matches every value
-    everything = AclBindingFilter(
+    return AclBindingFilter(
         ResourceType.ANY,
         anything,
         ResourcePatternType.ANY,
@@ -265,12 +302,3 @@ def add_acls(
         AclOperation.ANY,
         AclPermissionType.ANY,
     )
-
-    def enforced() -> bool:
-        try:
-            present = set(client.describe_acls(everything, request_timeout=5).result(timeout=5))
-        except Exception:
-            return False
-        return all(binding in present for binding in bindings)
-
-    _settle(enforced, deadline, f"the ACLs of {principal}")
