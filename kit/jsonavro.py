@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -12,6 +13,18 @@ from kit.errors import EncodeError
 from kit.schema import NAMED_TYPES
 
 __all__ = ["from_json", "to_json"]
+
+_LOGICAL: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "timestamp-millis": (datetime.fromisoformat, "an ISO-8601 date-time"),
+    "timestamp-micros": (datetime.fromisoformat, "an ISO-8601 date-time"),
+    "local-timestamp-millis": (datetime.fromisoformat, "an ISO-8601 date-time"),
+    "date": (date.fromisoformat, "an ISO-8601 date"),
+    "time-millis": (time.fromisoformat, "an ISO-8601 time"),
+    "time-micros": (time.fromisoformat, "an ISO-8601 time"),
+    "uuid": (UUID, "a UUID"),
+    "decimal": (lambda v: Decimal(str(v)), "a decimal number"),
+}
+"""How `from_json` reads each logical type from JSON: the parser, and what it expects."""
 
 
 def from_json(schema: Any, value: Any, named: dict[str, Any] | None = None, path: str = "$") -> Any:
@@ -25,43 +38,16 @@ def from_json(schema: Any, value: Any, named: dict[str, Any] | None = None, path
             return from_json(named[schema], value, named, path)
         return _primitive(schema, value, path)
     if isinstance(schema, list):
-        if value is None and "null" in schema:
-            return None
-        errors = []
-        for branch in (b for b in schema if b != "null"):
-            try:
-                return from_json(branch, value, named, path)
-            except EncodeError as exc:
-                errors.append(str(exc))
-        raise EncodeError(f"{path}: no union branch fits {value!r} ({'; '.join(errors)})")
+        return _union(schema, value, named, path)
     kind = schema.get("type")
     if kind in NAMED_TYPES and "name" in schema:
         named.setdefault(schema["name"], schema)
-    logical = schema.get("logicalType")
-    if logical in ("timestamp-millis", "timestamp-micros", "local-timestamp-millis"):
-        return _parse(datetime.fromisoformat, value, path, "an ISO-8601 date-time")
-    if logical == "date":
-        return _parse(date.fromisoformat, value, path, "an ISO-8601 date")
-    if logical in ("time-millis", "time-micros"):
-        return _parse(time.fromisoformat, value, path, "an ISO-8601 time")
-    if logical == "uuid":
-        return _parse(UUID, value, path, "a UUID")
-    if logical == "decimal":
-        return _parse(lambda v: Decimal(str(v)), value, path, "a decimal number")
+    logical = _LOGICAL.get(schema.get("logicalType"))
+    if logical is not None:
+        parse, what = logical
+        return _parse(parse, value, path, what)
     if kind in ("record", "error"):
-        if not isinstance(value, dict):
-            raise EncodeError(f"{path}: expected an object for record {schema.get('name')}")
-        fields = {f["name"]: f for f in schema["fields"]}
-        extra = set(value) - set(fields)
-        if extra:
-            raise EncodeError(f"{path}: unknown field(s) {sorted(extra)}")
-        out = {}
-        for name, field in fields.items():
-            if name in value:
-                out[name] = from_json(field["type"], value[name], named, f"{path}.{name}")
-            elif "default" not in field:
-                raise EncodeError(f"{path}.{name}: missing required field")
-        return out
+        return _record(schema, value, named, path)
     if kind == "enum":
         if value not in schema["symbols"]:
             raise EncodeError(f"{path}: {value!r} is not one of {schema['symbols']}")
@@ -77,6 +63,36 @@ def from_json(schema: Any, value: Any, named: dict[str, Any] | None = None, path
     if kind == "fixed":
         return _primitive("bytes", value, path)
     return from_json(kind, value, named, path)
+
+
+def _union(schema: list[Any], value: Any, named: dict[str, Any], path: str) -> Any:
+    """`value` as the first branch of the union `schema` it fits (null for a JSON null)."""
+    if value is None and "null" in schema:
+        return None
+    errors = []
+    for branch in (b for b in schema if b != "null"):
+        try:
+            return from_json(branch, value, named, path)
+        except EncodeError as exc:
+            errors.append(str(exc))
+    raise EncodeError(f"{path}: no union branch fits {value!r} ({'; '.join(errors)})")
+
+
+def _record(schema: dict[str, Any], value: Any, named: dict[str, Any], path: str) -> Any:
+    """A JSON object as the record `schema`: no unknown fields; missing ones need a default."""
+    if not isinstance(value, dict):
+        raise EncodeError(f"{path}: expected an object for record {schema.get('name')}")
+    fields = {f["name"]: f for f in schema["fields"]}
+    extra = set(value) - set(fields)
+    if extra:
+        raise EncodeError(f"{path}: unknown field(s) {sorted(extra)}")
+    out = {}
+    for name, field in fields.items():
+        if name in value:
+            out[name] = from_json(field["type"], value[name], named, f"{path}.{name}")
+        elif "default" not in field:
+            raise EncodeError(f"{path}.{name}: missing required field")
+    return out
 
 
 def _parse(fn: Any, value: Any, path: str, what: str) -> Any:
