@@ -15,9 +15,10 @@ from kit.config import Settings
 from kit.context import Failure, Ticket
 from kit.dispatch import RECORD_OVERHEAD, Dispatcher
 from kit.errors import DeliveryError, DeliveryRefused
-from kit.protocol import TRUNCATED
+from kit.protocol import TRUNCATED, Sink
 from kit.transport.diagnose import authorization_message
-from kit.transport.kafka import KafkaSink, describe_record, record_size
+from kit.transport.kafka import describe_record
+from kit.transport.sink import KafkaSink, record_size
 
 __all__ = ["Commits"]
 
@@ -45,7 +46,7 @@ class Commits:
         self,
         settings: Settings,
         dispatcher: Dispatcher,
-        sink: KafkaSink,
+        sink: Sink,
         poll: Callable[[float], int],
     ) -> None:
         self.settings = settings
@@ -170,10 +171,12 @@ class Commits:
     async def _too_large(self, topic: str, size: int, text: str) -> DeliveryRefused | str:
         """Kafka checks max.message.bytes against whole batches: a record that fits was
         refused with its batch, which no dead letter can mend."""
-        if topic not in self.sink.limits:
-            await asyncio.to_thread(self.sink.learn_limits, [topic])
-        limit = self.sink.record_limit(topic) or 0
-        if topic not in self.sink.limits:  # no DescribeConfigs: take the record as too large
+        sink = self.sink
+        known = sink.limits if isinstance(sink, KafkaSink) else {}
+        if isinstance(sink, KafkaSink) and topic not in known:
+            await asyncio.to_thread(sink.learn_limits, [topic])
+        limit = sink.record_limit(topic) or 0
+        if topic not in known:  # no DescribeConfigs: take the record as too large
             log.warning(
                 "cannot read max.message.bytes of %s (no DescribeConfigs?): a %d-byte record "
                 "it refused is taken as too large, not as part of a batch that was",

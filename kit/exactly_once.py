@@ -17,8 +17,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from kit.context import Failure, MessageLike, Ticket
 from kit.errors import ConfigError, DeliveryError, DeliveryRefused
+from kit.transport.consumer import KafkaConsumer
 from kit.transport.diagnose import authorization_error
 from kit.transport.kafka import make_producer
+from kit.transport.sink import KafkaSink
 
 if TYPE_CHECKING:
     from kit.runtime import Runtime
@@ -105,7 +107,7 @@ class Transactions:
     def _make_producer(self) -> Producer:
         producer = make_producer(
             self.settings,
-            message_max_bytes=self.runtime.sink.producer_limit,
+            message_max_bytes=self.runtime._kafka().sink.producer_limit,
             transactional_id=self.id,
         )
         try:
@@ -148,7 +150,7 @@ class Transactions:
             ticket.closed = True
         offsets = dict(ticket.offsets)
         try:
-            await runtime._on_consumer_thread(self._commit, producer, ticket, offsets)
+            await self._consumer().call(self._commit, producer, ticket, offsets)
         except KafkaException as exc:
             await self._recover(exc.args[0], ticket, records)
             return
@@ -171,7 +173,7 @@ class Transactions:
         retriable error repeats the same call until the deadline: aborting a commit that
         may have reached the coordinator and handling the batch again would duplicate it.
         """
-        consumer = self.runtime._consumer
+        consumer = self._consumer().client
         assert consumer is not None
         deadline = time.monotonic() + self.timeout
         # Not flush(): once one record is refused the transaction must be aborted, and the
@@ -213,12 +215,14 @@ class Transactions:
             self.producer = await asyncio.to_thread(self._make_producer)
         else:
             try:
-                await runtime._on_consumer_thread(self._abort)
+                await self._consumer().call(self._abort)
             except KafkaException as exc:  # cannot abort: start over with a new producer
                 log.warning("abort failed (%s); replacing the transactional producer", exc)
                 self.producer = await asyncio.to_thread(self._make_producer)
         assert self.producer is not None
-        runtime.sink.producer = self.producer  # a replaced producer: the sink sends with it
+        sink = runtime.sink
+        assert isinstance(sink, KafkaSink)
+        sink.producer = self.producer  # a replaced producer: the sink sends with it
         self.aborted += 1
         for failure in failures:
             verdict = await runtime.commits.verdict(failure)
@@ -228,7 +232,13 @@ class Transactions:
             key = (source.topic() or "", source.partition() or 0, source.offset() or 0)
             # a refused dead letter is sent again cut to nothing (coordinates only)
             self._poison[key] = (verdict, 0 if failure.kind == "dead-letter" else None)
-        await runtime._on_consumer_thread(_rewind, runtime._consumer, records)
+        consumer = self._consumer()
+        await consumer.call(_rewind, consumer.client, records)
+
+    def _consumer(self) -> KafkaConsumer:
+        consumer = self.runtime.consumer
+        assert isinstance(consumer, KafkaConsumer), "exactly-once runs on Kafka only"
+        return consumer
 
     def _abort(self) -> None:
         assert self.producer is not None

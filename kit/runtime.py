@@ -1,84 +1,34 @@
-"""The Kafka runtime: fetch → decode → handler → publish → confirm delivery → commit."""
+"""The runtime loop: fetch → decode → handler → publish → confirm delivery → commit."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import logging
-import queue
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor, Future
-from functools import partial
-from typing import Any, Protocol, TypeVar, cast
-
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from kit.codec import Codec
 from kit.commits import Commits
 from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.dispatch import Dispatcher, Ticket
-from kit.errors import KitError
+from kit.errors import ConfigError, KitError
 from kit.exactly_once import Transactions
-from kit.protocol import MessageLike
+from kit.protocol import Sink
 from kit.schema import SchemaRepository, repository_for
 from kit.service import Handler, Service
-from kit.transport.diagnose import authorization_error, authorization_message
-from kit.transport.kafka import (
-    KafkaSink,
-    admin_client,
-    make_consumer,
-    make_producer,
-    poll_batch,
-)
-from kit.transport.schema_topic import SchemaTopic
-from kit.transport.topics import ServiceTopics, setup_service_topics
+from kit.transport.base import Consuming, Partition, Transport
+from kit.transport.consumer import ConsumerThread
+from kit.transport.diagnose import authorization_message
+from kit.transport.kafka_transport import KafkaTransport
 
-__all__ = ["Runtime", "run"]
+__all__ = ["ConsumerThread", "Extension", "Runtime", "repository_of", "run"]
 
 log = logging.getLogger("kit.runtime")
-T = TypeVar("T")
-
-
-class ConsumerThread(Executor):
-    """The one thread that owns the consumer: runs every call on it, in order.
-
-    A daemon thread: a librdkafka call that never returns (a close waiting for a group
-    coordinator that does not answer) cannot keep the process alive past its stop.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        """Queue `fn(*args, **kwargs)` for the consumer thread."""
-        future: Future[T] = Future()
-        self._calls.put((future, partial(fn, *args, **kwargs)))
-        return future
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """End the thread after the calls queued so far (waiting, if asked, at most 10 s)."""
-        self._calls.put(None)
-        if wait:
-            self._thread.join(10)
-
-    def _serve(self) -> None:
-        while (call := self._calls.get()) is not None:
-            future, fn = call
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                future.set_exception(exc)
 
 
 class Extension(Protocol):
@@ -117,23 +67,19 @@ def install_default_extensions(make: Callable[[Settings], list[Extension]]) -> N
 
 
 class Runtime:
-    """Runs one instance of a service on Kafka.
+    """Runs one instance of a service on a transport (Kafka unless given another).
 
-    `await runtime.start()` checks the cluster, creates topics and joins the group;
-    `await runtime.run()` handles records until `stop()` is called; `run()` then finishes
-    the batch in flight, waits for delivery of what it published, commits and closes.
+    `await runtime.start()` opens the transport (checks the cluster, creates topics) and
+    joins the group; `await runtime.run()` handles records until `stop()` is called;
+    `run()` then finishes the batch in flight, waits for delivery of what it published,
+    commits and closes. The Harness runs this same loop, one `step()` at a time, over the
+    memory transport.
 
-    Threads (see docs/architecture.md):
-
-    - The event loop decodes, calls handlers, produces, and polls the producer, so every
-      delivery report (and so every `Ticket` update) runs on the loop.
-    - One consumer thread owns the Consumer: every `consume`, `store_offsets`, `commit`,
-      `subscribe` and `close` runs there, and so do the rebalance callbacks, which
-      librdkafka calls inside `consume`. The loop never calls the Consumer; it hands the
-      offsets it wants stored to that thread (`Commits.take`, under a lock), which stores
-      them before its next fetch.
-    - A revoke callback asks the loop to settle what is in flight and waits for it with a
-      deadline. The loop can always answer: it only ever awaits the consumer thread.
+    Threads (see docs/architecture.md): the event loop decodes, calls handlers, produces
+    and polls the producer, so every delivery report (and so every `Ticket` update) runs
+    on the loop. The consuming transport owns its client on its own thread (Kafka:
+    kit.transport.consumer), stores the offsets `Commits.take()` hands it, and calls the
+    `Rebalance` methods below, which move what they change onto the loop.
 
     Commit rule: a batch's offsets are stored only once it is handled and every record it
     emitted is confirmed, oldest batch first. A delivery the broker refused for good
@@ -150,11 +96,15 @@ class Runtime:
         repository: SchemaRepository | None = None,
         instance_id: str | None = None,
         extensions: Sequence[Extension] | None = None,
+        transport: Transport | None = None,
+        codec: Codec | None = None,
     ) -> None:
         self.service = service
         self.settings = settings or load_settings()
         self.instance_id = instance_id or f"{service.name}-{uuid.uuid4().hex[:12]}"
-        self.repository = repository or _repository_of(service, self.settings)
+        self.repository = repository or repository_of([service], self.settings)
+        self.transport: Transport = KafkaTransport() if transport is None else transport
+        """What the runtime consumes from and publishes to."""
         self.bootstrap, self.bootstrap_source = resolve_bootstrap(self.settings)
         self.group = self.settings.group_id or service.group
         self.exactly_once = (
@@ -165,20 +115,22 @@ class Runtime:
         """Each batch is one Kafka transaction with its offsets (see kit.exactly_once)."""
         self.transactions: Transactions | None = None
         self.ready = asyncio.Event()
-        self.assignment: set[tuple[str, int]] = set()
+        self.assignment: set[Partition] = set()
         """Partitions this instance owns (updated on the event loop)."""
-        self._owned: set[tuple[str, int]] = set()  # the same, kept by the consumer thread
         self._stopping = asyncio.Event()
         self.commits: Commits
         """The batches in flight and the offsets they may store (made by start())."""
         self._close_deadline = 0.0
-        self._executor: ConsumerThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
-        self._consumer: Consumer | None = None
         self._started = False
+        self._codec = codec
         self.codec: Codec
         self.dispatcher: Dispatcher
+        self.consumer: Consuming
+        self.sink: Sink
+        """Where handlers' events and dead letters go (transactional when exactly-once)."""
+        self.reply_sink: Sink
         self.extensions: list[Extension] = (
             list(extensions) if extensions is not None else _defaults.make(self.settings)
         )
@@ -187,7 +139,8 @@ class Runtime:
         """The instance's kit.registry.Announcer, when the Announcing extension runs (Any:
         the runtime does not import the registry, which sits above it)."""
         self.registry: Any = None
-        """Optional kit.rpc.LiveCheck: lets requests fail fast with ServiceUnavailable."""
+        """Optional kit.requests.LiveCheck: lets requests fail fast with ServiceUnavailable
+        (Any: a feature's type, which the runtime does not import)."""
         self.on_assigned: list[Callable[[Runtime], None]] = []
         """Called on the loop after each assignment (e.g. to announce the instance)."""
         self.on_closed: list[Callable[[Runtime], Awaitable[None] | None]] = []
@@ -197,51 +150,38 @@ class Runtime:
     # --- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect, verify or create topics, publish writer schemas, and subscribe."""
+        """Open the transport (topics, clients), publish writer schemas, and subscribe."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        settings = self.settings
-        admin = admin_client(settings)
-        self._admin = admin
-        topics = await asyncio.to_thread(
-            setup_service_topics, admin, settings, self.service.handlers, self._dead_letter_topic
-        )
-        producer = make_producer(
+        settings, transport = self.settings, self.transport
+        transactional = self.exactly_once and bool(self.service.handlers)
+        await transport.open(
+            self.service,
             settings,
-            low_latency=bool(self.service.responders()),
-            message_max_bytes=topics.producer_limit,
+            group=self.group,
+            instance_id=self.instance_id,
+            dead_letter_topic=self._dead_letter_topic,
+            auto_commit=not transactional,  # offsets are committed in the transactions
         )
-        self.producer = producer
-        self.reply_sink = self._sink_for(producer, topics)
-        self.sink = self.reply_sink
-        """Where handlers' events and dead letters go (transactional when exactly-once)."""
-        if self.exactly_once and self.service.handlers:
+        self.sink = self.reply_sink = transport.reply_sink
+        if transactional:
+            kafka = self._kafka("exactly-once processing (KIT_EXACTLY_ONCE)")
             self.transactions = Transactions(self)
-            self.sink = self._sink_for(await self.transactions.start(), topics)
-        self.schema_topic = SchemaTopic(settings, admin)
-        self.codec = Codec(self.repository, async_resolver=self.schema_topic.lookup_async)
+            self.sink = kafka.sink_for(await self.transactions.start())
+        self.codec = self._codec or Codec(self.repository, async_resolver=transport.lookup)
         self.dispatcher = Dispatcher(self.service, self.codec, settings, self.sink)
         self.dispatcher.reply_sink = self.reply_sink
-        self.dispatcher.reply_topic_exists = self._topic_exists
+        if isinstance(transport, KafkaTransport):
+            self.dispatcher.reply_topic_exists = self._topic_exists
         self.dispatcher.stopping = self._stopping
-        self.commits = Commits(settings, self.dispatcher, self.sink, producer.poll)
+        self.commits = Commits(settings, self.dispatcher, self.sink, transport.poll)
         schemas = {h.event_type.kit_schema() for h in self.service.handlers}
-        await asyncio.to_thread(self.schema_topic.publish, schemas | set(self.repository))
-        overrides: dict[str, Any] = {"client.id": self.instance_id}
-        if self.transactions is not None:  # offsets are committed in the transactions
-            overrides["enable.auto.commit"] = False
-        self._consumer = make_consumer(settings, self.group, **overrides)
-        self._executor = ConsumerThread(f"kit-consumer-{self.service.name}")
+        await transport.publish_schemas(schemas | set(self.repository))
+        self.consumer = transport.consumer
         for extension in self.extensions:
             await extension.setup(self)
         if self.service.handlers:
-            await self._on_consumer_thread(
-                self._consumer.subscribe,
-                self.service.topics(),
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
+            await self.consumer.subscribe(self.service.topics(), self)
         self._started = True
         log.info(
             "%s %s (instance %s) connected to %s via %s",
@@ -252,33 +192,46 @@ class Runtime:
             self.bootstrap_source,
         )
 
-    def _sink_for(self, producer: Producer, topics: ServiceTopics) -> KafkaSink:
-        sink = KafkaSink(producer, self._admin, self.settings, producer_limit=topics.producer_limit)
-        sink.known_topics.update(topics.partitions)
-        sink.partitions.update(topics.partitions)
-        sink.limits.update(topics.limits)
-        return sink
-
     def _dead_letter_topic(self, handler: Handler) -> str:
         return handler.dead_letter_topic or f"{handler.topic}{self.settings.dead_letter_suffix}"
 
+    def _kafka(self, what: str = "this") -> KafkaTransport:
+        transport = self.transport
+        if not isinstance(transport, KafkaTransport):
+            raise ConfigError(
+                "KIT_BOOTSTRAP_SERVERS",
+                f"{what} needs the Kafka transport, not {type(transport).__name__}",
+            )
+        return transport
+
     @property
-    def admin(self) -> AdminClient:
-        """The runtime's admin client (made by start())."""
-        return self._admin
+    def admin(self) -> Any:
+        """The Kafka admin client (made by start(); Any: confluent-kafka's AdminClient)."""
+        return self._kafka().admin
+
+    @property
+    def producer(self) -> Any:
+        """The plain Kafka producer (made by start(); Any: confluent-kafka's Producer)."""
+        return self._kafka().producer
+
+    @property
+    def schema_topic(self) -> Any:
+        """The kit.transport.schema_topic.SchemaTopic (made by start())."""
+        return self._kafka().schema_topic
 
     async def requester(self) -> Any:
-        """The kit.rpc.Requester that handlers' ctx.request() uses, started on first use
-        (given by the Requesting extension)."""
+        """The Requester that handlers' ctx.request() uses, started on first use (given by
+        the Requesting extension; Any: a feature's type, which the runtime does not import)."""
         factory = self.dispatcher.requester
         if factory is None:
             raise KitError(f"{self.service.name}: no extension gives requests (kit.app.Requesting)")
         return await factory()
 
     async def _topic_exists(self, topic: str) -> bool:
-        if topic in self.reply_sink.known_topics:
+        kafka = self._kafka()
+        if topic in kafka.reply_sink.known_topics:
             return True
-        found = await asyncio.to_thread(self._admin.list_topics, topic, 5)
+        found = await asyncio.to_thread(kafka.admin.list_topics, topic, 5)
         meta = found.topics.get(topic)
         exists = meta is not None and meta.error is None
         denied = (
@@ -289,7 +242,7 @@ class Runtime:
         if denied:
             log.error("cannot reply to %s: %s", topic, denied)
         if exists:
-            self.reply_sink.known_topics.add(topic)
+            kafka.reply_sink.known_topics.add(topic)
         return exists
 
     def stop(self) -> None:
@@ -313,190 +266,105 @@ class Runtime:
         if not self._started:
             await self.start()
         try:
-            await self._loop_until_stopped()
+            step = self.step
+            stopping = self._stopping
+            while not stopping.is_set():
+                await step()
         finally:
-            await self._close()
+            await self.close()
 
-    async def _loop_until_stopped(self) -> None:
-        assert self._consumer is not None and self._executor is not None
-        loop = asyncio.get_running_loop()
-        executor = self._executor
-        fetch = self._fetch
-        poll = self.producer.poll
-        handle_batch = self.dispatcher.handle_batch
-        stopping = self._stopping
+    async def step(self) -> int:
+        """One turn of the loop: fetch a batch, handle it, serve delivery reports, and
+        settle what is confirmed. Returns the number of records fetched."""
         commits = self.commits
+        records = await self.consumer.fetch()
+        if commits.failed is not None:  # a revoke found it while settling
+            raise commits.failed
+        if records:
+            if self.transactions is not None:
+                await self.transactions.run_batch(records)
+            else:
+                ticket = Ticket()
+                commits.tickets.append(ticket)
+                try:
+                    await self.dispatcher.handle_batch(records, ticket)
+                finally:
+                    ticket.closed = True
+        self.transport.poll(0)
         tickets = commits.tickets
-        transactions = self.transactions
-        while not stopping.is_set():
-            messages = await loop.run_in_executor(executor, fetch)
-            if commits.failed is not None:  # a revoke found it while settling
-                raise commits.failed
-            if messages:
-                records = [m for m in messages if m.error() is None]
-                if len(records) != len(messages):
-                    self._check_errors(messages)
-                if records and transactions is not None:
-                    await transactions.run_batch(cast(list[MessageLike], records))
-                elif records:
-                    ticket = Ticket()
-                    tickets.append(ticket)
-                    try:
-                        await handle_batch(cast(list[MessageLike], records), ticket)
-                    finally:
-                        ticket.closed = True
-            poll(0)
-            if tickets and tickets[0].done:
-                await commits.settle()
+        if tickets and tickets[0].done:
+            await commits.settle()
+        return len(records)
 
-    # --- the consumer thread ------------------------------------------------------------
-
-    async def _on_consumer_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        assert self._executor is not None
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, partial(fn, *args, **kwargs)
-        )
-
-    def _fetch(self) -> list[Message]:
-        """On the consumer thread: store what the loop settled, then fetch a batch."""
-        consumer = self._consumer
-        assert consumer is not None
-        self._store_pending(consumer)
-        return poll_batch(consumer, 0.05, self.settings.batch_size)
-
-    def _store_pending(self, consumer: Consumer) -> None:
-        """On the consumer thread: store the offsets the loop settled, for owned partitions."""
-        pending = self.commits.take()
-        offsets = [
-            TopicPartition(t, p, o) for (t, p), o in pending.items() if (t, p) in self._owned
-        ]
-        if offsets:
-            try:
-                consumer.store_offsets(offsets=offsets)
-            except KafkaException as exc:  # e.g. a partition lost meanwhile: redone later
-                log.warning("could not store offsets %s: %s", _fmt(offsets), exc)
-
-    def _commit(self, consumer: Consumer) -> None:
-        """On the consumer thread: commit stored offsets synchronously."""
-        if not self._owned:
-            return
-        try:
-            consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError._NO_OFFSET:
-                log.warning("commit failed: %s", exc)
-
-    def _close_consumer(self, consumer: Consumer) -> None:
-        """On the consumer thread: store, commit, leave the group (the revoke callback
-        settles once more) and close."""
-        self._store_pending(consumer)
-        self._commit(consumer)
-        consumer.close()
-
-    def _check_errors(self, messages: list[Message]) -> None:
-        for msg in messages:
-            err = msg.error()
-            if err is None or err.code() == KafkaError._PARTITION_EOF:
-                continue
-            denied = authorization_error(
-                err, group=self.group, topic=msg.topic(), action="consume", settings=self.settings
-            )
-            if denied is not None:  # it would never be allowed by waiting: stop, naming it
-                raise denied
-            if err.fatal():
-                raise KafkaException(err)
-            log.warning("consumer error: %s", err)
-
-    async def _close(self) -> None:
+    async def close(self) -> None:
+        """Settle, commit, close the consumer, run the on_closed hooks and stop the
+        extensions, within KIT_SHUTDOWN_TIMEOUT (the consumer's close gets at least 5 s)."""
         timeout = self.settings.shutdown_timeout
         self._close_deadline = time.monotonic() + timeout
         try:
             if self.commits.failed is None:
-                await self.commits.quiesce(max(0.0, self._close_deadline - time.monotonic()))
+                await self.commits.quiesce(self._time_left())
         finally:
-            consumer, self._consumer = self._consumer, None
-            if consumer is not None and self._executor is not None:
-                left = max(5.0, self._close_deadline - time.monotonic())
-                try:  # a close waits on the group coordinator: never for ever
-                    await asyncio.wait_for(
-                        self._on_consumer_thread(self._close_consumer, consumer), left
-                    )
-                except TimeoutError:
-                    log.error(
-                        "the consumer did not close within %.0fs (is the group coordinator "
-                        "reachable?); leaving it: what was not committed is handled again",
-                        left,
-                    )
-            if self._executor is not None:
-                self._executor.shutdown(wait=False)
-            for callback in self.on_closed:
-                try:
-                    result = callback(self)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    log.exception("on_closed callback %r failed", callback)
-            for extension in reversed(self.extensions):
-                try:
-                    await extension.stop(self)
-                except Exception:
-                    log.exception("stopping extension %r failed", extension)
-            await asyncio.to_thread(self.schema_topic.close)
-            if self.transactions is not None:
-                self.transactions.close()
-            log.info(
-                "%s stopped: %d handled, %d dead-lettered, %d expired requests skipped",
-                self.service.name,
-                self.dispatcher.handled,
-                self.dispatcher.dead_lettered,
-                self.dispatcher.expired,
-            )
+            await self.consumer.close(self._time_left())
+            await self._after_close()
 
-    # --- rebalance callbacks (librdkafka calls them inside consume(): consumer thread) --
+    def _time_left(self) -> float:
+        return max(0.0, self._close_deadline - time.monotonic())
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        owned = {(tp.topic, tp.partition) for tp in partitions}
-        self._owned |= owned
-        log.info("%s assigned %s", self.instance_id, _fmt(partitions))
-        self._to_loop(self._assigned, owned)
+    async def _after_close(self) -> None:
+        for callback in self.on_closed:
+            try:
+                result = callback(self)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("on_closed callback %r failed", callback)
+        for extension in reversed(self.extensions):
+            try:
+                await extension.stop(self)
+            except Exception:
+                log.exception("stopping extension %r failed", extension)
+        await self.transport.close()
+        if self.transactions is not None:
+            self.transactions.close()
+        log.info(
+            "%s stopped: %d handled, %d dead-lettered, %d expired requests skipped",
+            self.service.name,
+            self.dispatcher.handled,
+            self.dispatcher.dead_lettered,
+            self.dispatcher.expired,
+        )
 
-    def _assigned(self, owned: set[tuple[str, int]]) -> None:
+    # --- Rebalance: what the consuming transport reports (from any thread) -------------
+
+    def assigned(self, partitions: set[Partition]) -> None:
+        """The transport assigned these partitions: note them on the loop, run hooks."""
+        self._to_loop(self._assigned, partitions)
+
+    def _assigned(self, owned: set[Partition]) -> None:
         self.assignment |= owned
         self.ready.set()
         for callback in self.on_assigned:
             callback(self)
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Settle in-flight deliveries on the loop (which never waits on this thread), then
-        # store and commit here, on the thread that owns the consumer.
-        loop = self._loop
-        if loop is not None and loop.is_running() and threading.get_ident() != self._loop_thread:
-            limit = self.settings.shutdown_timeout
-            if self._close_deadline:
-                limit = max(0.0, min(limit, self._close_deadline - time.monotonic()))
-            future = asyncio.run_coroutine_threadsafe(self.commits.quiesce(limit), loop)
-            try:
-                future.result(limit + 1)
-            except Exception as exc:  # a revoke must go on: what is unsettled is redone
-                future.cancel()
-                log.warning("settling before revoke failed: %r", exc)
-        self._store_pending(consumer)
-        self._commit(consumer)
-        gone = {(tp.topic, tp.partition) for tp in partitions}
-        self._owned -= gone
-        log.info("%s revoked %s", self.instance_id, _fmt(partitions))
-        self._to_loop(self.assignment.difference_update, gone)
+    def revoked(self, partitions: set[Partition]) -> None:
+        """The transport gave these partitions up (after `settle` and a commit)."""
+        self._to_loop(self.assignment.difference_update, partitions)
 
-    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        gone = {(tp.topic, tp.partition) for tp in partitions}
-        self._owned -= gone
-        self.commits.drop(gone)
-        log.warning(
-            "%s lost %s (their uncommitted work will be redone)",
-            self.instance_id,
-            _fmt(partitions),
-        )
-        self._to_loop(self.assignment.difference_update, gone)
+    def lost(self, partitions: set[Partition]) -> None:
+        """The transport lost these partitions: their settled offsets are not stored."""
+        self.commits.drop(partitions)
+        self._to_loop(self.assignment.difference_update, partitions)
+
+    async def settle(self, timeout: float) -> None:
+        """Settle what is in flight, within `timeout` and the close deadline (a revoke)."""
+        if self._close_deadline:
+            timeout = min(timeout, self._time_left())
+        await self.commits.quiesce(timeout)
+
+    def take(self) -> dict[Partition, int]:
+        """The offsets settled since the last call, for the transport to store."""
+        return self.commits.take()
 
     def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         loop = self._loop
@@ -506,19 +374,34 @@ class Runtime:
             loop.call_soon_threadsafe(fn, *args)
 
 
-def _fmt(partitions: list[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+def repository_of(services: Iterable[Service], settings: Settings) -> SchemaRepository:
+    """The schemas services read: `settings.schemas_dir`, else the repositories their event
+    types are bound to (the nearest `schemas/` above each module, see
+    kit.schema.repository_for), merged when there are several; else the current
+    directory's. With one repository (the usual case), it is that same object."""
+    repos: list[SchemaRepository] = []
+    if settings.schemas_dir:
+        repos.append(repository_for(settings=settings))
+    else:
+        for svc in services:
+            for handler in svc.handlers:
+                repo = getattr(handler.event_type, "__kit_repository__", None)
+                if isinstance(repo, SchemaRepository) and all(repo is not r for r in repos):
+                    repos.append(repo)
+    if not repos:
+        return repository_for(settings=settings)
+    if len(repos) == 1:
+        return repos[0]
+    merged = SchemaRepository()
+    for repo in repos:
+        for schema in repo:
+            merged.add(schema)
+    return merged
 
 
 def _repository_of(service: Service, settings: Settings) -> SchemaRepository:
-    """`settings.schemas_dir`, else the repository the service's first event type is bound
-    to (the nearest `schemas/` above its module), else the current directory's."""
-    if not settings.schemas_dir:
-        for handler in service.handlers:
-            repo = getattr(handler.event_type, "__kit_repository__", None)
-            if isinstance(repo, SchemaRepository):
-                return repo
-    return repository_for(settings=settings)
+    """The repository one service's runtime uses (see repository_of)."""
+    return repository_of([service], settings)
 
 
 async def run(service: Service, settings: Settings | None = None, *, signals: bool = True) -> int:

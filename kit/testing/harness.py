@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kit.codec import Codec, fingerprint_of
 from kit.config import Settings, load_settings
 from kit.context import header
-from kit.dispatch import Dispatcher, Ticket
 from kit.errors import DecodeError, RequestTimeout
 from kit.event import Event
 from kit.requests import (
@@ -22,9 +21,10 @@ from kit.requests import (
     reply_topic_name,
     request_headers,
 )
-from kit.schema import Schema, SchemaRepository, repository_for
+from kit.runtime import Runtime, repository_of
+from kit.schema import Schema, SchemaRepository
 from kit.service import Responder, Service
-from kit.transport.memory import MemoryBroker, MemoryMessage
+from kit.transport.memory import MemoryBroker, MemoryConsumer, MemoryMessage, MemoryTransport
 
 if TYPE_CHECKING:
     from kit.replay.file import Record
@@ -66,12 +66,15 @@ class Emitted:
 class Harness:
     """Services wired to in-memory topics, with Kafka's record flow and no broker.
 
-    Each service is its own consumer group: `run()` hands every record of a subscribed
-    topic to it, partition by partition in order, through the same dispatcher as on Kafka
-    (decode, retries, dead letters, replies). `ctx.request` from a handler, and
-    `harness.request`, are answered at once by the responders in the harness. The
-    memory transport has a logical clock and no threads, so the same input gives the same
-    output, in the same order.
+    Each service gets the same `Runtime` it runs on Kafka, over the memory transport
+    (kit.transport.memory), as its own consumer group owning every partition. `run()` turns
+    the runtimes' loops (`Runtime.step`: fetch, decode, handler, publish, confirm, commit)
+    until no service has anything left. `ctx.request` from a handler, and
+    `harness.request`, put the request on the responder's topic and turn the responder's
+    loop at once, on that topic alone, so the reply is there when the call returns (unlike
+    on Kafka, a service can answer its own requests here). The memory transport has a
+    logical clock and no threads, so the same input gives the same output, in the same
+    order.
     """
 
     def __init__(
@@ -85,23 +88,39 @@ class Harness:
             bootstrap_servers="memory", retry_backoff=0.0, retry_backoff_max=0.0
         )
         self.broker = MemoryBroker(partitions)
-        self.repository = repository or _repository(services, self.settings)
+        self.repository = repository or repository_of(services, self.settings)
         self._extra_schemas: dict[bytes, Schema] = {}
         self.codec = Codec(self.repository, resolver=self._extra_schemas.get)
         self.services = list(services)
-        self.dispatchers: dict[str, Dispatcher] = {}
-        self._positions: dict[str, dict[tuple[str, int], int]] = {}
-        self._direct: set[tuple[str, str, int, int]] = set()
-        """(service, topic, partition, offset) of requests a responder already answered."""
-        self._requests = 0
+        self.transports: dict[str, MemoryTransport] = {}
+        self.runtimes: dict[str, Runtime] = {}
+        """Each service's Runtime, by service name (started by the first run or request)."""
         for svc in services:
-            d = Dispatcher(svc, self.codec, self.settings, self.broker.sink(svc.name))
-            d.requester = self._requester
-            self.dispatchers[svc.name] = d
-            self._positions[svc.name] = {}
+            transport = MemoryTransport(self.broker, svc.name, self._extra_schemas.get)
+            self.transports[svc.name] = transport
+            self.runtimes[svc.name] = Runtime(
+                svc,
+                self.settings,
+                repository=self.repository,
+                instance_id=f"{svc.name}-harness",
+                extensions=[],
+                transport=transport,
+                codec=self.codec,
+            )
             for handler in svc.handlers:
                 self.broker.create_topic(handler.topic, handler.partitions)
+        self._requests = 0
         self._requester_obj = _MemoryRequester(self)
+        self._started = False
+
+    async def start(self) -> None:
+        """Start every service's runtime on the memory transport (run() does it first)."""
+        if self._started:
+            return
+        self._started = True
+        for runtime in self.runtimes.values():
+            await runtime.start()
+            runtime.dispatcher.requester = self._requester
 
     # --- input -------------------------------------------------------------------------
 
@@ -199,34 +218,26 @@ class Harness:
     # --- running -----------------------------------------------------------------------
 
     async def run(self, max_rounds: int = 1000) -> int:
-        """Deliver records to services until no service has anything left; returns the count."""
+        """Turn the services' loops until no service has anything left; returns the number
+        of records handled.
+
+        In each round every service, in the order given, handles what was waiting for it
+        when its turn came; what it emits waits for the next round. More than `max_rounds`
+        rounds means services feeding each other for ever: RuntimeError.
+        """
+        await self.start()
         total = 0
         for _ in range(max_rounds):
             progressed = 0
-            for svc in self.services:
-                progressed += await self._deliver(svc)
+            for name, runtime in self.runtimes.items():
+                waiting = self.transports[name].consumer.pending()
+                while waiting > 0 and (fetched := await runtime.step()):
+                    waiting -= fetched
+                    progressed += fetched
             total += progressed
             if not progressed:
                 return total
         raise RuntimeError(f"services still busy after {max_rounds} rounds (a loop of events?)")
-
-    async def _deliver(self, svc: Service) -> int:
-        dispatcher = self.dispatchers[svc.name]
-        positions = self._positions[svc.name]
-        count = 0
-        for handler in svc.handlers:
-            for partition, records in enumerate(self.broker.topics.get(handler.topic, [])):
-                start = positions.get((handler.topic, partition), 0)
-                batch = [
-                    m
-                    for m in records[start:]
-                    if (svc.name, m.topic(), m.partition(), m.offset()) not in self._direct
-                ]
-                positions[(handler.topic, partition)] = len(records)
-                if batch:
-                    await dispatcher.handle_batch(batch, Ticket())
-                    count += len(batch)
-        return count
 
     async def request(
         self,
@@ -296,7 +307,7 @@ def _is_type(item: Emitted, full_name: str, codec: Codec) -> bool:
 
 
 class _MemoryRequester(BaseRequester):
-    """Requests answered synchronously by the harness's responders."""
+    """Requests put on the memory topics and answered at once by the harness's responders."""
 
     def __init__(self, harness: Harness) -> None:
         self.harness = harness
@@ -315,47 +326,36 @@ class _MemoryRequester(BaseRequester):
         timeout: float | None = None,
         started: float | None = None,
     ) -> Any:
-        """Put the request on its topic, let the responder handle it now, return its reply."""
+        """Put the request on its topic, turn the responder's loop on that topic until it
+        handled the request, and return the reply (RequestTimeout when none came)."""
         h = self.harness
+        await h.start()
         wait = h.settings.request_timeout if timeout is None else timeout
         h._requests += 1
         corr = f"harness-{h._requests}"
         target = topic or f"{service}.{method}"
         deadline_ms = int((time.time() + wait) * 1000)
         headers = request_headers(corr, REPLY_TOPIC, deadline_ms, service, method)
-        msg = h.broker.append(target, value, key, headers, producer="request")
         h.broker.create_topic(REPLY_TOPIC)
-        for svc in h.services:
-            handler = h.dispatchers[svc.name].by_topic.get(target)
-            if isinstance(handler, Responder):
-                h._direct.add((svc.name, msg.topic(), msg.partition(), msg.offset()))
-                await h.dispatchers[svc.name].handle(msg, Ticket())
+        msg = h.broker.append(target, value, key, headers, producer="request")
+        for name, runtime in h.runtimes.items():
+            if isinstance(runtime.dispatcher.by_topic.get(target), Responder):
+                await _turn_until_handled(runtime, h.transports[name].consumer, msg)
                 for reply in reversed(h.broker.topics[REPLY_TOPIC][0]):
                     if header(reply, CORRELATION_ID) == corr.encode():
-                        return check_reply(reply, service, method, corr)  # type: ignore[arg-type]
+                        return check_reply(reply, service, method, corr)
                 break
         raise RequestTimeout(service, method, corr, wait)
 
 
-def _repository(services: Iterable[Service], settings: Settings) -> SchemaRepository:
-    """The repositories the services' event types are bound to (`repository_for`), merged.
-
-    With one repository (the usual case), it is that one: the same object the runtime uses.
-    """
-    repos: list[SchemaRepository] = []
-    if settings.schemas_dir:
-        repos.append(repository_for(settings=settings))
-    for svc in services:
-        for handler in svc.handlers:
-            repo = getattr(handler.event_type, "__kit_repository__", None)
-            if isinstance(repo, SchemaRepository) and all(repo is not r for r in repos):
-                repos.append(repo)
-    if not repos:
-        return repository_for(settings=settings)
-    if len(repos) == 1:
-        return repos[0]
-    merged = SchemaRepository()
-    for repo in repos:
-        for schema in repo:
-            merged.add(schema)
-    return merged
+async def _turn_until_handled(
+    runtime: Runtime, consumer: MemoryConsumer, msg: MemoryMessage
+) -> None:
+    """Turn `runtime`'s loop on `msg`'s topic alone until `msg` was fetched and handled."""
+    slot = (msg.topic(), msg.partition())
+    previous, consumer.only = consumer.only, {msg.topic()}
+    try:
+        while consumer.positions.get(slot, 0) <= msg.offset() and await runtime.step():
+            pass
+    finally:
+        consumer.only = previous

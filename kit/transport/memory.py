@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MemoryBroker", "MemoryMessage"]
+from kit.config import Settings
+from kit.protocol import MessageLike
+from kit.schema import Schema
+from kit.service import Handler, Service
+from kit.transport.base import Partition, Rebalance
+
+__all__ = ["MemoryBroker", "MemoryConsumer", "MemoryMessage", "MemorySink", "MemoryTransport"]
 
 Headers = list[tuple[str, bytes]]
 
@@ -151,3 +157,144 @@ class MemorySink:
     def record_limit(self, topic: str) -> int | None:
         """None: memory topics take records of any size."""
         return None
+
+
+class MemoryConsumer:
+    """`Consuming` on a MemoryBroker: one consumer group alone, owning every partition.
+
+    `fetch` returns, in a fixed order (topics as subscribed, partitions in order), the
+    records after the group's position, up to the batch size; `committed` holds what the
+    commit rule let it store. No threads and no clock: the same input gives the same
+    batches.
+    """
+
+    def __init__(self, broker: MemoryBroker, batch_size: int = 500) -> None:
+        self.broker = broker
+        self.batch_size = batch_size
+        self.topics: list[str] = []
+        self.positions: dict[Partition, int] = {}
+        """The next offset to fetch, per partition."""
+        self.committed: dict[Partition, int] = {}
+        """The offsets stored (next to read), per partition."""
+        self.paused: set[Partition] = set()
+        self.only: set[str] | None = None
+        """When set, fetch only from these topics (the Harness answering a request at once)."""
+        self._listener: Rebalance | None = None
+        self._assigned: set[Partition] = set()
+
+    async def subscribe(self, topics: Sequence[str], listener: Rebalance) -> None:
+        """Own every partition of `topics` (made if missing) at once."""
+        self.topics = list(topics)
+        self._listener = listener
+        for topic in self.topics:
+            self.broker.create_topic(topic)
+        self._assign_new()
+
+    def _assign_new(self) -> None:
+        new = {
+            (topic, p)
+            for topic in self.topics
+            for p in range(len(self.broker.topics.get(topic, [])))
+        } - self._assigned
+        if new and self._listener is not None:
+            self._assigned |= new
+            self._listener.assigned(new)
+
+    async def fetch(self) -> Sequence[MessageLike]:
+        """Store what was settled, then return the next records (at most the batch size)."""
+        self._store()
+        self._assign_new()
+        batch: list[MessageLike] = []
+        room = self.batch_size
+        for topic in self.topics:
+            if self.only is not None and topic not in self.only:
+                continue
+            for partition, records in enumerate(self.broker.topics.get(topic, [])):
+                slot = (topic, partition)
+                start = self.positions.get(slot, 0)
+                if slot in self.paused or start >= len(records) or room <= 0:
+                    continue
+                taken = records[start : start + room]
+                self.positions[slot] = start + len(taken)
+                batch.extend(taken)
+                room -= len(taken)
+        return batch
+
+    def _store(self) -> None:
+        if self._listener is not None:
+            for slot, offset in self._listener.take().items():
+                if slot in self._assigned:
+                    self.committed[slot] = offset
+
+    def pending(self) -> int:
+        """Records on the subscribed topics not fetched yet (paused partitions too)."""
+        return sum(
+            len(records) - self.positions.get((topic, p), 0)
+            for topic in self.topics
+            for p, records in enumerate(self.broker.topics.get(topic, []))
+        )
+
+    async def pause(self, partitions: Iterable[Partition]) -> None:
+        """Fetch nothing from these partitions until `resume`."""
+        self.paused.update(partitions)
+
+    async def resume(self, partitions: Iterable[Partition]) -> None:
+        """Fetch from these partitions again."""
+        self.paused.difference_update(partitions)
+
+    async def close(self, timeout: float) -> None:
+        """Settle, store, and give every partition up."""
+        if self._listener is not None:
+            await self._listener.settle(timeout)
+            self._store()
+            gone, self._assigned = self._assigned, set()
+            self._listener.revoked(gone)
+
+
+class MemoryTransport:
+    """`Transport` on a MemoryBroker: what the Harness runs each service's Runtime on.
+
+    Delivery is immediate and always succeeds; `lookup` asks `resolver` (e.g. the writer
+    schemas of a recording fed to the harness).
+    """
+
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        name: str,
+        resolver: Callable[[bytes], Schema | None] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.sink = MemorySink(broker, name)
+        self.reply_sink = self.sink
+        self.consumer = MemoryConsumer(broker)
+        self._resolver = resolver
+
+    async def open(
+        self,
+        service: Service,
+        settings: Settings,
+        *,
+        group: str,
+        instance_id: str,
+        dead_letter_topic: Callable[[Handler], str],
+        auto_commit: bool = True,
+    ) -> None:
+        """Create the service's topics."""
+        self.consumer.batch_size = settings.batch_size
+        for handler in service.handlers:
+            self.broker.create_topic(handler.topic, handler.partitions)
+
+    def poll(self, timeout: float) -> int:
+        """0: delivery reports were given at produce time."""
+        return 0
+
+    async def lookup(self, fingerprint: bytes) -> Schema | None:
+        """The resolver's schema for this fingerprint, if any."""
+        return self._resolver(fingerprint) if self._resolver is not None else None
+
+    async def publish_schemas(self, schemas: Iterable[Schema]) -> None:
+        """Nothing to do: every reader in the harness shares one codec."""
+
+    async def close(self) -> None:
+        """Nothing to release."""

@@ -551,7 +551,7 @@ def test_a_service_without_its_group_acl_stops_and_names_the_group(
     kit_topics: BrokerInfo, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Fails while the runtime logs GROUP_AUTHORIZATION_FAILED as a plain consumer warning
-    and waits for ever, handling nothing (kit.runtime.Runtime._check_errors)."""
+    and waits for ever, handling nothing (kit.transport.consumer.KafkaConsumer._check_errors)."""
     names = handler_names()
     make_topics(kit_topics, names)
     granted = [a for a in acls(HANDLER, names) if a.resource != "Group"]

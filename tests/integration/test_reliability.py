@@ -259,16 +259,16 @@ def test_delivery_reports_of_the_runtime_producer_run_on_the_event_loop_only(
 ) -> None:
     """Defect 5: the announcer published its schema by flushing the runtime's producer from
     a worker thread, so batch accounting ran on two threads at once."""
-    import kit.runtime
+    import kit.transport.kafka_transport
 
     made: list[ThreadRecordingProducer] = []
-    real = kit.runtime.make_producer
+    real = kit.transport.kafka_transport.make_producer
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         made.append(ThreadRecordingProducer(real(*args, **kwargs)))
         return made[-1]
 
-    monkeypatch.setattr(kit.runtime, "make_producer", recording)
+    monkeypatch.setattr(kit.transport.kafka_transport, "make_producer", recording)
     orders, invoices = unique_name("orders"), unique_name("invoices")
     svc = invoicing(orders, invoices, unique_name("g"))
 
