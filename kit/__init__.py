@@ -1,6 +1,6 @@
 """kit: Avro-typed event-driven services on Apache Kafka."""
 
-from kit.app import default_extensions
+from kit.app import default_extensions, run
 from kit.broker.local import running_address
 from kit.client import Client
 from kit.codec import Codec
@@ -20,7 +20,7 @@ from kit.errors import (
     ServiceUnavailable,
 )
 from kit.event import Event
-from kit.runtime import Runtime, install_default_extensions, run
+from kit.runtime import Runtime, install_default_extensions
 from kit.schema import Schema, SchemaRepository
 from kit.service import Service
 

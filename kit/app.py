@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 from typing import TYPE_CHECKING, Any
 
 from kit.config import Settings
 from kit.registry import Announcer, Registry, load_registry_config
 from kit.requests import LiveCheck
+from kit.runtime import Runtime
+from kit.service import Service
 from kit.transport.requester import Requester
 
 if TYPE_CHECKING:
-    from kit.runtime import Extension, Runtime
+    from kit.runtime import Extension
 
-__all__ = ["Announcing", "Requesting", "default_extensions", "open_registry"]
+__all__ = ["Announcing", "Requesting", "default_extensions", "open_registry", "run"]
+
+log = logging.getLogger("kit.runtime")
 
 
 async def open_registry(settings: Settings) -> LiveCheck:
@@ -86,3 +93,27 @@ def default_extensions(settings: Settings) -> list[Extension]:
     extensions: list[Any] = [Announcing()] if config.enabled else []
     extensions.append(Requesting(config.fail_fast))
     return extensions
+
+
+async def run(service: Service, settings: Settings | None = None, *, signals: bool = True) -> int:
+    """Run a service until SIGTERM/SIGINT; returns 0 after a graceful stop within the deadline."""
+    runtime = Runtime(service, settings)
+    loop = asyncio.get_running_loop()
+    if signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runtime.stop)
+    task = asyncio.create_task(runtime.run(), name=f"kit-runtime-{service.name}")
+    stop_wait = asyncio.create_task(runtime._stopping.wait())
+    done, _ = await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        stop_wait.cancel()
+        task.result()
+        return 0
+    try:
+        await asyncio.wait_for(task, runtime.settings.shutdown_timeout + 1)
+    except TimeoutError:
+        log.error(
+            "graceful stop exceeded KIT_SHUTDOWN_TIMEOUT=%ss", runtime.settings.shutdown_timeout
+        )
+        return 1
+    return 0

@@ -12,10 +12,10 @@ from typing import Any
 from kit.codec import Codec, UnknownWriterSchema
 from kit.config import Settings
 from kit.context import Context, Ticket
+from kit.dead_letters import RECORD_OVERHEAD, dead_letter_headers, room_for_value
 from kit.errors import (
     DecodeError,
     DeliveryError,
-    DeliveryRefused,
     EncodeError,
     RequestTimeout,
     ServiceUnavailable,
@@ -38,6 +38,7 @@ from kit.protocol import (
 from kit.service import Handler, Responder, Service
 
 __all__ = [
+    "RECORD_OVERHEAD",
     "TRANSIENT_ERRORS",
     "Abandoned",
     "Context",
@@ -52,10 +53,6 @@ log = logging.getLogger("kit.dispatch")
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (ServiceUnavailable, RequestTimeout, DeliveryError)
 """Failures of a dependency that a later attempt may not meet: retried for a time
 (KIT_TRANSIENT_TIMEOUT, or the handler's `transient_timeout`), not a number of times."""
-
-RECORD_OVERHEAD = 512
-"""Bytes a record needs on the wire beyond its key, value and headers (batch and record
-headers), with room to spare: used to decide whether a dead letter must be truncated."""
 
 
 class Abandoned(Exception):
@@ -204,47 +201,20 @@ class Dispatcher:
         first_failure = time.monotonic() if error is not None else 0.0
         while True:
             if error is not None:
-                transient = isinstance(error, TRANSIENT_ERRORS) and transient_for > 0
                 if not first_failure:
                     first_failure = time.monotonic()
                 failing_for = time.monotonic() - first_failure
-                if (transient and failing_for >= transient_for) or (
-                    not transient and attempt > retries
-                ):
+                delay = self._retry_delay(
+                    handler, error, attempt, retries, transient_for, failing_for
+                )
+                if delay is None:
                     await self._failed(msg, handler, error, attempt, ticket)
                     return
-                delay = min(
-                    self.settings.retry_backoff * (2 ** min(attempt - 1, 30)),
-                    self.settings.retry_backoff_max,
-                )
-                if transient:  # never sleep past the end of the window
-                    delay = max(0.0, min(delay, transient_for - failing_for))
-                log.warning(
-                    "%s.%s attempt %d failed (%s: %s); retrying in %.2fs%s",
-                    self.service.name,
-                    handler.name,
-                    attempt,
-                    type(error).__name__,
-                    error,
-                    delay,
-                    f" (transient, for up to {transient_for:g}s)" if transient else "",
-                )
                 await self._pause(delay)
             attempt += 1
             ctx = Context(self, msg)
             try:
-                if handler.takes_context:
-                    result = handler.func(event, ctx)
-                else:
-                    result = handler.func(event)
-                if handler.is_async:
-                    result = await result
-                if responder:  # encoded here: a reply that cannot be encoded is a failure
-                    if not isinstance(result, Event):
-                        raise EncodeError(
-                            f"{handler.name} returned {type(result).__name__}, not an Event"
-                        )
-                    reply = self.codec.encode(result)
+                reply = await self._call(handler, event, ctx, responder)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -256,6 +226,53 @@ class Dispatcher:
             await self._publish_rest(ctx, ticket, i)
         if responder:
             await self.reply(msg, reply, None, ticket)
+
+    def _retry_delay(
+        self,
+        handler: Handler,
+        error: Exception,
+        attempt: int,
+        retries: int,
+        transient_for: float,
+        failing_for: float,
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or None when the retries are spent: a
+        transient error is retried while it lasts less than `transient_for`, any other
+        `retries` times, with exponential backoff."""
+        transient = isinstance(error, TRANSIENT_ERRORS) and transient_for > 0
+        if (transient and failing_for >= transient_for) or (not transient and attempt > retries):
+            return None
+        delay = min(
+            self.settings.retry_backoff * (2 ** min(attempt - 1, 30)),
+            self.settings.retry_backoff_max,
+        )
+        if transient:  # never sleep past the end of the window
+            delay = max(0.0, min(delay, transient_for - failing_for))
+        log.warning(
+            "%s.%s attempt %d failed (%s: %s); retrying in %.2fs%s",
+            self.service.name,
+            handler.name,
+            attempt,
+            type(error).__name__,
+            error,
+            delay,
+            f" (transient, for up to {transient_for:g}s)" if transient else "",
+        )
+        return delay
+
+    async def _call(
+        self, handler: Handler, event: Event, ctx: Context, responder: bool
+    ) -> bytes | None:
+        """Call the handler once; a responder's result is encoded here (a reply that cannot
+        be encoded is a failure of the attempt). Returns the encoded reply, if any."""
+        result = handler.func(event, ctx) if handler.takes_context else handler.func(event)
+        if handler.is_async:
+            result = await result
+        if not responder:
+            return None
+        if not isinstance(result, Event):
+            raise EncodeError(f"{handler.name} returned {type(result).__name__}, not an Event")
+        return self.codec.encode(result)
 
     async def _pause(self, delay: float) -> None:
         """Wait `delay` seconds before a retry; raise Abandoned at once if stopping."""
@@ -364,51 +381,24 @@ class Dispatcher:
         record is.
         """
         self.dead_lettered += 1
-        _ts_type, ts = msg.timestamp()
-        if isinstance(exc, DecodeError):
-            reason = "decode"
-        elif isinstance(exc, DeliveryRefused):
-            reason = "delivery"
-        else:
-            reason = "handler"
-        extra = [
-            ("kit-dlt-reason", reason.encode()),
-            ("kit-dlt-exception-type", type(exc).__qualname__.encode()),
-            ("kit-dlt-exception-message", str(exc).encode(errors="replace")[:4096]),
-            ("kit-dlt-original-topic", (msg.topic() or "").encode()),
-            ("kit-dlt-original-partition", str(msg.partition()).encode()),
-            ("kit-dlt-original-offset", str(msg.offset()).encode()),
-            ("kit-dlt-original-timestamp", str(ts).encode()),
-            ("kit-dlt-attempts", str(attempts).encode()),
-            ("kit-dlt-service", self.service.name.encode()),
-            ("kit-dlt-group", self.group.encode()),
-            ("kit-dlt-handler", handler.name.encode()),
-        ]
-        if reason == "handler":
-            stack = "".join(traceback.format_exception(exc))[-8192:]
-            extra.append(("kit-dlt-stacktrace", stack.encode(errors="replace")))
         topic = self.dead_letter_topic(handler)
-        headers = list(msg.headers() or []) + extra
+        headers = list(msg.headers() or []) + dead_letter_headers(
+            msg, exc, attempts, self.service.name, self.group, handler.name
+        )
         value, key = msg.value(), msg.key()
-        limit = self.sink.record_limit(topic)
-        if value is not None:
-            header_bytes = sum(len(k) + len(v or b"") for k, v in headers)
-            fixed = len(key or b"") + header_bytes + RECORD_OVERHEAD
-            room = len(value) if limit is None else max(0, limit - fixed - 64)
-            if max_value is not None:
-                room = min(room, max_value)
-            if len(value) > room:
-                headers.append((TRUNCATED, str(len(value)).encode()))
-                log.warning(
-                    "dead letter of %s[%s]@%s cut from %d to %d value bytes to fit %s",
-                    msg.topic(),
-                    msg.partition(),
-                    msg.offset(),
-                    len(value),
-                    room,
-                    topic,
-                )
-                value = value[:room]
+        room = room_for_value(value, key, headers, self.sink.record_limit(topic), max_value)
+        if value is not None and len(value) > room:
+            headers.append((TRUNCATED, str(len(value)).encode()))
+            log.warning(
+                "dead letter of %s[%s]@%s cut from %d to %d value bytes to fit %s",
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                len(value),
+                room,
+                topic,
+            )
+            value = value[:room]
         log.warning(
             "dead-lettering %s[%s]@%s to %s: %s",
             msg.topic(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import signal
 import threading
 import time
 import uuid
@@ -19,14 +18,14 @@ from kit.dispatch import Dispatcher, Ticket
 from kit.errors import ConfigError, KitError
 from kit.exactly_once import Transactions
 from kit.protocol import Sink
-from kit.schema import SchemaRepository, repository_for
+from kit.schema import SchemaRepository, repository_of_types
 from kit.service import Handler, Service
 from kit.transport.base import Consuming, Partition, Transport
 from kit.transport.consumer import ConsumerThread
 from kit.transport.diagnose import authorization_message
 from kit.transport.kafka_transport import KafkaTransport
 
-__all__ = ["ConsumerThread", "Extension", "Runtime", "repository_of", "run"]
+__all__ = ["ConsumerThread", "Extension", "Runtime", "repository_of"]
 
 log = logging.getLogger("kit.runtime")
 
@@ -375,54 +374,5 @@ class Runtime:
 
 
 def repository_of(services: Iterable[Service], settings: Settings) -> SchemaRepository:
-    """The schemas services read: `settings.schemas_dir`, else the repositories their event
-    types are bound to (the nearest `schemas/` above each module, see
-    kit.schema.repository_for), merged when there are several; else the current
-    directory's. With one repository (the usual case), it is that same object."""
-    repos: list[SchemaRepository] = []
-    if settings.schemas_dir:
-        repos.append(repository_for(settings=settings))
-    else:
-        for svc in services:
-            for handler in svc.handlers:
-                repo = getattr(handler.event_type, "__kit_repository__", None)
-                if isinstance(repo, SchemaRepository) and all(repo is not r for r in repos):
-                    repos.append(repo)
-    if not repos:
-        return repository_for(settings=settings)
-    if len(repos) == 1:
-        return repos[0]
-    merged = SchemaRepository()
-    for repo in repos:
-        for schema in repo:
-            merged.add(schema)
-    return merged
-
-
-def _repository_of(service: Service, settings: Settings) -> SchemaRepository:
-    """The repository one service's runtime uses (see repository_of)."""
-    return repository_of([service], settings)
-
-
-async def run(service: Service, settings: Settings | None = None, *, signals: bool = True) -> int:
-    """Run a service until SIGTERM/SIGINT; returns 0 after a graceful stop within the deadline."""
-    runtime = Runtime(service, settings)
-    loop = asyncio.get_running_loop()
-    if signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, runtime.stop)
-    task = asyncio.create_task(runtime.run(), name=f"kit-runtime-{service.name}")
-    stop_wait = asyncio.create_task(runtime._stopping.wait())
-    done, _ = await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        stop_wait.cancel()
-        task.result()
-        return 0
-    try:
-        await asyncio.wait_for(task, runtime.settings.shutdown_timeout + 1)
-    except TimeoutError:
-        log.error(
-            "graceful stop exceeded KIT_SHUTDOWN_TIMEOUT=%ss", runtime.settings.shutdown_timeout
-        )
-        return 1
-    return 0
+    """The schemas services read (see kit.schema.repository_of_types)."""
+    return repository_of_types((h.event_type for s in services for h in s.handlers), settings)

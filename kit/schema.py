@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,6 +285,33 @@ def repository_for(
         repo = SchemaRepository(root)
         _REPOSITORIES[key] = repo
     return repo
+
+
+def repository_of_types(types: Iterable[type], settings: Settings) -> SchemaRepository:
+    """The schemas a set of event types is read with (a runtime's, a harness's).
+
+    `settings.schemas_dir` if set, else the repositories the types are bound to (each
+    `Event` class keeps the one `repository_for` gave it: the nearest `schemas/` above
+    its module), merged when there are several, else the current directory's. With one
+    repository (the usual case), it is that same object.
+    """
+    repos: list[SchemaRepository] = []
+    if settings.schemas_dir:
+        repos.append(repository_for(settings=settings))
+    else:
+        for cls in types:
+            repo = getattr(cls, "__kit_repository__", None)
+            if isinstance(repo, SchemaRepository) and all(repo is not r for r in repos):
+                repos.append(repo)
+    if not repos:
+        return repository_for(settings=settings)
+    if len(repos) == 1:
+        return repos[0]
+    merged = SchemaRepository()
+    for repo in repos:
+        for schema in repo:
+            merged.add(schema)
+    return merged
 
 
 def default_repository(start: Path | str | None = None) -> SchemaRepository:

@@ -49,7 +49,7 @@ class Responder(Handler):
 class Service:
     """A service declaration: a name, a version and the handlers it serves.
 
-    Declaring does no I/O; `kit run module:service` (or `kit.runtime.run`) runs it::
+    Declaring does no I/O; `kit run module:service` (or `kit.run`) runs it::
 
         svc = Service("billing", version="1.2.0")
 

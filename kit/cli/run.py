@@ -20,9 +20,9 @@ def run(target: str) -> int:
     """
     import asyncio
 
+    from kit.app import run as run_service
     from kit.config import load_settings, resolve_bootstrap
     from kit.loading import load_service
-    from kit.runtime import run as run_service
 
     settings = load_settings()
     service = load_service(target)

@@ -12,7 +12,7 @@ import pytest
 
 from kit.client import Client
 from kit.config import load_settings
-from kit.runtime import _repository_of
+from kit.runtime import Runtime
 from kit.schema import SchemaRepository, default_repository, repository_for
 from kit.testing.harness import Harness
 
@@ -125,7 +125,7 @@ def test_every_caller_agrees_on_the_repository_of_a_module(tmp_path: Path) -> No
 
     assert module.Thing.__kit_repository__ is expected  # event binding
     assert module.Thing.kit_schema() is expected.get(NAME)
-    assert _repository_of(module.service, settings) is expected  # runtime
+    assert Runtime(module.service, settings, extensions=[]).repository is expected  # runtime
     assert Harness(module.service, settings=settings).repository is expected  # harness
     client = Client.__new__(Client)  # the fallback alone: no producer, no broker
     client.repository = None
@@ -144,7 +144,7 @@ def test_every_caller_agrees_when_a_folder_is_configured(
     expected = repository_for(schemas_dir=configured)
 
     assert module.Thing.__kit_repository__ is expected
-    assert _repository_of(module.service, settings) is expected
+    assert Runtime(module.service, settings, extensions=[]).repository is expected
     assert Harness(module.service, settings=settings).repository is expected
     client = Client.__new__(Client)
     client.repository = None
