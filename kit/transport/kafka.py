@@ -15,10 +15,9 @@ from confluent_kafka.admin import AdminClient
 from kit.config import Settings, client_config, resolve_bootstrap
 from kit.errors import ConfigError
 from kit.transport.diagnose import wait_until_reachable
-from kit.transport.sink import PRODUCER_MESSAGE_MAX_BYTES, KafkaSink, record_size
+from kit.transport.sink import PRODUCER_MESSAGE_MAX_BYTES
 
 __all__ = [
-    "KafkaSink",  # re-exported for kit.runtime and kit.commits; its home is kit.transport.sink
     "admin_client",
     "check_reachable",
     "consumer_config",
@@ -26,7 +25,6 @@ __all__ = [
     "make_producer",
     "poll_batch",
     "producer_config",
-    "record_size",  # re-exported for kit.commits; its home is kit.transport.sink
 ]
 
 C = TypeVar("C", Producer, Consumer, AdminClient)
