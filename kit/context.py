@@ -188,8 +188,12 @@ class Context:
         factory = self._dispatcher.requester
         if factory is None:
             raise RuntimeError("this transport does not support requests")
+        # Any: the requester is a kit.requests.BaseRequester, a layer above this one
         requester: Any = await factory()
-        return await requester.request(target, event, reply=reply, timeout=timeout, key=key)
+        answer: Event = await requester.request(
+            target, event, reply=reply, timeout=timeout, key=key
+        )
+        return answer
 
     def publish(
         self,

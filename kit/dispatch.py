@@ -243,7 +243,7 @@ class Dispatcher:
         if (transient and failing_for >= transient_for) or (not transient and attempt > retries):
             return None
         delay = min(
-            self.settings.retry_backoff * (2 ** min(attempt - 1, 30)),
+            self.settings.retry_backoff * (2.0 ** min(attempt - 1, 30)),
             self.settings.retry_backoff_max,
         )
         if transient:  # never sleep past the end of the window
