@@ -5,14 +5,23 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kit.errors import ConfigError
 
-__all__ = ["Settings", "client_config", "from_env", "load_settings", "resolve_bootstrap"]
+__all__ = [
+    "Settings",
+    "ToolSettings",
+    "client_config",
+    "from_env",
+    "load_settings",
+    "load_tool_settings",
+    "resolve_bootstrap",
+]
 
 _PASSTHROUGH_PREFIX = "KIT_KAFKA_"
 
@@ -65,6 +74,58 @@ class Settings(BaseSettings):
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read Settings from `env` (default os.environ); a bad value raises ConfigError."""
     return from_env(Settings, "KIT_", env, overrides)
+
+
+class ToolSettings(BaseSettings):
+    """Settings of kit's tools (the local broker, the test broker, caches), from KIT_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="KIT_", extra="ignore", frozen=True)
+
+    cache_dir: Path | None = Field(
+        None, description="kit's cache (Kafka jars, transactional id locks); unset: ~/.cache/kit."
+    )
+    broker_dir: Path | None = Field(
+        None, description="The local broker's data and state; unset: ~/.cache/kit/broker."
+    )
+    broker_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="The local broker's client port; unset: kit.broker.DEFAULT_PORT.",
+    )
+    kafka_version: str | None = Field(
+        None, description="Kafka release the local broker runs; unset: kit.broker.KAFKA_VERSION."
+    )
+    broker_admin_password: str | None = Field(
+        None, description="Super user password of a SASL local broker; unset: generated."
+    )
+    keep_broker: bool = Field(
+        False, description="The tests' broker fixture leaves running a local broker it started."
+    )
+    kafka_image: str | None = Field(
+        None,
+        description="The tests' Kafka testcontainer image; unset: kit.testing.broker.KAFKA_IMAGE.",
+    )
+
+    @property
+    def cache_root(self) -> Path:
+        """kit's cache folder: cache_dir (``~`` expanded), else ~/.cache/kit."""
+        return self.cache_dir.expanduser() if self.cache_dir else Path.home() / ".cache" / "kit"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, values: object) -> object:
+        """Strip surrounding blanks; a blank value counts as unset."""
+        # These variables were read with .strip(), an empty one meaning the default.
+        if not isinstance(values, dict):
+            return values
+        stripped = {k: v.strip() if isinstance(v, str) else v for k, v in values.items()}
+        return {k: v for k, v in stripped.items() if v != ""}
+
+
+def load_tool_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> ToolSettings:
+    """Read ToolSettings from `env` (default os.environ); a bad value raises ConfigError."""
+    return from_env(ToolSettings, "KIT_", env, overrides)
 
 
 M = TypeVar("M", bound=BaseModel)

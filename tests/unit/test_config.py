@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kit import ConfigError, Service
-from kit.config import client_config, load_settings, resolve_bootstrap
+from kit.config import client_config, load_settings, load_tool_settings, resolve_bootstrap
 
 
 def test_defaults_and_values_from_the_environment() -> None:
@@ -27,6 +29,30 @@ def test_a_bad_value_names_its_variable(env: dict[str, str], name: str) -> None:
         load_settings(env)
     assert info.value.setting == name
     assert str(info.value).startswith(f"{name}: ")
+
+
+def test_tool_settings_from_the_environment() -> None:
+    tools = load_tool_settings(
+        {"KIT_BROKER_PORT": " 9093 ", "KIT_CACHE_DIR": "/c", "KIT_KAFKA_VERSION": "", "KIT_X": "1"}
+    )
+    assert (tools.broker_port, tools.cache_root, tools.kafka_version) == (9093, Path("/c"), None)
+    assert not tools.keep_broker and tools.broker_dir is None
+    assert load_tool_settings({}).cache_root == Path.home() / ".cache" / "kit"
+    assert load_tool_settings({"KIT_KEEP_BROKER": "1"}, broker_port=1).keep_broker
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"KIT_BROKER_PORT": "abc"}, "KIT_BROKER_PORT"),
+        ({"KIT_BROKER_PORT": "70000"}, "KIT_BROKER_PORT"),
+        ({"KIT_KEEP_BROKER": "maybe"}, "KIT_KEEP_BROKER"),
+    ],
+)
+def test_a_bad_tool_setting_names_its_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_tool_settings(env)
+    assert info.value.setting == name
 
 
 def test_client_settings_pass_through() -> None:
