@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from kit.config import load_tool_settings
 from kit.context import Failure, MessageLike, Ticket
 from kit.errors import ConfigError, DeliveryError, DeliveryRefused
 from kit.transport.consumer import KafkaConsumer
@@ -49,9 +50,7 @@ def transactional_id(
     if explicit:
         return explicit, None
     host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())
-    folder = (
-        lock_dir or Path(os.environ.get("KIT_CACHE_DIR", Path.home() / ".cache" / "kit")) / "txn"
-    )
+    folder = lock_dir or load_tool_settings().cache_root / "txn"
     folder.mkdir(parents=True, exist_ok=True)
     safe_group = re.sub(r"[^A-Za-z0-9._-]", "_", group)
     for slot in range(_SLOTS):

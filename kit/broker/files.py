@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kit.config import load_tool_settings
+
 __all__ = [
     "broker_dir",
     "forget",
@@ -22,8 +24,8 @@ __all__ = [
 
 def broker_dir() -> Path:
     """Return the broker's data and state folder: ``KIT_BROKER_DIR`` or ``~/.cache/kit/broker``."""
-    value = os.environ.get("KIT_BROKER_DIR", "").strip()
-    path = Path(value).expanduser() if value else Path.home() / ".cache" / "kit" / "broker"
+    value = load_tool_settings().broker_dir
+    path = value.expanduser() if value else Path.home() / ".cache" / "kit" / "broker"
     return path.resolve()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import re
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from kit.config import load_tool_settings
 from kit.errors import BrokerError
 
 __all__ = [
@@ -42,13 +42,12 @@ _DOWNLOAD_TIMEOUT = 900.0
 
 def kafka_version() -> str:
     """Return the Kafka version to run: ``KIT_KAFKA_VERSION`` or :data:`KAFKA_VERSION`."""
-    return os.environ.get("KIT_KAFKA_VERSION", "").strip() or KAFKA_VERSION
+    return load_tool_settings().kafka_version or KAFKA_VERSION
 
 
 def cache_root() -> Path:
     """Return kit's cache folder: ``KIT_CACHE_DIR`` or ``~/.cache/kit``."""
-    value = os.environ.get("KIT_CACHE_DIR", "").strip()
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "kit"
+    return load_tool_settings().cache_root
 
 
 def jars_dir(version: str | None = None) -> Path:

@@ -14,7 +14,6 @@ port, :func:`kill_node` SIGKILLs one node's JVM, :func:`restart_node` brings it 
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 from kit.broker import cluster, faults, sasl, single
@@ -27,6 +26,7 @@ from kit.broker.process import answers, is_our_broker, terminate
 from kit.broker.properties import server_properties
 from kit.broker.sasl import ADMIN_USER, SASL_MECHANISM, add_acls, add_scram_user
 from kit.broker.sasl import _admin_password as _admin_password  # old home: kept importable
+from kit.config import load_tool_settings
 from kit.errors import BrokerError, ConfigError
 
 __all__ = [
@@ -60,12 +60,7 @@ DEFAULT_PORT = 9092
 
 def _requested_port(port: int | None) -> int:
     if port is None:
-        value = os.environ.get("KIT_BROKER_PORT", "").strip()
-        if not value:
-            return DEFAULT_PORT
-        if not value.isdigit():
-            raise ConfigError("KIT_BROKER_PORT", f"must be a port number, got {value!r}")
-        port = int(value)
+        port = load_tool_settings().broker_port or DEFAULT_PORT
     if not 0 < port < 65536:
         raise ConfigError("port", f"must be between 1 and 65535, got {port}")
     return port

@@ -21,7 +21,6 @@ users and ACLs as the super user, for tests.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shlex
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from kit.broker.files import broker_dir, write_private
 from kit.broker.process import admin
+from kit.config import load_tool_settings
 from kit.errors import BrokerError, ConfigError
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def _admin_password(
         saved = json.loads(_sasl_file(data_dir).read_text())["admin_password"]
     except (OSError, ValueError, KeyError, TypeError):
         saved = None
-    wanted = os.environ.get("KIT_BROKER_ADMIN_PASSWORD", "") or None
+    wanted = load_tool_settings().broker_admin_password
     if formatted:
         if saved is None and sasl:
             raise BrokerError(

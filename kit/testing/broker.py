@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kit.broker import local
+from kit.config import load_settings, load_tool_settings
 
 __all__ = ["KAFKA_IMAGE", "ResolvedBroker", "docker_available", "resolve_broker"]
 
@@ -67,7 +68,7 @@ def _start_container() -> ResolvedBroker:
     except ImportError:  # testcontainers < 4.10 kept it in testcontainers.kafka
         from testcontainers.kafka import KafkaContainer
 
-    image = os.environ.get("KIT_KAFKA_IMAGE", "").strip() or KAFKA_IMAGE
+    image = load_tool_settings().kafka_image or KAFKA_IMAGE
     container: Any = KafkaContainer(image).with_kraft()
     for key, value in _CONTAINER_ENV.items():
         container.with_env(key, value)
@@ -83,7 +84,7 @@ def resolve_broker() -> ResolvedBroker:
     3. kit's local broker (:func:`kit.broker.local.ensure_running`); closing stops it
        only if this call started it and ``KIT_KEEP_BROKER`` is not set.
     """
-    env = os.environ.get("KIT_BOOTSTRAP_SERVERS", "").strip()
+    env = (load_settings().bootstrap_servers or "").strip()
     if env:
         return ResolvedBroker(env, "env", _nothing)
     if docker_available():
@@ -94,7 +95,7 @@ def resolve_broker() -> ResolvedBroker:
     info = local.start()
 
     def close() -> None:
-        if not os.environ.get("KIT_KEEP_BROKER", "").strip():
+        if not load_tool_settings().keep_broker:
             local.stop()
 
     return ResolvedBroker(info.bootstrap_servers, "local", close)
