@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kit.broker.files import (
     log_file,
@@ -66,6 +66,9 @@ from kit.broker.properties import node_properties
 from kit.broker.sasl import _admin_password, scram_format_args
 from kit.errors import BrokerError
 
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
+
 __all__ = [
     "CLUSTER_SIZE",
     "NODE_HEAP",
@@ -77,6 +80,8 @@ __all__ = [
     "stop",
     "wait_ready",
 ]
+
+# Any: every Any here is a JSON value of the cluster's layout or state file.
 
 CLUSTER_SIZE = 3
 """How many nodes ``kit broker start --brokers 3`` runs (the only cluster size offered)."""
@@ -312,7 +317,7 @@ def wait_ready(
     timeout: float,
 ) -> None:
     """Wait until each of ``nodes`` (run by ``procs``) answers and sees every broker."""
-    admins: dict[int, Any] = {}
+    admins: dict[int, AdminClient] = {}
     waiting = {node.node_id: node for node in nodes}
     while waiting:
         for proc, node in zip(procs, nodes, strict=True):

@@ -60,7 +60,7 @@ def read_pid(node_dir: Path) -> int | None:
         return None
 
 
-def read_state(data_dir: Path) -> dict[str, Any] | None:
+def read_state(data_dir: Path) -> dict[str, Any] | None:  # Any: JSON values
     """The state file's content, or None if it is missing or unreadable."""
     try:
         state = json.loads(state_file(data_dir).read_text())

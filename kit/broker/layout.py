@@ -26,6 +26,9 @@ __all__ = [
 ]
 
 
+# Any: every Any here is a JSON value of cluster.json.
+
+
 def layout_file(data_dir: Path) -> Path:
     """Where the layout of a cluster in ``data_dir`` is kept."""
     return data_dir / "cluster.json"

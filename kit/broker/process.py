@@ -12,10 +12,13 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kit.broker.files import log_file, pid_file
 from kit.errors import BrokerError
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
 
 __all__ = [
     "HOST",
@@ -113,7 +116,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def admin(bootstrap: str, config: Mapping[str, Any] | None = None) -> Any:
+def admin(bootstrap: str, config: Mapping[str, str] | None = None) -> AdminClient:
     """A quiet AdminClient that retries connections quickly (for probes, not for services)."""
     from confluent_kafka.admin import AdminClient
 
@@ -130,8 +133,8 @@ def admin(bootstrap: str, config: Mapping[str, Any] | None = None) -> Any:
 def answers(
     bootstrap: str,
     timeout: float,
-    admin_client: Any = None,
-    config: Mapping[str, Any] | None = None,
+    admin_client: AdminClient | None = None,
+    config: Mapping[str, str] | None = None,
     brokers: int = 1,
 ) -> bool:
     """True when the Kafka node at ``bootstrap`` (one address) answers a metadata request that

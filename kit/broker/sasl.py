@@ -35,7 +35,7 @@ from kit.config import load_tool_settings
 from kit.errors import BrokerError, ConfigError
 
 if TYPE_CHECKING:
-    from confluent_kafka.admin import AclBinding, AclBindingFilter
+    from confluent_kafka.admin import AclBinding, AclBindingFilter, AdminClient
 
     from kit.broker.info import BrokerInfo
 
@@ -157,7 +157,7 @@ class _Default:
 default = _Default()
 
 
-def _sasl_admin(info: BrokerInfo | None) -> Any:
+def _sasl_admin(info: BrokerInfo | None) -> AdminClient:
     info = info or default.status()
     if info is None or not info.sasl:
         raise BrokerError(f"no SASL broker runs from {broker_dir()}; run `kit broker start --sasl`")
@@ -197,6 +197,7 @@ def add_scram_user(
     def known() -> bool:
         try:
             found = client.describe_user_scram_credentials([name], request_timeout=5)
+            assert isinstance(found, dict)  # asked for a list of users; the stubs allow a Future
             return bool(found[name].result(timeout=5).scram_credential_infos)
         except Exception:
             return False
@@ -292,7 +293,7 @@ def _acls_of(principal: str) -> AclBindingFilter:
         ResourceType,
     )
 
-    anything: Any = None  # a filter field of None matches every value
+    anything: Any = None  # Any: the stubs say str, but a filter field of None matches any value
     return AclBindingFilter(
         ResourceType.ANY,
         anything,

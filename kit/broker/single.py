@@ -53,7 +53,7 @@ def format_storage(
     run_format(java_command(java, libs, "kafka.tools.StorageTool", *args))
 
 
-def info_from_state(data_dir: Path, pid: int, state: dict[str, Any]) -> BrokerInfo:
+def info_from_state(data_dir: Path, pid: int, state: dict[str, Any]) -> BrokerInfo:  # Any: JSON
     """The BrokerInfo that a single broker's ``state.json`` describes."""
     password = state.get("admin_password")
     return BrokerInfo(
