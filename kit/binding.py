@@ -18,6 +18,9 @@ from kit.schema import NAMED_TYPES, Schema
 
 __all__ = ["check_model"]
 
+# Any: every Any here is a parsed Avro schema (JSON) or a model field's annotation (any type
+# expression, inspected at run time).
+
 
 def check_model(model: type[BaseModel], schema: Schema) -> None:
     """Raise SchemaError naming the schema, field and mismatch where model and schema disagree."""

@@ -98,7 +98,7 @@ class Codec:
             raise EncodeError(f"cannot encode {schema.full_name}: {exc}") from exc
         return buf.getvalue()
 
-    def encode_datum(self, schema: Schema, datum: Any) -> bytes:
+    def encode_datum(self, schema: Schema, datum: object) -> bytes:
         """Encode plain data (dicts, lists, scalars) with `schema`, in single-object encoding."""
         buf = BytesIO()
         buf.write(MAGIC + schema.fingerprint)
@@ -108,7 +108,7 @@ class Codec:
             raise EncodeError(f"cannot encode {schema.full_name}: {exc}") from exc
         return buf.getvalue()
 
-    def decode_any(self, data: bytes | None) -> dict[str, Any]:
+    def decode_any(self, data: bytes | None) -> dict[str, Any]:  # Any: Avro data
         """Decode bytes to plain data with their own writer schema (no reader schema)."""
         fp = _fingerprint(data)
         writer = self.writer_schema(fp)
@@ -148,7 +148,7 @@ class Codec:
         self._writers[fp] = schema
         return True
 
-    def decode_dict(self, data: bytes | None, reader: Schema) -> dict[str, Any]:
+    def decode_dict(self, data: bytes | None, reader: Schema) -> dict[str, Any]:  # Any: Avro data
         """Decode bytes to a plain dict in the reader schema's shape."""
         fp = _fingerprint(data)
         assert data is not None

@@ -6,7 +6,7 @@ import inspect
 import sys
 import typing
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar, Unpack
 
 from pydantic import BaseModel, ConfigDict
 
@@ -36,7 +36,10 @@ class Event(BaseModel):
     __kit_schema__: ClassVar[Schema | None] = None
     __kit_header__: ClassVar[bytes] = b""
     __kit_repository__: ClassVar[SchemaRepository | None] = None
-    __kit_pending__: ClassVar[tuple[str | None, Any]] = (None, None)
+    __kit_pending__: ClassVar[tuple[str | None, SchemaRepository | Path | str | None]] = (
+        None,
+        None,
+    )
     __kit_flat__: ClassVar[bool] = False
     """True when the field values can be encoded as they are (no nested models, no aliases)."""
 
@@ -44,13 +47,13 @@ class Event(BaseModel):
         cls,
         schema: str | None = None,
         repository: SchemaRepository | Path | str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[ConfigDict],
     ) -> None:
         super().__init_subclass__(**kwargs)
         cls.__kit_pending__ = (schema, repository)
 
     @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+    def __pydantic_init_subclass__(cls, **kwargs: object) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         name, repository = cls.__dict__.get("__kit_pending__", (None, None))
         if name is None:
@@ -97,7 +100,7 @@ def _source_of(cls: type) -> str | None:
 def _is_flat(cls: type[BaseModel]) -> bool:
     """Whether instances' __dict__ is already the Avro record (saves a model_dump per encode)."""
 
-    def plain(annotation: Any) -> bool:
+    def plain(annotation: object) -> bool:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             return False
         return all(plain(arg) for arg in typing.get_args(annotation))

@@ -14,6 +14,8 @@ from kit.schema import NAMED_TYPES
 
 __all__ = ["from_json", "to_json"]
 
+# Any: every Any here is JSON data, Avro data, a parsed Avro schema, or a parser between them.
+
 _LOGICAL: dict[str, tuple[Callable[[Any], Any], str]] = {
     "timestamp-millis": (datetime.fromisoformat, "an ISO-8601 date-time"),
     "timestamp-micros": (datetime.fromisoformat, "an ISO-8601 date-time"),

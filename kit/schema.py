@@ -22,6 +22,8 @@ __all__ = [
     "repository_for",
 ]
 
+# Any: every Any here is a JSON value of an Avro schema (its definition, parsed or raw).
+
 PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 NAMED_TYPES = ("record", "error", "enum", "fixed")
 """Avro types that carry a name (and a namespace) and can be referenced by it."""

@@ -14,6 +14,7 @@ from kit.event import Event
 
 __all__ = ["Handler", "HandlerFunc", "Responder", "Service"]
 
+# Any: None or a responder's Event, or an awaitable of it (async handlers); checked at run time
 HandlerFunc = Callable[..., Awaitable[Any] | Any]
 
 
@@ -188,7 +189,7 @@ class Service:
 
 
 def _event_parameter(
-    func: HandlerFunc, localns: dict[str, Any] | None = None
+    func: HandlerFunc, localns: dict[str, object] | None = None
 ) -> tuple[type[Event], bool]:
     """The event type of a handler's first parameter, and whether it takes a context."""
     params = list(inspect.signature(func).parameters.values())
