@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     )
 
 
-def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Read Settings from `env` (default os.environ); a bad value raises ConfigError."""
     return from_env(Settings, "KIT_", env, overrides)
 
@@ -123,7 +123,7 @@ class ToolSettings(BaseSettings):
         return {k: v for k, v in stripped.items() if v != ""}
 
 
-def load_tool_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> ToolSettings:
+def load_tool_settings(env: Mapping[str, str] | None = None, **overrides: object) -> ToolSettings:
     """Read ToolSettings from `env` (default os.environ); a bad value raises ConfigError."""
     return from_env(ToolSettings, "KIT_", env, overrides)
 
@@ -132,14 +132,14 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def from_env(
-    model: type[M], prefix: str, env: Mapping[str, str] | None, overrides: Mapping[str, Any]
+    model: type[M], prefix: str, env: Mapping[str, str] | None, overrides: Mapping[str, object]
 ) -> M:
     """Build a settings model from PREFIX_<FIELD> variables plus overrides (None = unset).
 
     A value that does not validate raises ConfigError naming its variable.
     """
     environ = os.environ if env is None else env
-    values: dict[str, Any] = {}
+    values: dict[str, object] = {}
     for name in model.model_fields:
         key = f"{prefix}{name.upper()}"
         if key in environ:
@@ -155,13 +155,14 @@ def from_env(
         ) from None
 
 
+# Any: librdkafka setting values, from JSON or the environment, as confluent-kafka takes them
 def client_config(settings: Settings, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """librdkafka settings passed through: KIT_KAFKA_CONFIG (JSON) and KIT_KAFKA_<NAME> vars.
 
     `KIT_KAFKA_SECURITY_PROTOCOL=SASL_SSL` becomes `security.protocol=SASL_SSL`.
     """
     environ = os.environ if env is None else env
-    config: dict[str, Any] = {}
+    config: dict[str, Any] = {}  # Any: as the return type
     if settings.kafka_config:
         try:
             extra = json.loads(settings.kafka_config)

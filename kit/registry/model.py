@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pydantic import ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -112,7 +111,9 @@ class RegistryConfig(BaseSettings):
         return self.clean_after if self.clean_after is not None else 3 * self.ttl
 
 
-def load_registry_config(env: Mapping[str, str] | None = None, **overrides: Any) -> RegistryConfig:
+def load_registry_config(
+    env: Mapping[str, str] | None = None, **overrides: object
+) -> RegistryConfig:
     """Read RegistryConfig from `env` (default os.environ); a bad value raises ConfigError."""
     return from_env(RegistryConfig, "KIT_REGISTRY_", env, overrides)
 
