@@ -9,9 +9,9 @@ import os
 import re
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -199,7 +199,7 @@ class Transactions:
             )
         _retrying(lambda: producer.commit_transaction(self.timeout), deadline)
 
-    async def _recover(self, err: Any, ticket: Ticket, records: Sequence[MessageLike]) -> None:
+    async def _recover(self, err: object, ticket: Ticket, records: Sequence[MessageLike]) -> None:
         runtime = self.runtime
         failures = _causes(ticket)
         code = _code(err)
@@ -243,7 +243,7 @@ class Transactions:
         assert self.producer is not None
         self.producer.abort_transaction(self.timeout)
 
-    def _note_fence(self, err: Any) -> None:
+    def _note_fence(self, err: object) -> None:
         now = time.monotonic()
         self._fenced = [t for t in self._fenced if now - t < 60] + [now]
         if len(self._fenced) >= _FENCES_ALLOWED:
@@ -287,11 +287,11 @@ def _causes(ticket: Ticket) -> list[Failure]:
     return [f for f in ticket.failures if _code(f.error) not in _CONSEQUENCES]
 
 
-def _code(err: Any) -> int | None:
+def _code(err: object) -> int | None:
     return err.code() if isinstance(err, KafkaError) else None
 
 
-def _retrying(call: Any, deadline: float) -> None:
+def _retrying(call: Callable[[], object], deadline: float) -> None:
     """Run a transactional call, repeating it while it fails retriably before `deadline`."""
     while True:
         try:

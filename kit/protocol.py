@@ -76,6 +76,7 @@ class Sink(Protocol):
         value: bytes | None,
         key: bytes | None,
         headers: Headers | None,
+        # Any: (err, msg) are confluent-kafka's or the memory transport's; this leaf imports neither
         on_delivery: Callable[[Any, Any], None],
         partition: int | None = None,
     ) -> None:
@@ -94,6 +95,7 @@ class Sink(Protocol):
         ...
 
 
+# Any: a MessageLike or a confluent_kafka.Message, whose stubbed headers() type is wider
 def header(msg: Any, name: str) -> bytes | None:
     """The value of the first header called `name` of a record, or None."""
     headers: Iterable[tuple[str, bytes | None]] = msg.headers() or ()

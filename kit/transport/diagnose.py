@@ -83,7 +83,7 @@ def setting_name(
     return variable
 
 
-def principal_of(config: Mapping[str, Any]) -> str:
+def principal_of(config: Mapping[str, object]) -> str:
     """The principal a client with librdkafka settings ``config`` most likely has."""
     protocol = str(config.get("security.protocol", "plaintext")).upper()
     mechanism = str(config.get("sasl.mechanism", config.get("sasl.mechanisms", "GSSAPI")))
@@ -117,7 +117,7 @@ class ErrorCollector:
         """The ``error_cb``."""
         self.errors.append(error)
 
-    def hooks(self) -> dict[str, Any]:
+    def hooks(self) -> dict[str, Any]:  # Any: client config values (a callback, a logger)
         """``{"error_cb": ..., "logger": ...}`` to add to a client's config."""
         return {"error_cb": self, "logger": self.logger}
 
@@ -128,7 +128,7 @@ class ErrorCollector:
                 return _split(error.str(), "")[1]
         return None
 
-    def diagnosis(self, config: Mapping[str, Any], bootstrap: str) -> ConfigError | None:
+    def diagnosis(self, config: Mapping[str, object], bootstrap: str) -> ConfigError | None:
         """A ConfigError naming the setting to fix, if the reports so far show an
         authentication failure or a security-protocol / SASL-mechanism mismatch; None while
         they show nothing a retry could not cure (broker down, still starting)."""
@@ -174,7 +174,7 @@ def _address_in(line: str) -> str | None:
 
 def _diagnose_error(
     error: KafkaError,
-    config: Mapping[str, Any],
+    config: Mapping[str, object],
     bootstrap: str,
     settings: Settings | None,
     env: Mapping[str, str] | None,
@@ -231,7 +231,7 @@ def _diagnose_error(
 
 
 def wait_until_reachable(
-    config: Mapping[str, Any],
+    config: Mapping[str, Any],  # Any: librdkafka setting values, as AdminClient takes them
     timeout: float,
     *,
     settings: Settings | None = None,
@@ -290,7 +290,7 @@ def authorization_message(
     group: str | None = None,
     transactional_id: str | None = None,
     action: str | None = None,
-    config: Mapping[str, Any] | None = None,
+    config: Mapping[str, object] | None = None,
     settings: Settings | None = None,
     env: Mapping[str, str] | None = None,
 ) -> str | None:
@@ -348,7 +348,7 @@ def authorization_error(
     group: str | None = None,
     transactional_id: str | None = None,
     action: str | None = None,
-    config: Mapping[str, Any] | None = None,
+    config: Mapping[str, object] | None = None,
     settings: Settings | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ConfigError | None:

@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient
 
 from kit.config import Settings, client_config, resolve_bootstrap
 from kit.errors import ConfigError
+from kit.protocol import MessageLike
 from kit.transport.diagnose import wait_until_reachable
 from kit.transport.sink import PRODUCER_MESSAGE_MAX_BYTES
 
@@ -26,6 +27,9 @@ __all__ = [
     "poll_batch",
     "producer_config",
 ]
+
+# Any: each Any here is a librdkafka setting's value (str, int, float, bool or a callback),
+# of the kinds confluent-kafka's clients take in their config dict.
 
 C = TypeVar("C", Producer, Consumer, AdminClient)
 
@@ -167,7 +171,7 @@ def check_reachable(admin: AdminClient, settings: Settings, timeout: float = 15.
     )
 
 
-def describe_record(msg: Any) -> str:
+def describe_record(msg: MessageLike | Message) -> str:
     """topic[partition]@offset, for logs."""
     return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
 

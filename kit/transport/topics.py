@@ -6,9 +6,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, TopicMetadata
 
 from kit.config import Settings
 from kit.errors import KitError
@@ -82,7 +81,11 @@ def setup_service_topics(
 
 
 def _mirror(
-    dlt: str, source: str, meta: dict[str, Any], limits: dict[str, int], settings: Settings
+    dlt: str,
+    source: str,
+    meta: dict[str, TopicMetadata],
+    limits: dict[str, int],
+    settings: Settings,
 ) -> TopicSpec:
     config = (("max.message.bytes", str(limits[source])),) if source in limits else ()
     return TopicSpec(dlt, len(meta[source].partitions), settings.topic_replication, config)
@@ -119,7 +122,7 @@ def _raise_dead_letter_limits(
             dlt_limits[dlt] = limit
 
 
-def _warn_fewer_partitions(dlt_of: dict[str, str], meta: dict[str, Any]) -> None:
+def _warn_fewer_partitions(dlt_of: dict[str, str], meta: dict[str, TopicMetadata]) -> None:
     for source, dlt in dlt_of.items():
         if dlt in meta and source in meta:
             have, want = len(meta[dlt].partitions), len(meta[source].partitions)
@@ -134,12 +137,12 @@ def _warn_fewer_partitions(dlt_of: dict[str, str], meta: dict[str, Any]) -> None
                 )
 
 
-def listing(admin: AdminClient, names: list[str], wait: float) -> dict[str, Any]:
+def listing(admin: AdminClient, names: list[str], wait: float) -> dict[str, TopicMetadata]:
     """Topic metadata, asked again (up to `wait` seconds) until it lists every name: on a
     cluster, the broker that answers may not know a topic created a moment ago."""
     deadline = time.monotonic() + wait
     while True:
-        topics: dict[str, Any] = admin.list_topics(timeout=15).topics
+        topics: dict[str, TopicMetadata] = admin.list_topics(timeout=15).topics
         ready = all(n in topics and topics[n].error is None for n in names)
         if ready or time.monotonic() >= deadline:
             return {n: t for n, t in topics.items() if t.error is None}
