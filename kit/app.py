@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kit.config import Settings
 from kit.registry import Announcer, Registry, load_registry_config
@@ -90,7 +90,7 @@ def default_extensions(settings: Settings) -> list[Extension]:
     """Discovery when KIT_REGISTRY_ENABLED, and requests; installed by the package as the
     default of every Runtime made without `extensions=`."""
     config = load_registry_config()
-    extensions: list[Any] = [Announcing()] if config.enabled else []
+    extensions: list[Extension] = [Announcing()] if config.enabled else []
     extensions.append(Requesting(config.fail_fast))
     return extensions
 

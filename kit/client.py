@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka.admin import PartitionMetadata
 
 from kit.app import open_registry
 from kit.codec import Codec, UnknownWriterSchema
@@ -94,13 +95,13 @@ class Client:
 
     async def request(
         self,
-        target: str | Callable[..., Any],
+        target: str | Callable[..., object],
         event: Event,
         *,
         reply: type[E] | None = None,
         timeout: float | None = None,
         key: str | bytes | None = None,
-    ) -> Any:
+    ) -> Any:  # Any: the reply's Event class; the requester's overloads type it, not this
         """Call a responder and wait for its typed reply.
 
         `target` is a responder function (`client.request(check_stock, CheckStock(...))`) or
@@ -109,7 +110,7 @@ class Client:
         """
         started = time.monotonic()
         await self.ensure_schema(event.kit_schema())  # once per schema; counts in the deadline
-        requester: Any = self.requester  # Client.request takes both overload forms at once
+        requester: Any = self.requester  # Any: Client.request takes both overload forms at once
         return await requester.request(
             target, event, reply=reply, timeout=timeout, key=key, started=started
         )
@@ -249,7 +250,7 @@ class Client:
         codec = Codec(repo, async_resolver=self._schemas.lookup_async)  # never blocks the loop
         try:
             idle_deadline = asyncio.get_running_loop().time() + timeout
-            parts: dict[int, Any] = {}
+            parts: dict[int, PartitionMetadata] = {}
             while not parts:  # the topic may not exist yet: wait for it, within the deadline
                 meta = (await asyncio.to_thread(consumer.list_topics, topic, 10)).topics.get(topic)
                 parts = meta.partitions if meta is not None and meta.error is None else {}

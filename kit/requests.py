@@ -89,14 +89,14 @@ class BaseRequester:
         key: bytes | None = None,
         timeout: float | None = None,
         started: float | None = None,
-    ) -> Any:
+    ) -> Any:  # Any: a confluent_kafka.Message (not imported here) or the harness's record
         """Send encoded request bytes; return the reply record (see Requester)."""
         raise NotImplementedError
 
     @overload
     async def request(
         self,
-        target: Callable[..., Any],
+        target: Callable[..., object],
         event: Event,
         *,
         reply: None = None,
@@ -108,7 +108,7 @@ class BaseRequester:
     @overload
     async def request(
         self,
-        target: str | Callable[..., Any],
+        target: str | Callable[..., object],
         event: Event,
         *,
         reply: type[R],
@@ -119,7 +119,7 @@ class BaseRequester:
 
     async def request(
         self,
-        target: str | Callable[..., Any],
+        target: str | Callable[..., object],
         event: Event,
         *,
         reply: type[Event] | None = None,
@@ -164,7 +164,7 @@ def check_reply(reply: M, service: str, method: str, corr: str) -> M:
 
 
 def resolve_target(
-    target: str | Callable[..., Any], reply: type[Event] | None
+    target: str | Callable[..., object], reply: type[Event] | None
 ) -> tuple[str, str, str | None, type[Event]]:
     """(service, method, topic, reply type) of a request target."""
     declared = getattr(target, "__kit_responder__", None)

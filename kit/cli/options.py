@@ -11,6 +11,9 @@ import click
 
 __all__ = ["LOG_LEVEL", "VariadicOptions", "configure_logging", "given"]
 
+# Any: every Any here is a value as click hands it over: a converter's input (command-line
+# text, or a default already converted) or click.Command's own arguments, passed on as given.
+
 
 class _LogLevel(click.ParamType):
     """A logging level name, any case (DEBUG, info, WARNING, ...)."""

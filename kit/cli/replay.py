@@ -13,11 +13,16 @@ from kit.cli.options import VariadicOptions, given
 
 __all__ = ["record", "replay"]
 
+# Any: every Any here is a value as click hands it over: a converter's input (command-line
+# text, or a default already converted) or a command's parsed options.
+
 
 class _Time(click.ParamType):
     name = "TIME"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
         if isinstance(value, datetime):
             return value
         from kit.replay.record import parse_time
@@ -33,7 +38,9 @@ class _Speed(click.ParamType):
 
     name = "X|max"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float | None:
         text = str(value)
         if text.lower() == "max":
             return None
@@ -49,7 +56,9 @@ class _Speed(click.ParamType):
 class _Pair(click.ParamType):
     name = "OLD=NEW"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, str]:
         if isinstance(value, tuple):
             return value
         old, sep, new = str(value).partition("=")
@@ -61,7 +70,7 @@ class _Pair(click.ParamType):
 class _Count(click.ParamType):
     name = "N"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         try:
             count = int(value)
         except ValueError:

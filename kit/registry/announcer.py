@@ -273,6 +273,7 @@ class Announcer:
     def _key(self) -> bytes:
         return self.instance_id.encode()
 
+    # Any: (KafkaError, Message) of a delivery report, or (error, None) if produce() raised
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
             self.delivery_errors += 1
@@ -292,7 +293,7 @@ class Announcer:
         return self
 
     @classmethod
-    def for_runtime(cls, runtime: Runtime, **kwargs: Any) -> Announcer:
+    def for_runtime(cls, runtime: Runtime, **kwargs: Any) -> Announcer:  # Any: __init__'s keywords
         """An announcer for a runtime's service and instance id, attached to it.
 
         `kwargs` go to the constructor; a started runtime passes its admin client and

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from confluent_kafka import Message
 
@@ -52,11 +51,11 @@ def read_record(msg: Message, codec: Codec) -> Registration | Removal:
     return reg
 
 
-def _text(raw: Any) -> str:
+def _text(raw: str | bytes | None) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
 
 
-def _int_header(raw: Any) -> int | None:
+def _int_header(raw: str | bytes | None) -> int | None:
     try:
         return int(raw) if raw is not None else None
     except (TypeError, ValueError):

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
 __all__ = ["format_table", "instance_json", "to_json"]
 
+# Any: every Any here is a JSON value.
+
 
 def instance_json(reg: Registration, now: float) -> dict[str, Any]:
     """One instance as JSON, with its age and the age of its last heartbeat in seconds."""
