@@ -67,16 +67,9 @@ class Ticket:
         if err is not None:
             self.failures.append(Failure(None, err, msg, "output"))
 
-    def output_of(self, source: MessageLike, kind: str = "output") -> Callable[[Any, Any], None]:
+    def output_of(self, source: MessageLike, kind: str = "output") -> Output:
         """A delivery callback for what handling `source` emitted (or its dead letter)."""
-        failures = self.failures
-
-        def delivered(err: Any, msg: Any) -> None:
-            self.pending -= 1
-            if err is not None:
-                failures.append(Failure(source, err, msg, kind))
-
-        return delivered
+        return Output(self, source, kind)
 
     def settled(self, err: Any, _msg: Any) -> None:
         """Delivery callback for replies: a reply that cannot be delivered (its requester is
@@ -89,6 +82,26 @@ class Ticket:
     def done(self) -> bool:
         """True when the batch is handled and every emitted record confirmed or failed."""
         return self.closed and self.pending <= 0
+
+
+class Output:
+    """The delivery callback of what one input record emitted: counts each report in the
+    batch's ticket and keeps a failure with that input record. One small object per
+    record, alive until its reports arrive (a closure would keep several)."""
+
+    __slots__ = ("kind", "source", "ticket")
+
+    def __init__(self, ticket: Ticket, source: MessageLike, kind: str = "output") -> None:
+        self.ticket = ticket
+        self.source = source
+        self.kind = kind
+
+    def __call__(self, err: Any, produced: Any) -> None:
+        """Any: confluent-kafka's KafkaError and Message, or the memory transport's."""
+        ticket = self.ticket
+        ticket.pending -= 1
+        if err is not None:
+            ticket.failures.append(Failure(self.source, err, produced, self.kind))
 
 
 def _to_bytes(key: str | bytes | None) -> bytes | None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from kit.codec import Codec, UnknownWriterSchema
 from kit.config import Settings
-from kit.context import Context, Ticket
+from kit.context import Context, Output, Ticket
 from kit.dead_letters import RECORD_OVERHEAD, dead_letter_headers, room_for_value
 from kit.errors import (
     DecodeError,
@@ -293,9 +293,10 @@ class Dispatcher:
         the index of the first record whose topic must be prepared first."""
         produce = self.sink.produce
         outbox = ctx.outbox
-        delivered = ticket.output_of(ctx._message)
-        for i in range(start, len(outbox)):
-            topic, value, key, headers = outbox[i]
+        delivered = Output(ticket, ctx._message)
+        for i, (topic, value, key, headers) in enumerate(
+            outbox[start:] if start else outbox, start
+        ):
             ticket.pending += 1
             try:
                 produce(topic, value, key, headers, delivered)
