@@ -38,6 +38,9 @@ __all__ = [
     "read_schemas",
 ]
 
+# Any: every Any here is Avro data, or a fastavro object its stubs do not describe (a Block's
+# bytes_, the (branch name, datum) tuples of return_record_name, the Writer).
+
 _CODEC = Codec()  # verifies recorded values against their writer schemas
 
 

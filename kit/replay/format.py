@@ -30,6 +30,8 @@ META_CREATED = "kit.replay.created_at"
 META_SOURCE = "kit.replay.source"
 META_TOPICS = "kit.replay.topics"
 
+# Any: every Any here is a JSON value of an Avro schema.
+
 HEADER_SCHEMA: dict[str, Any] = {
     "type": "record",
     "name": "Header",

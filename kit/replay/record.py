@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import TopicMetadata
 
 from kit.codec import fingerprint_of
 from kit.config import Settings, load_settings, resolve_bootstrap
@@ -137,7 +138,9 @@ def record(
     return run.result(path, unknown)
 
 
-def _partition_counts(listed: dict[str, Any], topics: Sequence[str], source: str) -> dict[str, int]:
+def _partition_counts(
+    listed: dict[str, TopicMetadata], topics: Sequence[str], source: str
+) -> dict[str, int]:
     """The partition count of each topic to record, from the cluster's topic listing."""
     partitions: dict[str, int] = {}
     for topic in dict.fromkeys(topics):
@@ -320,6 +323,7 @@ class _Run:
         if self.pending.pop(tp, None) is not None:
             self.consumer.pause([TopicPartition(*tp)])
 
+    # Any: a consumed Message, whose topic, partition and offset the stubs call Optional
     def _take(self, msg: Any) -> None:
         tp = (msg.topic(), msg.partition())
         err = msg.error()

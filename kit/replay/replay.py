@@ -9,7 +9,6 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
@@ -120,7 +119,7 @@ class _Publisher:
         self.delivered = 0
         self.errors: list[KafkaError] = []
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
         if err is None:
             self.delivered += 1
         else:

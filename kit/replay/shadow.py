@@ -18,6 +18,10 @@ from kit.service import Service
 __all__ = ["Difference", "FieldChange", "ShadowReport", "field_changes", "shadow"]
 
 
+# Any: every Any here is a decoded value: Avro data (dicts, lists, scalars), or the raw bytes
+# of a value that could not be decoded.
+
+
 @dataclass(frozen=True)
 class FieldChange:
     """One field whose value differs: its path (`lines[0].sku`), and both values."""
@@ -111,8 +115,10 @@ def _diff(
     produced: list[tuple[str, bytes | None, bytes | None]],
     codec: Codec,
 ) -> list[Difference]:
-    def group(items: list[tuple[str, bytes | None, bytes | None]]) -> dict[Any, list[Any]]:
-        out: dict[Any, list[Any]] = defaultdict(list)
+    def group(
+        items: list[tuple[str, bytes | None, bytes | None]],
+    ) -> dict[tuple[str, bytes | None], list[Any]]:
+        out: dict[tuple[str, bytes | None], list[Any]] = defaultdict(list)
         for topic, key, value in items:
             out[(topic, key)].append(_decode(value, codec))
         return out
