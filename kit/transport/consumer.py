@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -24,6 +24,7 @@ __all__ = ["ConsumerThread", "KafkaConsumer"]
 
 log = logging.getLogger("kit.runtime")
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class ConsumerThread(Executor):
@@ -34,13 +35,14 @@ class ConsumerThread(Executor):
     """
 
     def __init__(self, name: str) -> None:
+        # Any: each queued call has its own result type
         self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
             queue.SimpleQueue()
         )
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """Queue `fn(*args, **kwargs)` for the consumer thread."""
         future: Future[T] = Future()
         self._calls.put((future, partial(fn, *args, **kwargs)))
@@ -73,6 +75,7 @@ class KafkaConsumer:
     loop can always answer, because it only ever awaits this thread.
     """
 
+    # Any: librdkafka setting values, as confluent-kafka's Consumer takes them
     def __init__(self, settings: Settings, group: str, instance_id: str, **overrides: Any) -> None:
         self.settings = settings
         self.group = group
@@ -87,7 +90,7 @@ class KafkaConsumer:
         self._owned: set[Partition] = set()
         self._close_deadline = 0.0
 
-    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn(*args, **kwargs)` on the consumer thread and wait for it."""
         return await asyncio.get_running_loop().run_in_executor(
             self.thread, partial(fn, *args, **kwargs)

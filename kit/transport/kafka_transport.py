@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
@@ -66,7 +65,7 @@ class KafkaTransport:
         self.reply_sink = self.sink_for(self.producer)
         self.sink = self.reply_sink
         self.schema_topic = SchemaTopic(settings, admin)
-        overrides: dict[str, Any] = {} if auto_commit else {"enable.auto.commit": False}
+        overrides: dict[str, object] = {} if auto_commit else {"enable.auto.commit": False}
         self.consumer = KafkaConsumer(settings, group, instance_id, **overrides)
         self._opened = True
 

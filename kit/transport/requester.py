@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
@@ -82,7 +81,7 @@ class Requester(BaseRequester):
         """Without a registry given, start one on the first request (with
         `registry_factory`) and fail fast with it."""
         self._registry_factory = registry_factory
-        self._own_registry: Any = None
+        self._own_registry: LiveCheck | None = None
         self._registry_lock = asyncio.Lock()
         self.pending: dict[str, _Pending] = {}
         self.late_replies = 0
@@ -250,7 +249,7 @@ class Requester(BaseRequester):
         deadline_ms = int((time.time() + wait) * 1000)
         headers = request_headers(corr, self.reply_topic, deadline_ms, service, method)
 
-        def delivered(err: Any, _msg: Any) -> None:
+        def delivered(err: object, _msg: object) -> None:
             if err is not None:
                 loop.call_soon_threadsafe(_fail, future, DeliveryError(f"request not sent: {err}"))
 

@@ -20,9 +20,9 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from kit.config import Settings
 from kit.errors import BrokerError, DeliveryError, KitError
@@ -118,7 +118,7 @@ class SchemaTopic:
 
                 self._producer = make_producer(self.settings, low_latency=True)
             producer = self._producer
-            errors: list[Any] = []
+            errors: list[KafkaError] = []
             for schema in todo:
                 producer.produce(
                     self.topic,
@@ -298,7 +298,7 @@ class SchemaTopic:
         finally:
             consumer.unassign()
 
-    def _take(self, msg: Any) -> None:
+    def _take(self, msg: Message) -> None:
         err = msg.error()
         if err is not None:
             if err.code() != KafkaError._PARTITION_EOF:
