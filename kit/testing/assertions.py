@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar
 
 from kit.event import Event
+
+if TYPE_CHECKING:
+    from kit.client import Client
+    from kit.testing.harness import Harness
 
 __all__ = ["assert_emitted", "assert_no_dead_letters", "wait_for_event"]
 
 E = TypeVar("E", bound=Event)
 
 
-def assert_emitted(harness: Any, expected: Event, *, topic: str | None = None) -> None:
+def assert_emitted(harness: Harness, expected: Event, *, topic: str | None = None) -> None:
     """Fail, showing the closest emitted event and its differing fields, unless emitted."""
     from kit.replay.shadow import field_changes
 
@@ -33,7 +37,7 @@ def assert_emitted(harness: Any, expected: Event, *, topic: str | None = None) -
     )
 
 
-def assert_no_dead_letters(harness: Any) -> None:
+def assert_no_dead_letters(harness: Harness) -> None:
     """Fail, listing each dead letter's reason, if any record was dead-lettered."""
     letters = harness.dead_letters()
     if letters:
@@ -48,7 +52,7 @@ def assert_no_dead_letters(harness: Any) -> None:
 
 
 async def wait_for_event(
-    client: Any,
+    client: Client,
     topic: str,
     model: type[E],
     match: Callable[[E], bool] = lambda _e: True,
@@ -60,7 +64,7 @@ async def wait_for_event(
     async def look() -> E | None:
         async for _msg, event in client.consume(topic, model, timeout=timeout):
             if match(event):
-                return cast(E, event)  # `client` is duck-typed (Any), so is what it yields
+                return event
         return None
 
     try:

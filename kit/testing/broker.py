@@ -69,6 +69,7 @@ def _start_container() -> ResolvedBroker:
         from testcontainers.kafka import KafkaContainer
 
     image = load_tool_settings().kafka_image or KAFKA_IMAGE
+    # Any: one of two KafkaContainer classes (by testcontainers version), of an optional package
     container: Any = KafkaContainer(image).with_kraft()
     for key, value in _CONTAINER_ENV.items():
         container.with_env(key, value)

@@ -61,7 +61,7 @@ def kit_settings(kafka_bootstrap: str) -> Settings:
 def kit_harness() -> Callable[..., Harness]:
     """Make an in-process Harness of services: kit_harness(billing.service, inventory.service)."""
 
-    def make(*services: Service, **options: Any) -> Harness:
+    def make(*services: Service, **options: Any) -> Harness:  # Any: Harness's keywords
         return Harness(*services, **options)
 
     return make
