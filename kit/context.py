@@ -30,9 +30,9 @@ class Failure(NamedTuple):
 
     source: MessageLike | None
     """The input record whose handling produced it (None when not known)."""
-    error: Any
+    error: Any  # Any: confluent-kafka's KafkaError, which this layer does not import
     """The confluent_kafka.KafkaError of the delivery report (or of produce())."""
-    produced: Any
+    produced: Any  # Any: confluent-kafka's Message or the memory transport's record
     """The record that was refused (topic(), key(), value(), headers()), if known."""
     kind: str
     """"output" (a handler's published event) or "dead-letter"."""
@@ -57,11 +57,11 @@ class Ticket:
         self.offsets: dict[tuple[str, int], int] = {}
 
     @property
-    def error(self) -> Any:
+    def error(self) -> Any:  # Any: as Failure.error
         """The first delivery error, or None."""
         return self.failures[0].error if self.failures else None
 
-    def delivered(self, err: Any, msg: Any) -> None:
+    def delivered(self, err: Any, msg: Any) -> None:  # Any: a delivery report, as Failure's
         """Delivery callback for a record whose input record is not known."""
         self.pending -= 1
         if err is not None:
@@ -71,7 +71,7 @@ class Ticket:
         """A delivery callback for what handling `source` emitted (or its dead letter)."""
         return Output(self, source, kind)
 
-    def settled(self, err: Any, _msg: Any) -> None:
+    def settled(self, err: Any, _msg: Any) -> None:  # Any: a delivery report, as Failure's
         """Delivery callback for replies: a reply that cannot be delivered (its requester is
         gone) is logged and dropped; it must not stop the service."""
         self.pending -= 1
@@ -96,7 +96,7 @@ class Output:
         self.source = source
         self.kind = kind
 
-    def __call__(self, err: Any, produced: Any) -> None:
+    def __call__(self, err: Any, produced: Any) -> None:  # Any: a delivery report, as Failure's
         """Any: confluent-kafka's KafkaError and Message, or the memory transport's."""
         ticket = self.ticket
         ticket.pending -= 1
@@ -113,7 +113,7 @@ class Host(Protocol):
 
     service: Service
     codec: Codec
-    requester: Callable[[], Awaitable[Any]] | None
+    requester: Callable[[], Awaitable[Any]] | None  # Any: a BaseRequester, of a layer above
 
 
 class Context:
@@ -169,7 +169,7 @@ class Context:
     @overload
     async def request(
         self,
-        target: Callable[..., Any],
+        target: Callable[..., Any],  # Any: a responder function, whatever it returns
         event: Event,
         *,
         reply: None = None,
@@ -180,7 +180,7 @@ class Context:
     @overload
     async def request(
         self,
-        target: str | Callable[..., Any],
+        target: str | Callable[..., Any],  # Any: a responder function, whatever it returns
         event: Event,
         *,
         reply: type[R],
@@ -190,7 +190,7 @@ class Context:
 
     async def request(
         self,
-        target: str | Callable[..., Any],
+        target: str | Callable[..., Any],  # Any: a responder function, whatever it returns
         event: Event,
         *,
         reply: type[Event] | None = None,

@@ -80,6 +80,7 @@ class Dispatcher:
         self.replies_dropped = 0
         self.reply_topic_exists: Callable[[str], Awaitable[bool]] = _always
         """Checks a reply topic exists before replying (so a dead requester's is not recreated)."""
+        # Any: a kit.requests.BaseRequester, of a layer above this one
         self.requester: Callable[[], Awaitable[Any]] | None = None
         """Gives the Requester that handlers' ctx.request() uses (set by the runtime)."""
         self.reply_sink: Sink = sink

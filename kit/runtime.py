@@ -134,10 +134,10 @@ class Runtime:
             list(extensions) if extensions is not None else _defaults.make(self.settings)
         )
         """Features plugged into this runtime's lifecycle (see Extension)."""
-        self.announcer: Any = None
+        self.announcer: Any = None  # Any: a kit.registry.Announcer, of a layer above this one
         """The instance's kit.registry.Announcer, when the Announcing extension runs (Any:
         the runtime does not import the registry, which sits above it)."""
-        self.registry: Any = None
+        self.registry: Any = None  # Any: a feature's type, which the runtime does not import
         """Optional kit.requests.LiveCheck: lets requests fail fast with ServiceUnavailable
         (Any: a feature's type, which the runtime does not import)."""
         self.on_assigned: list[Callable[[Runtime], None]] = []
@@ -204,21 +204,21 @@ class Runtime:
         return transport
 
     @property
-    def admin(self) -> Any:
+    def admin(self) -> Any:  # Any: KafkaTransport.admin, an AdminClient (not yet typed so)
         """The Kafka admin client (made by start(); Any: confluent-kafka's AdminClient)."""
         return self._kafka().admin
 
     @property
-    def producer(self) -> Any:
+    def producer(self) -> Any:  # Any: KafkaTransport.producer, a Producer (not yet typed so)
         """The plain Kafka producer (made by start(); Any: confluent-kafka's Producer)."""
         return self._kafka().producer
 
     @property
-    def schema_topic(self) -> Any:
+    def schema_topic(self) -> Any:  # Any: a SchemaTopic (not yet typed so)
         """The kit.transport.schema_topic.SchemaTopic (made by start())."""
         return self._kafka().schema_topic
 
-    async def requester(self) -> Any:
+    async def requester(self) -> Any:  # Any: a feature's type, which the runtime does not import
         """The Requester that handlers' ctx.request() uses, started on first use (given by
         the Requesting extension; Any: a feature's type, which the runtime does not import)."""
         factory = self.dispatcher.requester
@@ -365,7 +365,7 @@ class Runtime:
         """The offsets settled since the last call, for the transport to store."""
         return self.commits.take()
 
-    def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+    def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:  # Any: any callback, its args
         loop = self._loop
         if loop is None or threading.get_ident() == self._loop_thread:
             fn(*args)

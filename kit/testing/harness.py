@@ -241,14 +241,14 @@ class Harness:
 
     async def request(
         self,
-        target: str | Callable[..., Any],
+        target: str | Callable[..., Any],  # Any: a responder function, whatever it returns
         event: Event,
         *,
         reply: type[E] | None = None,
         timeout: float | None = None,
-    ) -> Any:
+    ) -> Any:  # Any: the reply's Event class; the requester's overloads type it, not this
         """Call a responder in the harness and return its typed reply."""
-        requester: Any = self._requester_obj
+        requester: Any = self._requester_obj  # Any: request() takes both overload forms at once
         return await requester.request(target, event, reply=reply, timeout=timeout)
 
     async def _requester(self) -> BaseRequester:
@@ -312,7 +312,7 @@ class _MemoryRequester(BaseRequester):
     def __init__(self, harness: Harness) -> None:
         self.harness = harness
         self.codec = harness.codec
-        self.pending: dict[str, Any] = {}
+        self.pending: dict[str, Any] = {}  # Any: always empty; Requester.pending's counterpart
         self.late_replies = 0
 
     async def request_raw(
@@ -325,7 +325,7 @@ class _MemoryRequester(BaseRequester):
         key: bytes | None = None,
         timeout: float | None = None,
         started: float | None = None,
-    ) -> Any:
+    ) -> Any:  # Any: a memory record, as BaseRequester.request_raw's
         """Put the request on its topic, turn the responder's loop on that topic until it
         handled the request, and return the reply (RequestTimeout when none came)."""
         h = self.harness

@@ -141,7 +141,7 @@ class MemorySink:
         value: bytes | None,
         key: bytes | None,
         headers: Headers | None,
-        on_delivery: Callable[[Any, Any], None],
+        on_delivery: Callable[[Any, Any], None],  # Any: as kit.protocol.Sink.produce's
         partition: int | None = None,
     ) -> None:
         """Store one record and call on_delivery(None, message)."""

@@ -93,7 +93,7 @@ class KafkaSink:
         value: bytes | None,
         key: bytes | None,
         headers: list[tuple[str, bytes]] | None,
-        on_delivery: Callable[[Any, Any], None],
+        on_delivery: Callable[[Any, Any], None],  # Any: as kit.protocol.Sink.produce's
         partition: int | None = None,
         timestamp: int = 0,
     ) -> None:
@@ -107,7 +107,7 @@ class KafkaSink:
         if partition is not None and partition >= self.partitions.get(topic, partition + 1):
             partition = None
         deadline = 0.0
-        hdrs: Any = headers
+        hdrs: Any = headers  # Any: the stubs' headers type is wider, and list is invariant
         while True:
             try:
                 if partition is not None or timestamp:
@@ -170,6 +170,7 @@ class Unsent:
         return -1 if self._partition is None else self._partition
 
 
+# Any: a MessageLike or a confluent_kafka.Message, whose stubbed headers() type is wider
 def record_size(msg: Any) -> int:
     """Bytes of a record's key, value and headers (what counts against size limits)."""
     header_bytes = sum(len(k) + len(v or b"") for k, v in msg.headers() or [])
