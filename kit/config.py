@@ -24,6 +24,8 @@ __all__ = [
 ]
 
 _PASSTHROUGH_PREFIX = "KIT_KAFKA_"
+_NOT_PASSED_THROUGH = frozenset({"KIT_KAFKA_CONFIG", "KIT_KAFKA_VERSION", "KIT_KAFKA_IMAGE"})
+"""KIT_KAFKA_* variables that are kit's own settings (ToolSettings), not librdkafka's."""
 
 
 class Settings(BaseSettings):
@@ -172,7 +174,7 @@ def client_config(settings: Settings, env: Mapping[str, str] | None = None) -> d
             raise ConfigError("KIT_KAFKA_CONFIG", "must be a JSON object")
         config.update(extra)
     for key, value in environ.items():
-        if key.startswith(_PASSTHROUGH_PREFIX) and key != "KIT_KAFKA_CONFIG":
+        if key.startswith(_PASSTHROUGH_PREFIX) and key not in _NOT_PASSED_THROUGH:
             config[key[len(_PASSTHROUGH_PREFIX) :].lower().replace("_", ".")] = value
     if settings.client_id:
         config["client.id"] = settings.client_id

@@ -69,6 +69,14 @@ def test_client_settings_pass_through() -> None:
     }
 
 
+def test_kits_own_kafka_settings_are_not_passed_to_librdkafka() -> None:
+    """KIT_KAFKA_VERSION (the local broker's version) and KIT_KAFKA_IMAGE (the test
+    container's) share the pass-through prefix; sent to librdkafka as `version` and
+    `image`, they made every client of a service fail with an unknown property."""
+    env = {"KIT_KAFKA_VERSION": "4.4.0", "KIT_KAFKA_IMAGE": "apache/kafka:4.1.0"}
+    assert client_config(load_settings(env), env) == {}
+
+
 def test_bad_json_config_is_named() -> None:
     env = {"KIT_KAFKA_CONFIG": "[1, 2"}
     with pytest.raises(ConfigError, match="KIT_KAFKA_CONFIG"):
