@@ -22,7 +22,7 @@ from kit.errors import (
 from kit.event import Event
 from kit.runtime import Runtime, install_default_extensions
 from kit.schema import Schema, SchemaRepository
-from kit.service import Service
+from kit.service import Endpoint, Service
 
 # The composition root: every Runtime gets discovery and requests unless told otherwise,
 # and a client without KIT_BOOTSTRAP_SERVERS finds the broker `kit broker start` runs.
@@ -38,6 +38,7 @@ __all__ = [
     "DecodeError",
     "DeliveryError",
     "EncodeError",
+    "Endpoint",
     "Event",
     "KitError",
     "RemoteError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from kit.event import Event
 from kit.registry import load_registry_config
 from kit.requests import LiveCheck
 from kit.schema import Schema, SchemaRepository, repository_for
+from kit.service import Caller, Endpoint
 from kit.transport.kafka import admin_client, make_consumer, make_producer
 from kit.transport.requester import Requester
 from kit.transport.schema_topic import SchemaTopic
@@ -30,7 +31,7 @@ __all__ = ["Client"]
 E = TypeVar("E", bound=Event)
 
 
-class Client:
+class Client(Caller):
     """A standalone producer of typed events, usable in scripts and tests::
 
         async with Client() as client:
@@ -93,27 +94,18 @@ class Client:
         await asyncio.to_thread(self._poller.join, 5)
         await asyncio.to_thread(self._schemas.close)
 
-    async def request(
+    async def _request(
         self,
-        target: str | Callable[..., object],
+        target: str | Endpoint[Any, Any],  # Any: either form of request()
         event: Event,
-        *,
-        reply: type[E] | None = None,
-        timeout: float | None = None,
-        key: str | bytes | None = None,
-    ) -> Any:  # Any: the reply's Event class; the requester's overloads type it, not this
-        """Call a responder and wait for its typed reply.
-
-        `target` is a responder function (`client.request(check_stock, CheckStock(...))`) or
-        "service.method" with `reply=` the reply Event class. The deadline is `timeout` or
-        KIT_REQUEST_TIMEOUT. Raises RequestTimeout, RemoteError or ServiceUnavailable.
-        """
+        reply: type[Event] | None,
+        timeout: float | None,
+        key: str | bytes | None,
+    ) -> Event:
+        """See `request()` (kit.service.Caller): the schema check counts in the deadline."""
         started = time.monotonic()
-        await self.ensure_schema(event.kit_schema())  # once per schema; counts in the deadline
-        requester: Any = self.requester  # Any: Client.request takes both overload forms at once
-        return await requester.request(
-            target, event, reply=reply, timeout=timeout, key=key, started=started
-        )
+        await self.ensure_schema(event.kit_schema())  # once per schema
+        return await self.requester.call(target, event, reply, timeout, key, started)
 
     async def request_raw(
         self,

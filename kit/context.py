@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol, TypeVar, overload
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from kit.codec import Codec
 from kit.event import Event
 from kit.protocol import Headers, MessageLike, Sink, TopicNotReady, header
-from kit.service import Service
+from kit.service import Caller, Endpoint, Service
 
 __all__ = [
     "Context",
@@ -116,7 +116,7 @@ class Host(Protocol):
     requester: Callable[[], Awaitable[Any]] | None  # Any: a BaseRequester, of a layer above
 
 
-class Context:
+class Context(Caller):
     """What a handler knows about its record, and how it publishes.
 
     Events given to `publish` are sent when the handler returns, before the record's
@@ -166,38 +166,14 @@ class Context:
         """The service whose handler is running."""
         return self._dispatcher.service
 
-    @overload
-    async def request(
+    async def _request(
         self,
-        target: Callable[..., Any],  # Any: a responder function, whatever it returns
+        target: str | Endpoint[Any, Any],  # Any: either form of request()
         event: Event,
-        *,
-        reply: None = None,
-        timeout: float | None = None,
-        key: str | bytes | None = None,
-    ) -> Event: ...
-
-    @overload
-    async def request(
-        self,
-        target: str | Callable[..., Any],  # Any: a responder function, whatever it returns
-        event: Event,
-        *,
-        reply: type[R],
-        timeout: float | None = None,
-        key: str | bytes | None = None,
-    ) -> R: ...
-
-    async def request(
-        self,
-        target: str | Callable[..., Any],  # Any: a responder function, whatever it returns
-        event: Event,
-        *,
-        reply: type[Event] | None = None,
-        timeout: float | None = None,
-        key: str | bytes | None = None,
+        reply: type[Event] | None,
+        timeout: float | None,
+        key: str | bytes | None,
     ) -> Event:
-        """Call a responder and wait for its typed reply (see `Requester.request`)."""
         factory = self._dispatcher.requester
         if factory is None:
             raise RuntimeError("this transport does not support requests")

@@ -7,7 +7,7 @@ one is the harness's. Both implement `BaseRequester.request_raw`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar, overload
+from typing import Any, Protocol, TypeVar
 
 from kit.codec import Codec
 from kit.errors import ConfigError, RemoteError
@@ -24,6 +24,7 @@ from kit.protocol import (
     REPLY_TOPIC_PREFIX,
     header,
 )
+from kit.service import Caller, Endpoint
 
 __all__ = [
     "CORRELATION_ID",
@@ -74,7 +75,7 @@ class LiveCheck(Protocol):
     async def close(self) -> None: ...
 
 
-class BaseRequester:
+class BaseRequester(Caller):
     """The typed request API over a transport's `request_raw`."""
 
     codec: Codec
@@ -93,46 +94,28 @@ class BaseRequester:
         """Send encoded request bytes; return the reply record (see Requester)."""
         raise NotImplementedError
 
-    @overload
-    async def request(
+    async def _request(
         self,
-        target: Callable[..., object],
+        target: str | Endpoint[Any, Any],  # Any: either form of request()
         event: Event,
-        *,
-        reply: None = None,
-        timeout: float | None = None,
-        key: str | bytes | None = None,
-        started: float | None = None,
-    ) -> Event: ...
+        reply: type[Event] | None,
+        timeout: float | None,
+        key: str | bytes | None,
+    ) -> Event:
+        return await self.call(target, event, reply, timeout, key)
 
-    @overload
-    async def request(
+    async def call(
         self,
-        target: str | Callable[..., object],
+        target: str | Endpoint[Any, Any] | Callable[..., object],  # Any: any responder
         event: Event,
-        *,
-        reply: type[R],
-        timeout: float | None = None,
-        key: str | bytes | None = None,
-        started: float | None = None,
-    ) -> R: ...
-
-    async def request(
-        self,
-        target: str | Callable[..., object],
-        event: Event,
-        *,
         reply: type[Event] | None = None,
         timeout: float | None = None,
         key: str | bytes | None = None,
         started: float | None = None,
     ) -> Event:
-        """Send a typed request and return the typed reply.
-
-        `target` is a responder function (its service, topic and reply type are known) or
-        "service.method" with `reply=` the reply event class. `started` (time.monotonic())
-        is when the caller's deadline began, if earlier than now.
-        """
+        """`request()` untyped, for callers that hold a target of either form: encode,
+        send, wait, decode. `started` (time.monotonic()) is when the caller's deadline
+        began, if earlier than now."""
         service, method, topic, reply_type = resolve_target(target, reply)
         raw = await self.request_raw(
             service,

@@ -7,12 +7,17 @@ import sys
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, Protocol, TypeVar, cast, overload
 
 from kit.errors import ConfigError
 from kit.event import Event
 
-__all__ = ["Handler", "HandlerFunc", "Responder", "Service"]
+__all__ = ["Caller", "Endpoint", "Handler", "HandlerFunc", "Responder", "Service"]
+
+Req = TypeVar("Req", bound=Event, contravariant=True)
+Rep = TypeVar("Rep", bound=Event, covariant=True)
+Q = TypeVar("Q", bound=Event)
+P = TypeVar("P", bound=Event)
 
 # Any: None or a responder's Event, or an awaitable of it (async handlers); checked at run time
 HandlerFunc = Callable[..., Awaitable[Any] | Any]
@@ -44,6 +49,97 @@ class Responder(Handler):
     """A handler whose return value (an Event) is sent back as the reply to a request."""
 
     reply_type: type[Event] | None = None
+
+
+class Endpoint(Protocol[Req, Rep]):
+    """A function declared with `@service.responder()`, as the type checker sees it.
+
+    It is the function itself, callable as written, and the address of a request whose
+    request type (`Req`) and reply type (`Rep`) are known statically:
+    `await ctx.request(check_stock, CheckStock(...))` has the type `StockLevel`, and a
+    request of the wrong type is a type error. The same holds for `Client.request` and
+    `Harness.request`.
+    """
+
+    @property
+    def __kit_responder__(self) -> tuple[str, Responder]:
+        """(service name, declaration) of the responder."""
+        ...
+
+    @property
+    def __kit_reply__(self) -> type[Rep]:
+        """The reply Event class."""
+        ...
+
+    # Any: the function's own context argument and return (awaitable or not) as written
+    def __call__(self, request: Req, /, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class _ResponderDecorator(Protocol):
+    """What `Service.responder(...)` returns: a decorator keeping the function's types."""
+
+    @overload
+    def __call__(self, func: Callable[Concatenate[Q, ...], Awaitable[P]], /) -> Endpoint[Q, P]: ...
+
+    @overload
+    def __call__(self, func: Callable[Concatenate[Q, ...], P], /) -> Endpoint[Q, P]: ...
+
+
+class Caller:
+    """The typed `request(...)` of `Context`, `Client`, `Harness` and the requesters: one
+    set of overloads, each class implementing `_request`."""
+
+    __slots__ = ()
+
+    @overload
+    async def request(
+        self,
+        target: Endpoint[Q, P],
+        event: Q,
+        *,
+        reply: None = None,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+    ) -> P: ...
+
+    @overload
+    async def request(
+        self,
+        target: str | Endpoint[Any, Any],  # Any: with reply=, the responder's types are not used
+        event: Event,
+        *,
+        reply: type[P],
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+    ) -> P: ...
+
+    async def request(
+        self,
+        target: str | Endpoint[Any, Any],  # Any: either form above
+        event: Event,
+        *,
+        reply: type[Event] | None = None,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+    ) -> Event:
+        """Call a responder and wait for its typed reply.
+
+        `target` is a responder function (`request(check_stock, CheckStock(...))`, typed
+        `StockLevel`) or "service.method" with `reply=` the reply Event class. The deadline
+        is `timeout` or KIT_REQUEST_TIMEOUT. Raises RequestTimeout, RemoteError (the
+        responder failed) or ServiceUnavailable (no live instance, when known).
+        """
+        return await self._request(target, event, reply, timeout, key)
+
+    async def _request(
+        self,
+        target: str | Endpoint[Any, Any],  # Any: either form of request()
+        event: Event,
+        reply: type[Event] | None,
+        timeout: float | None,
+        key: str | bytes | None,
+    ) -> Event:
+        raise NotImplementedError
 
 
 @dataclass
@@ -130,7 +226,7 @@ class Service:
         retries: int | None = 0,
         partitions: int | None = None,
         transient_timeout: float | None = 0,
-    ) -> Callable[[HandlerFunc], HandlerFunc]:
+    ) -> _ResponderDecorator:
         """Declare a responder: takes a request event, returns the reply event.
 
         `topic` defaults to `<service>.<function name>`, the address callers use. A
@@ -141,7 +237,7 @@ class Service:
         _check_options(retries, transient_timeout)
         localns = sys._getframe(1).f_locals
 
-        def register(func: HandlerFunc) -> HandlerFunc:
+        def register(func: HandlerFunc) -> Endpoint[Event, Event]:
             event_type, takes_context = _event_parameter(func, localns)
             hints = typing.get_type_hints(func, localns=dict(localns))
             reply = hints.get("return")
@@ -166,9 +262,10 @@ class Service:
                 )
             )
             func.__kit_responder__ = (self.name, self.handlers[-1])  # type: ignore[attr-defined]
-            return func
+            func.__kit_reply__ = reply  # type: ignore[attr-defined]
+            return cast(Endpoint[Event, Event], func)
 
-        return register
+        return cast(_ResponderDecorator, register)
 
     def responders(self) -> list[Responder]:
         """The responders among the handlers."""

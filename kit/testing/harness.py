@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,7 +23,7 @@ from kit.requests import (
 )
 from kit.runtime import Runtime, repository_of
 from kit.schema import Schema, SchemaRepository
-from kit.service import Responder, Service
+from kit.service import Caller, Endpoint, Responder, Service
 from kit.transport.memory import MemoryBroker, MemoryConsumer, MemoryMessage, MemoryTransport
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class Emitted:
         return self.message.value()
 
 
-class Harness:
+class Harness(Caller):
     """Services wired to in-memory topics, with Kafka's record flow and no broker.
 
     Each service gets the same `Runtime` it runs on Kafka, over the memory transport
@@ -239,17 +239,16 @@ class Harness:
                 return total
         raise RuntimeError(f"services still busy after {max_rounds} rounds (a loop of events?)")
 
-    async def request(
+    async def _request(
         self,
-        target: str | Callable[..., Any],  # Any: a responder function, whatever it returns
+        target: str | Endpoint[Any, Any],  # Any: either form of request()
         event: Event,
-        *,
-        reply: type[E] | None = None,
-        timeout: float | None = None,
-    ) -> Any:  # Any: the reply's Event class; the requester's overloads type it, not this
-        """Call a responder in the harness and return its typed reply."""
-        requester: Any = self._requester_obj  # Any: request() takes both overload forms at once
-        return await requester.request(target, event, reply=reply, timeout=timeout)
+        reply: type[Event] | None,
+        timeout: float | None,
+        key: str | bytes | None,
+    ) -> Event:
+        """See `request()` (kit.service.Caller): answered by the harness's responders."""
+        return await self._requester_obj.call(target, event, reply, timeout, key)
 
     async def _requester(self) -> BaseRequester:
         return self._requester_obj
