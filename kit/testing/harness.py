@@ -23,7 +23,7 @@ from kit.requests import (
 )
 from kit.runtime import Runtime, repository_of
 from kit.schema import Schema, SchemaRepository
-from kit.service import Caller, Endpoint, Responder, Service
+from kit.service import Caller, Endpoint, Handler, Responder, Service
 from kit.transport.memory import MemoryBroker, MemoryConsumer, MemoryMessage, MemoryTransport
 
 if TYPE_CHECKING:
@@ -290,13 +290,26 @@ class Harness(Caller):
         ]
 
     def dead_letters(self, topic: str | None = None) -> list[Emitted]:
-        """The dead-lettered records (of `topic`'s DLT, if given), in order."""
+        """The dead-lettered records, in order: all of them, or those of one source topic or
+        one dead-letter topic (`dead_letters("shop.OrderPlaced")` and
+        `dead_letters("shop.OrderPlaced.dlt")` give the same)."""
+        targets = {
+            self._dead_letter_topic(h): h.topic for svc in self.services for h in svc.handlers
+        }
         suffix = self.settings.dead_letter_suffix
         return [
             o
             for o in self.outputs
-            if o.topic.endswith(suffix) and (topic is None or o.topic == f"{topic}{suffix}")
+            if (o.topic in targets or o.topic.endswith(suffix))
+            and (
+                topic is None
+                or topic in (o.topic, targets.get(o.topic))
+                or o.topic == topic + suffix
+            )
         ]
+
+    def _dead_letter_topic(self, handler: Handler) -> str:
+        return handler.dead_letter_topic or f"{handler.topic}{self.settings.dead_letter_suffix}"
 
 
 def _is_type(item: Emitted, full_name: str, codec: Codec) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +15,35 @@ from kit.config import Settings, load_settings
 from kit.service import Service
 from kit.testing.harness import Harness
 
-__all__ = ["kafka_bootstrap", "kit_harness", "kit_settings", "unique_name"]
+__all__ = [
+    "kafka_bootstrap",
+    "kit_harness",
+    "kit_settings",
+    "pytest_pyfunc_call",
+    "unique_name",
+]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run `async def` tests in a fresh event loop (`asyncio.run`), as the testing guide
+    writes them: `async def test_billing(kit_harness): ... await h.run()`.
+
+    A test marked for pytest-asyncio or anyio (their auto modes mark every async test) is
+    left to that plugin. kit does this itself rather than depend on pytest-asyncio: the
+    harness needs no loop fixtures or scopes, and pytest-asyncio's default strict mode would
+    still reject the unmarked tests the guide shows.
+    """
+    func = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(func):
+        return None
+    if pyfuncitem.get_closest_marker("asyncio") or pyfuncitem.get_closest_marker("anyio"):
+        return None
+    funcargs = pyfuncitem.funcargs
+    # as pytest's own pytest_pyfunc_call: the test function's own arguments
+    names = pyfuncitem._fixtureinfo.argnames
+    asyncio.run(func(**{name: funcargs[name] for name in names}))
+    return True
 
 
 @pytest.fixture(scope="session")
