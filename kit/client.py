@@ -115,10 +115,12 @@ class Client(Caller):
         *,
         topic: str | None = None,
         timeout: float | None = None,
+        create_topic: bool = True,
     ) -> Message:
-        """Send encoded request bytes to service.method; return the reply record."""
+        """Send encoded request bytes to service.method; return the reply record (see
+        `Requester.request_raw`; `create_topic=False` never creates the request topic)."""
         return await self.requester.request_raw(
-            service, method, value, topic=topic, timeout=timeout
+            service, method, value, topic=topic, timeout=timeout, create_topic=create_topic
         )
 
     async def ensure_schema(self, schema: Schema) -> None:

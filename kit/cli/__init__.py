@@ -20,7 +20,7 @@ __all__ = ["cli", "main"]
 
 # A command's log level when neither --log-level nor KIT_LOG_LEVEL sets one; the others
 # leave logging as Python has it (warnings and errors only).
-_DEFAULT_LEVEL = {"run": "INFO", "request": "INFO", "schemas": "INFO", "services": "WARNING"}
+_DEFAULT_LEVEL = {"run": "INFO", "request": "WARNING", "schemas": "INFO", "services": "WARNING"}
 
 
 def _version() -> str:
@@ -46,7 +46,7 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     type=LOG_LEVEL,
     envvar="KIT_LOG_LEVEL",
     default=None,
-    help="DEBUG, INFO, WARNING, ... (default KIT_LOG_LEVEL, else INFO for run, request "
+    help="DEBUG, INFO, WARNING, ... (default KIT_LOG_LEVEL, else INFO for run "
     "and schemas, WARNING for the others)",
 )
 @click.option(

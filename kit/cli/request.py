@@ -34,17 +34,25 @@ def request(
 ) -> int:
     """Call a responder: kit request SERVICE METHOD --json '{...}'.
 
-    Prints the reply as JSON. Exit 0 with the reply; 2 bad input, 3 timeout, 4 remote
-    error, 5 no live instance.
+    Prints the reply as JSON. Exit 0 with the reply; 2 bad input (or no such method), 3
+    timeout, 4 remote error (its traceback is printed when the responder sent one), 5 no
+    live instance. The request topic is never created from here.
     """
     import asyncio
     import json
+
+    from kit.errors import RemoteError
 
     try:
         document = json.loads(payload)
     except ValueError as exc:
         raise InvalidInput(f"--json is not valid JSON: {exc}") from None
-    answer = asyncio.run(_call(service, method, document, timeout, schema, topic))
+    try:
+        answer = asyncio.run(_call(service, method, document, timeout, schema, topic))
+    except RemoteError as exc:
+        if exc.remote_traceback:
+            click.echo(exc.remote_traceback.rstrip(), err=True)
+        raise
     print(json.dumps(answer, indent=2))
     return Exit.OK
 
@@ -74,6 +82,10 @@ async def _call(
         registry = None
         if fail_fast or not schema_name:  # one registry view serves both uses
             registry = await stack.enter_async_context(Registry(settings, clean=False))
+        if (
+            registry is not None and schema_name
+        ):  # a wrong method fails at once, not at the deadline
+            _endpoint_schema(registry, service, method)
         client = await stack.enter_async_context(
             Client(settings, registry=registry if fail_fast else None, fail_fast=fail_fast)
         )
@@ -91,7 +103,9 @@ async def _call(
         except EncodeError as exc:
             raise InvalidInput(f"invalid input for {name}: {exc}") from None
         await client.ensure_schema(schema)
-        reply = await client.request_raw(service, method, value, topic=topic, timeout=timeout)
+        reply = await client.request_raw(
+            service, method, value, topic=topic, timeout=timeout, create_topic=False
+        )
         try:
             answer = await asyncio.to_thread(client.codec.decode_any, reply.value())
         except DecodeError as exc:
@@ -100,9 +114,25 @@ async def _call(
 
 
 def _endpoint_schema(registry: Registry | None, service: str, method: str) -> str | None:
-    """The request schema of service.method, from the live instances in the registry."""
-    for instance in registry.lookup(service) if registry is not None else ():
+    """The request schema of service.method, from the live instances in the registry.
+
+    None when there is no registry view. Raises ServiceUnavailable (exit 5) when the
+    registry lists no live instance of the service, and InvalidInput (exit 2), naming the
+    methods it does answer, when its instances have no responder `method`.
+    """
+    from kit.errors import ServiceUnavailable
+
+    if registry is None:
+        return None
+    instances = registry.lookup(service)
+    if not instances:
+        raise ServiceUnavailable(service)
+    methods: set[str] = set()
+    for instance in instances:
         for endpoint in instance.endpoints:
-            if endpoint.kind == "responder" and endpoint.name == method:
-                return str(endpoint.event_schema)
-    return None
+            if endpoint.kind == "responder":
+                if endpoint.name == method:
+                    return str(endpoint.event_schema)
+                methods.add(endpoint.name)
+    known = ", ".join(sorted(methods)) or "none"
+    raise InvalidInput(f"{service} has no responder {method!r} (its responders: {known})")

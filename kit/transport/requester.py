@@ -223,11 +223,15 @@ class Requester(BaseRequester):
         key: bytes | None = None,
         timeout: float | None = None,
         started: float | None = None,
+        create_topic: bool = True,
     ) -> Message:
         """Send encoded request bytes to `service.method`; return the reply record.
 
-        Raises ServiceUnavailable (registry says no live instance), RequestTimeout, or
-        RemoteError (the responder raised or could not decode the request).
+        Raises ServiceUnavailable (registry says no live instance, or, with
+        `create_topic=False`, the request topic does not exist), RequestTimeout, or
+        RemoteError (the responder raised or could not decode the request). A missing
+        request topic is created unless `create_topic` is False, so that a call made before
+        its responder started waits for it.
         """
         wait = self.settings.request_timeout if timeout is None else timeout
         if wait <= 0:
@@ -257,6 +261,10 @@ class Requester(BaseRequester):
             target = topic or f"{service}.{method}"
             async with asyncio.timeout(wait):  # the deadline covers topic set-up too
                 if target not in self._sink.known_topics:
+                    if not create_topic and not await asyncio.to_thread(
+                        self._sink.topic_exists, target
+                    ):
+                        raise NoRequestTopic(service, method, target)
                     await asyncio.to_thread(self._sink.ensure_topic, target)
                 self._sink.produce(target, value, key, headers, delivered)
                 reply = await future
@@ -265,6 +273,16 @@ class Requester(BaseRequester):
         finally:
             self.pending.pop(corr, None)
         return check_reply(reply, service, method, corr)
+
+
+class NoRequestTopic(ServiceUnavailable):
+    """The request topic of service.method does not exist: nothing ever served it."""
+
+    def __init__(self, service: str, method: str, topic: str) -> None:
+        super().__init__(service)
+        self.args = (
+            f"no request topic {topic!r}: no responder {service}.{method} has ever run",
+        )
 
 
 def _fail(future: asyncio.Future[Message], error: BaseException) -> None:

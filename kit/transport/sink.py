@@ -70,6 +70,14 @@ class KafkaSink:
             self.partitions[topic] = len(meta.partitions)
         self.known_topics.add(topic)
 
+    def topic_exists(self, topic: str) -> bool:
+        """Whether the cluster has `topic` (blocking: not on the loop). Lists every topic
+        rather than asking for this one, so that no broker auto-creates it."""
+        if topic in self.known_topics:
+            return True
+        meta = self.admin.list_topics(timeout=10).topics.get(topic)
+        return meta is not None and meta.error is None
+
     async def prepare(self, topic: str) -> None:
         """`ensure_topic` in a worker thread, so the event loop never waits on metadata."""
         if topic not in self.known_topics:
