@@ -1,25 +1,28 @@
-"""Check that a pydantic model agrees with its Avro schema, naming field and mismatch."""
+"""Check that a pydantic model agrees with its Avro schema, naming field and mismatch; and
+check, on encode, the values fastavro would write but other Avro readers reject."""
 
 from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, time
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Union
 from uuid import UUID
 
+from fastavro import schemaless_writer
 from pydantic import BaseModel
+from pydantic_core import SchemaValidator, core_schema
 
 from kit.errors import SchemaError
 from kit.schema import NAMED_TYPES, Schema
 
-__all__ = ["check_model"]
+__all__ = ["EncodeCheck", "check_model", "encode_check", "explain"]
 
-# Any: every Any here is a parsed Avro schema (JSON) or a model field's annotation (any type
-# expression, inspected at run time).
+# Any: every Any here is a parsed Avro schema (JSON), a model field's annotation (any type
+# expression, inspected at run time), or Avro data (the record about to be encoded).
 
 
 def check_model(model: type[BaseModel], schema: Schema) -> None:
@@ -207,3 +210,163 @@ def _check_single(annotation: Any, schema: Any, path: str, named: dict[str, Any]
         yield from _check_record(origin, schema, f"{path}.", named)
         return
     yield mismatch
+
+
+# On encode: what fastavro writes without complaint but other Avro readers reject.
+
+INT_RANGE = (-(2**31), 2**31 - 1)
+LONG_RANGE = (-(2**63), 2**63 - 1)
+_RANGES = {"int": (*INT_RANGE, 32), "long": (*LONG_RANGE, 64)}
+_TIMESTAMPS = ("timestamp-millis", "timestamp-micros")
+_WRITER_CHECKS_LONG = schemaless_writer.__module__ == "fastavro._write"
+"""fastavro's compiled writer raises OverflowError for a long past 64 bits (not for an int
+past 32 bits); its pure-Python writer checks neither, so the check covers long too there."""
+
+EncodeCheck = Callable[[object], object]
+"""Raises (pydantic_core.ValidationError) for a record it rejects; the result is unused."""
+
+_CHECKS: dict[bytes, EncodeCheck | None] = {}
+
+
+def encode_check(schema: Schema) -> EncodeCheck | None:
+    """The check a record of `schema` passes before fastavro writes it, or None (nothing to check).
+
+    It rejects an int outside 32 bits (fastavro writes it as a long's bytes, and Apache Avro
+    readers refuse it) and a naive datetime in a timestamp (fastavro would take it as UTC).
+    It is a pydantic-core validator built once per schema, over only the fields that hold an
+    int or a timestamp. A union with more than one non-null branch is left to fastavro,
+    which checks int ranges as it picks the branch. `explain` says where a record failed.
+    """
+    if schema.fingerprint not in _CHECKS:
+        named = _named_types(schema.parsed)
+        core = _check_schema(schema.parsed, named, frozenset(), not _WRITER_CHECKS_LONG)
+        _CHECKS[schema.fingerprint] = (
+            None if core is None else SchemaValidator(core).validate_python
+        )
+    return _CHECKS[schema.fingerprint]
+
+
+def _check_schema(
+    node: Any, named: dict[str, Any], within: frozenset[str], longs: bool
+) -> core_schema.CoreSchema | None:
+    """The pydantic-core schema checking `node`'s ints (and longs) and timestamps, if any."""
+    if isinstance(node, str):
+        if node in _RANGES and (node == "int" or longs):
+            low, high, _bits = _RANGES[node]
+            return core_schema.int_schema(ge=low, le=high)
+        if node in named and node not in within:  # a recursive type is checked one level deep
+            return _check_schema(named[node], named, within | {node}, longs)
+        return None
+    if isinstance(node, list):
+        branches = [b for b in node if b != "null"]
+        inner = _check_schema(branches[0], named, within, longs) if len(branches) == 1 else None
+        if inner is None or "null" not in node:
+            return inner
+        return core_schema.nullable_schema(inner)
+    kind, logical = node.get("type"), node.get("logicalType")
+    if logical in _TIMESTAMPS:
+        return core_schema.datetime_schema(tz_constraint="aware")
+    if logical is not None or kind in ("enum", "fixed"):
+        return None
+    if kind in ("record", "error"):
+        inside = within | {node.get("name", "")}
+        fields = {}
+        for f in node["fields"]:
+            sub = _check_schema(f["type"], named, inside, longs)
+            if sub is not None:
+                fields[f["name"]] = core_schema.typed_dict_field(sub, required=False)
+        return core_schema.typed_dict_schema(fields, extra_behavior="ignore") if fields else None
+    if kind in ("array", "map"):
+        sub = _check_schema(node["items" if kind == "array" else "values"], named, within, longs)
+        if sub is None:
+            return None
+        return (
+            core_schema.list_schema(sub) if kind == "array" else core_schema.dict_schema(None, sub)
+        )
+    return _check_schema(kind, named, within, longs)
+
+
+_PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "null": type(None),
+    "boolean": bool,
+    "int": int,
+    "long": int,
+    "float": (int, float),
+    "double": (int, float),
+    "string": str,
+    "bytes": (bytes, bytearray),
+}
+
+
+def explain(schema: Schema, datum: object) -> str | None:
+    """Where and why `datum` does not fit `schema`, as "$.lines[0].sku: problem"; None if it
+    looks right. Walks the whole record in Python: call it only after an encode failed."""
+    return _explain(schema.parsed, datum, "$", _named_types(schema.parsed))
+
+
+def _explain(node: Any, value: Any, path: str, named: dict[str, Any]) -> str | None:
+    if isinstance(node, str) and node in named:
+        node = named[node]
+    if isinstance(node, list):
+        if value is None and "null" in node:
+            return None
+        found = [_explain(b, value, path, named) for b in node if b != "null"]
+        if any(f is None for f in found) or not found:
+            return None
+        return found[0] if len(found) == 1 else f"{path}: {value!r} fits no branch of {node}"
+    kind = node.get("type") if isinstance(node, dict) else node
+    logical = node.get("logicalType") if isinstance(node, dict) else None
+    if logical in _TIMESTAMPS and isinstance(value, datetime) and value.tzinfo is None:
+        return (
+            f"{path}: naive datetime {value.isoformat()} in a {logical} field: give it a "
+            f"timezone (e.g. tzinfo=UTC); kit does not guess one"
+        )
+    if logical is not None:
+        return None
+    if kind in _RANGES and isinstance(value, int) and not isinstance(value, bool):
+        low, high, bits = _RANGES[kind]
+        if not low <= value <= high:
+            return (
+                f"{path}: {value} is out of range for Avro {kind} "
+                f"({bits}-bit signed: {low} to {high})"
+            )
+    if kind in _PYTHON_TYPES:
+        ok = isinstance(value, _PYTHON_TYPES[kind])
+        return None if ok else f"{path}: expected Avro {kind}, got {value!r}"
+    if isinstance(kind, (dict, list)) or (isinstance(kind, str) and kind in named):
+        return _explain(kind, value, path, named)
+    return _explain_complex(node, value, path, named) if isinstance(node, dict) else None
+
+
+def _explain_complex(
+    node: dict[str, Any], value: Any, path: str, named: dict[str, Any]
+) -> str | None:
+    kind = node["type"]
+    expected: dict[str, type | tuple[type, ...]] = {
+        "record": dict,
+        "error": dict,
+        "array": (list, tuple),
+        "map": dict,
+    }
+    if kind in expected and not isinstance(value, expected[kind]):
+        return f"{path}: expected a{'n' if kind == 'array' else ''} {kind}, got {value!r}"
+    inner: list[tuple[Any, Any, str]] = []
+    if kind in ("record", "error"):
+        for f in node["fields"]:
+            if f["name"] in value:
+                inner.append((f["type"], value[f["name"]], f"{path}.{f['name']}"))
+            elif "default" not in f:
+                return f"{path}.{f['name']}: missing required field"
+    elif kind == "array":
+        inner = [(node["items"], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    elif kind == "map":
+        inner = [(node["values"], v, f"{path}.{k}") for k, v in value.items()]
+    elif kind == "enum" and value not in node["symbols"]:
+        return f"{path}: {value!r} is not a symbol of enum {node.get('name')}: {node['symbols']}"
+    elif kind == "fixed" and not (isinstance(value, bytes) and len(value) == node["size"]):
+        return f"{path}: expected {node['size']} bytes (fixed {node.get('name')}), got {value!r}"
+    for sub, item, where in inner:
+        found = _explain(sub, item, where, named)
+        if found is not None:
+            return found
+    return None

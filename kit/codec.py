@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from fastavro import schemaless_reader, schemaless_writer
 from pydantic import ValidationError
 
+from kit.binding import encode_check, explain
 from kit.errors import DecodeError, EncodeError
 from kit.event import Event
 from kit.schema import Schema, SchemaRepository
@@ -45,6 +46,12 @@ def fingerprint_of(data: bytes) -> bytes | None:
     if len(data) < HEADER_SIZE or data[:2] != MAGIC:
         return None
     return bytes(data[2:HEADER_SIZE])
+
+
+def _encode_error(schema: Schema, datum: object, exc: Exception) -> EncodeError:
+    """The EncodeError for a failed encode: where the value that does not fit is, if found."""
+    where = explain(schema, datum)
+    return EncodeError(f"cannot encode {schema.full_name}: {where or exc}")
 
 
 def _fingerprint(data: bytes | None) -> bytes:
@@ -84,7 +91,11 @@ class Codec:
         self._writers: dict[bytes, Schema] = {}
 
     def encode(self, event: Event) -> bytes:
-        """Encode an event with its class's schema, in single-object encoding."""
+        """Encode an event with its class's schema, in single-object encoding.
+
+        EncodeError names the JSON path of the value that does not fit, e.g. an int out of
+        32 bits or a naive datetime in a timestamp (kit.binding.encode_check).
+        """
         schema = type(event).__kit_schema__
         if schema is None:
             raise EncodeError(f"{type(event).__qualname__} is not bound to a schema")
@@ -93,19 +104,24 @@ class Codec:
         buf.write(cls.__kit_header__)
         data = event.__dict__ if cls.__kit_flat__ else event.model_dump(by_alias=True)
         try:
+            if cls.__kit_check__ is not None:
+                cls.__kit_check__(data)
             schemaless_writer(buf, schema.parsed, data)
         except Exception as exc:
-            raise EncodeError(f"cannot encode {schema.full_name}: {exc}") from exc
+            raise _encode_error(schema, data, exc) from exc
         return buf.getvalue()
 
     def encode_datum(self, schema: Schema, datum: object) -> bytes:
         """Encode plain data (dicts, lists, scalars) with `schema`, in single-object encoding."""
         buf = BytesIO()
         buf.write(MAGIC + schema.fingerprint)
+        check = encode_check(schema)
         try:
+            if check is not None:
+                check(datum)
             schemaless_writer(buf, schema.parsed, datum)
         except Exception as exc:
-            raise EncodeError(f"cannot encode {schema.full_name}: {exc}") from exc
+            raise _encode_error(schema, datum, exc) from exc
         return buf.getvalue()
 
     def decode_any(self, data: bytes | None) -> dict[str, Any]:  # Any: Avro data

@@ -10,7 +10,7 @@ from typing import ClassVar, Unpack
 
 from pydantic import BaseModel, ConfigDict
 
-from kit.binding import check_model
+from kit.binding import EncodeCheck, check_model, encode_check
 from kit.schema import Schema, SchemaRepository, repository_for
 
 __all__ = ["Event"]
@@ -42,6 +42,8 @@ class Event(BaseModel):
     )
     __kit_flat__: ClassVar[bool] = False
     """True when the field values can be encoded as they are (no nested models, no aliases)."""
+    __kit_check__: ClassVar[EncodeCheck | None] = None
+    """What the codec checks before encoding (int ranges, naive datetimes): kit.binding."""
 
     def __init_subclass__(
         cls,
@@ -65,6 +67,7 @@ class Event(BaseModel):
         cls.__kit_schema__ = bound
         cls.__kit_repository__ = repo
         cls.__kit_flat__ = _is_flat(cls)
+        cls.__kit_check__ = encode_check(bound)
         cls.__kit_header__ = b"\xc3\x01" + bound.fingerprint
 
     @classmethod
