@@ -188,6 +188,13 @@ def _check_single(annotation: Any, schema: Any, path: str, named: dict[str, Any]
         extra = values - set(schema["symbols"])
         if extra:
             yield f"field {path!r}: enum {origin.__name__} has values not in the schema: {extra}"
+        missing = [s for s in schema["symbols"] if s not in values]
+        if missing:
+            yield (
+                f"field {path!r}: enum {origin.__name__} lacks symbols of schema enum "
+                f"{schema.get('name')}: {', '.join(map(repr, missing))} (a record with one "
+                f"of them could not be decoded)"
+            )
         return
     if kind == "array":
         if origin is not list:
