@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["services"]
 
-_CLEAR = "\x1b[H\x1b[2J"
-
 
 @click.command("services", short_help="List live service instances (--json, --watch).")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
@@ -111,15 +109,35 @@ def _on_stop_signals(callback: Callable[[], None]) -> None:
 async def _redraw(
     registry: Registry, service: str | None, interval: float, stop: asyncio.Event, out: TextIO
 ) -> None:
+    """Redraw the table every `interval` until `stop`: a live table (rich) on a terminal;
+    into a pipe or file, the table again each time as plain lines, with no screen codes."""
     from kit.registry.table import format_table
 
-    while not stop.is_set():
+    def draw() -> str:
         table = format_table(_select(registry, service), time.time(), registry.topic, registry.ttl)
-        out.write(f"{_CLEAR}{time.strftime('%H:%M:%S')}  kit services --watch (Ctrl-C to stop)\n\n")
-        out.write(table + "\n")
+        return f"{time.strftime('%H:%M:%S')}  kit services --watch (Ctrl-C to stop)\n\n{table}"
+
+    if out.isatty():
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
+        with Live(Text(draw()), console=Console(file=out), auto_refresh=False) as live:
+            while not await _stopped(stop, interval):
+                live.update(Text(draw()), refresh=True)
+        return
+    while True:
+        out.write(draw() + "\n\n")
         out.flush()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+        if await _stopped(stop, interval):
+            return
+
+
+async def _stopped(stop: asyncio.Event, interval: float) -> bool:
+    """Wait up to `interval` for `stop`; True once it is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), interval)
+    return stop.is_set()
 
 
 async def _stream_events(events: Watch, service: str | None, out: TextIO) -> None:
