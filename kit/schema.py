@@ -19,6 +19,7 @@ __all__ = [
     "SchemaRepository",
     "default_repository",
     "fingerprint",
+    "nearest_schemas_dir",
     "repository_for",
 ]
 
@@ -143,15 +144,8 @@ class SchemaRepository:
         return str(path) if path else full_name
 
     def _load(self, root: Path) -> None:
-        if not root.is_dir():
-            self.problems.append(SchemaProblem(str(root), "$", "schema folder does not exist"))
-            return
-        pending: dict[Path, dict[str, Any]] = {}
-        for path in sorted(root.rglob("*.avsc")):
-            try:
-                pending[path] = json.loads(path.read_text())
-            except (OSError, ValueError) as exc:
-                self.problems.append(SchemaProblem(str(path), "$", f"not valid JSON: {exc}"))
+        """Read every `.avsc` file under `root` (or `root` itself, a file), in any order."""
+        pending = self._read(root)
         named: dict[str, Any] = {}
         errors: dict[Path, Exception] = {}
         progress = True
@@ -165,31 +159,44 @@ class SchemaRepository:
                     errors[path] = exc
                     continue
                 except Exception as exc:
-                    self.problems.append(SchemaProblem(str(path), _path_of(raw, exc), str(exc)))
+                    message = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+                    self._problem(path, _locate(raw, exc), message)
                     del pending[path]
                     continue
-                new = set(trial) - set(named)
-                clash = [n for n in _defined_names(raw) if n in self._files]
-                if clash:
-                    other = self._files[clash[0]]
-                    self.problems.append(
-                        SchemaProblem(str(path), "$", f"{clash[0]!r} is already defined in {other}")
-                    )
-                    del pending[path]
-                    continue
-                named = trial
-                for name in new:
-                    self._files[name] = path
                 del pending[path]
+                clash = [(p, n) for p, n in _named_nodes(raw) if n in self._files]
+                if clash:
+                    where, name = clash[0]
+                    self._problem(
+                        path, where, f"{name!r} is already defined in {self._files[name]}"
+                    )
+                    continue
+                for where, message in _lint(raw, trial):
+                    self._problem(path, where, message)
+                self._files.update((name, path) for name in set(trial) - set(named))
+                named = trial
                 progress = True
-        for path in pending:
-            self.problems.append(
-                SchemaProblem(str(path), "$", f"unknown type referenced: {errors[path]}")
+        for path, raw in pending.items():
+            self._problem(
+                path, _locate(raw, errors[path]), f"unknown type referenced: {errors[path]}"
             )
         for name in sorted(self._files):
-            expanded = _expand(named, name)
-            schema = Schema._parse(expanded, str(self._files[name]))
-            self.add(schema)
+            self.add(Schema._parse(_expand(named, name), str(self._files[name])))
+
+    def _read(self, root: Path) -> dict[Path, Any]:
+        """The JSON of each `.avsc` file under `root` (or of `root`, a file), by path."""
+        if not root.exists():
+            self._problem(root, "$", "schema folder does not exist")
+        pending: dict[Path, Any] = {}
+        for path in [root] if root.is_file() else sorted(root.rglob("*.avsc")):
+            try:
+                pending[path] = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                self._problem(path, "$", f"not valid JSON: {exc}")
+        return pending
+
+    def _problem(self, path: Path, where: str, message: str) -> None:
+        self.problems.append(SchemaProblem(str(path), where, message))
 
     def raise_problems(self) -> None:
         """Raise one SchemaError listing every problem found while loading."""
@@ -197,28 +204,114 @@ class SchemaRepository:
             raise SchemaError("invalid schemas:\n  " + "\n  ".join(map(str, self.problems)))
 
 
-def _defined_names(raw: Any, namespace: str = "") -> list[str]:
-    """Full names of the named types a raw schema defines."""
-    out: list[str] = []
-    if isinstance(raw, list):
-        for item in raw:
-            out += _defined_names(item, namespace)
-    elif isinstance(raw, dict):
-        kind = raw.get("type")
-        if kind in NAMED_TYPES and "name" in raw:
-            name = raw["name"]
-            ns = raw.get("namespace", namespace)
-            full = name if "." in name or not ns else f"{ns}.{name}"
-            out.append(full)
-            namespace = full.rsplit(".", 1)[0] if "." in full else ""
-        for f in raw.get("fields", []) or []:
-            out += _defined_names(f.get("type"), namespace)
-        for key in ("items", "values"):
-            if key in raw:
-                out += _defined_names(raw[key], namespace)
-        if isinstance(kind, (dict, list)):
-            out += _defined_names(kind, namespace)
-    return out
+def _walk(node: Any, path: str = "$", namespace: str = "") -> Iterator[tuple[str, Any, str, bool]]:
+    """Every schema node and every record field of a raw schema, in document order:
+    (JSON path, node, enclosing namespace, whether the node is a record field)."""
+    yield path, node, namespace, False
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _walk(item, f"{path}[{i}]", namespace)
+    if not isinstance(node, dict):
+        return
+    kind = node.get("type")
+    if kind in NAMED_TYPES and isinstance(node.get("name"), str):
+        namespace = _full_name(node, namespace).rpartition(".")[0]
+    fields = node.get("fields") if kind in ("record", "error") else None
+    for i, f in enumerate(fields if isinstance(fields, list) else []):
+        yield f"{path}.fields[{i}]", f, namespace, True
+        if isinstance(f, dict) and "type" in f:
+            yield from _walk(f["type"], f"{path}.fields[{i}].type", namespace)
+    for key in ("items", "values"):
+        if key in node:
+            yield from _walk(node[key], f"{path}.{key}", namespace)
+    if isinstance(kind, (dict, list)):
+        yield from _walk(kind, f"{path}.type", namespace)
+
+
+def _full_name(node: dict[str, Any], namespace: str) -> str:
+    """The full name of a named type defined inside `namespace`."""
+    name = str(node["name"])
+    namespace = node.get("namespace", namespace)
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def _named_nodes(raw: Any) -> Iterator[tuple[str, str]]:
+    """(JSON path, full name) of each named type a raw schema defines, in document order."""
+    for path, node, ns, is_field in _walk(raw):
+        if not is_field and isinstance(node, dict) and node.get("type") in NAMED_TYPES:
+            if isinstance(node.get("name"), str):
+                yield path, _full_name(node, ns)
+
+
+def _definition(raw: Any, full_name: str) -> str:
+    """The JSON path where a raw schema defines the named type `full_name` (the last time)."""
+    return ([path for path, name in _named_nodes(raw) if name == full_name] or ["$"])[-1]
+
+
+def _locate(raw: Any, exc: Exception) -> str:
+    """The JSON path of what a fastavro parse error is about, else "$" (fastavro names a
+    type, a field or a value, but not where it is)."""
+    text = str(exc)
+    if isinstance(exc, avro_schema.UnknownType):
+        for path, node, ns, _ in _walk(raw):
+            if isinstance(node, str) and exc.name in (node, f"{ns}.{node}"):
+                return path
+    if text.startswith("redefined named type: "):
+        return _definition(raw, text.split(": ", 1)[1])
+    for path, node, _, is_field in _walk(raw):
+        if not isinstance(node, dict):
+            continue
+        if is_field and ("name" not in node or "type" not in node) and "missing" in text:
+            return path
+        if is_field and "default" in node and f"<{node['default']}>" in text:
+            return f"{path}.default"
+        if not is_field and node.get("type") == "enum" and "symbol" in text:
+            return f"{path}.symbols"
+        if not is_field and node.get("type") == "fixed" and "size" in text:
+            return path
+    return "$"
+
+
+def _lint(raw: Any, named: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """What fastavro accepts but the Avro specification (and Apache Avro) rejects: a field
+    name used twice in a record, a union default that is not of the union's first branch."""
+    for path, node, ns, is_field in _walk(raw):
+        if is_field or not isinstance(node, dict) or not isinstance(node.get("fields"), list):
+            continue
+        inner = _full_name(node, ns).rpartition(".")[0] if "name" in node else ns
+        seen: set[str] = set()
+        for i, f in enumerate(node["fields"]):
+            name, kind = f.get("name"), f.get("type")
+            if name in seen:
+                yield f"{path}.fields[{i}].name", f"duplicate field name {name!r}"
+            seen.add(name)
+            if isinstance(kind, list) and kind and "default" in f:
+                if not _fits(kind[0], f["default"], named, inner):
+                    message = f"default {f['default']!r} is not a {kind[0]!r}, the union's first"
+                    yield f"{path}.fields[{i}].default", f"{message} branch (Avro requires it)"
+
+
+_DEFAULT_SHAPES: dict[str, type | tuple[type, ...]] = {
+    **{"null": type(None), "boolean": bool},
+    **dict.fromkeys(("int", "long"), int),
+    **dict.fromkeys(("float", "double"), (int, float)),
+    **dict.fromkeys(("bytes", "string", "enum", "fixed"), str),
+    **{"array": list, "map": dict, "record": dict, "error": dict},
+}
+"""The JSON type of a default value, by Avro type."""
+
+
+def _fits(schema: Any, value: Any, named: dict[str, Any], namespace: str) -> bool:
+    """Whether a JSON default has the shape of `schema` (a record default: an object, ...)."""
+    if isinstance(schema, str) and schema not in _DEFAULT_SHAPES:
+        schema = named.get(schema) or named.get(f"{namespace}.{schema}")
+    kind = schema.get("type") if isinstance(schema, dict) else schema
+    if not isinstance(kind, str) or kind not in _DEFAULT_SHAPES:
+        return not isinstance(kind, (str, dict)) or _fits(kind, value, named, namespace)
+    if kind == "enum":
+        return value in schema.get("symbols", ())
+    shape = _DEFAULT_SHAPES[kind]
+    return isinstance(value, shape) and (kind == "boolean" or not isinstance(value, bool))
 
 
 def _expand(named: dict[str, Any], name: str) -> dict[str, Any]:
@@ -252,16 +345,6 @@ def _expand(named: dict[str, Any], name: str) -> dict[str, Any]:
     return walk(name)  # type: ignore[no-any-return]
 
 
-def _path_of(raw: Any, exc: Exception) -> str:
-    """Best-effort JSON path for a parse error: the field whose name the message mentions."""
-    text = str(exc)
-    if isinstance(raw, dict):
-        for i, f in enumerate(raw.get("fields", []) or []):
-            if isinstance(f, dict) and f.get("name") and repr(f["name"]) in text:
-                return f"$.fields[{i}]"
-    return "$"
-
-
 def repository_for(
     start: Path | str | None = None,
     schemas_dir: Path | str | None = None,
@@ -280,7 +363,7 @@ def repository_for(
     if schemas_dir:
         root = Path(schemas_dir)
     else:
-        root = _find_schemas(Path(start) if start else Path.cwd()) or Path.cwd() / "schemas"
+        root = nearest_schemas_dir(Path(start) if start else Path.cwd()) or Path.cwd() / "schemas"
     key = str(root.resolve())
     repo = _REPOSITORIES.get(key)
     if repo is None:
@@ -317,10 +400,7 @@ def repository_of_types(types: Iterable[type], settings: Settings) -> SchemaRepo
 
 
 def default_repository(start: Path | str | None = None) -> SchemaRepository:
-    """The repository from KIT_SCHEMAS_DIR, else the nearest `schemas/` above `start` or cwd.
-
-    Kept for existing callers: the same as `repository_for(start)`.
-    """
+    """The same as `repository_for(start)`, kept for existing callers."""
     return repository_for(start)
 
 
@@ -328,8 +408,9 @@ _REPOSITORIES: dict[str, SchemaRepository] = {}
 """Repositories by resolved folder, so that every caller shares one per folder."""
 
 
-def _find_schemas(start: Path) -> Path | None:
-    here = start.resolve()
+def nearest_schemas_dir(start: Path | str) -> Path | None:
+    """The nearest `schemas/` folder in or above `start` (a file or a folder), if any."""
+    here = Path(start).resolve()
     if here.is_file():
         here = here.parent
     for folder in (here, *here.parents):
