@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kit.cli.errors import Exit, guarded
 from kit.cli.options import VariadicOptions, given
+
+if TYPE_CHECKING:
+    from kit.replay.replay import ReplayResult
 
 __all__ = ["record", "replay"]
 
@@ -144,7 +147,16 @@ def record(
     return Exit.FAILED if result.stopped_by == "idle" else Exit.OK
 
 
-_REPLAY_ONLY = ("into", "topic_map", "speed", "keep_timestamps", "verify", "quiet")
+_REPLAY_ONLY = (
+    "into",
+    "topic_map",
+    "only",
+    "into_original_topics",
+    "speed",
+    "keep_timestamps",
+    "verify",
+    "quiet",
+)
 _SHADOW_ONLY = ("inputs", "outputs")
 
 
@@ -152,10 +164,13 @@ _SHADOW_ONLY = ("inputs", "outputs")
     "replay",
     short_help="Republish a recording (kit replay FILE) or diff a new version (--shadow).",
     cls=VariadicOptions,
-    variadic=("--topic-map", "--inputs", "--outputs"),
-    epilog="With --shadow MODULE:SERVICE, nothing is published: the recording's inputs run "
-    "through that service in-process and its outputs are compared with the recorded ones "
-    "(exit 0 the same, 1 differences, 2 trouble).",
+    variadic=("--topic-map", "--only", "--inputs", "--outputs"),
+    epilog="Every replayed topic needs a --topic-map entry unless --into-original-topics "
+    "says to publish into the topics it was recorded from (running services would handle "
+    "those records again); --only picks the topics to replay. With --shadow MODULE:SERVICE, "
+    "nothing is published: the recording's inputs run through that service in-process and "
+    "its outputs are compared with the recorded ones (exit 0 the same, 1 differences, "
+    "2 trouble).",
 )
 @click.argument("file", metavar="FILE")
 @click.option(
@@ -166,6 +181,17 @@ _SHADOW_ONLY = ("inputs", "outputs")
     type=_Pair(),
     multiple=True,
     help="publish topic OLD's records to NEW (OLD=NEW ...)",
+)
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="TOPIC ...",
+    help="replay only these recorded topics (default: all)",
+)
+@click.option(
+    "--into-original-topics",
+    is_flag=True,
+    help="publish topics without a --topic-map entry into the topics they were recorded from",
 )
 @click.option(
     "--speed",
@@ -221,6 +247,8 @@ def _replay(
     *,
     into: str | None,
     topic_map: tuple[tuple[str, str], ...],
+    only: tuple[str, ...],
+    into_original_topics: bool,
     speed: float | None,
     keep_timestamps: bool,
     verify: bool,
@@ -233,26 +261,35 @@ def _replay(
         file,
         into=into,
         topic_map=dict(topic_map),
+        only=_topics(only),
+        into_original_topics=into_original_topics,
         speed=speed,
         keep_timestamps=keep_timestamps,
         verify=verify,
         progress=None if quiet else Progress("kit replay"),
     )
-    moved = ", ".join(f"{s} -> {t}" for s, t in result.topics.items() if s != t)
-    notes = [f"mapped {moved}"] if moved else []
-    if result.created:
-        notes.append(f"created {', '.join(result.created)}")
-    if result.by_key:
-        notes.append(f"partitioned by key (too few partitions): {', '.join(result.by_key)}")
-    print(
-        f"kit replay: {result.published:,} record(s) published from {result.path} "
-        f"in {result.seconds:.1f}s ({result.rate:,.0f}/s)" + "".join(f"; {n}" for n in notes),
-        file=sys.stderr,
-    )
+    for line in _summary(result):
+        print(f"kit replay: {line}", file=sys.stderr)
     if result.interrupted:
         print("kit replay: interrupted before the end of the recording", file=sys.stderr)
         return Exit.INTERRUPTED
     return Exit.OK
+
+
+def _summary(result: ReplayResult) -> list[str]:
+    """What a replay published: a head line, then each target topic with its count."""
+    lines = [
+        f"{result.published:,} record(s) published from {result.path} "
+        f"in {result.seconds:.1f}s ({result.rate:,.0f}/s)"
+    ]
+    for source, target in sorted(result.topics.items(), key=lambda item: item[1]):
+        notes = [f"from {source}, its original topic" if source == target else f"from {source}"]
+        notes += ["created"] if target in result.created else []
+        notes += ["by key: fewer partitions"] if target in result.by_key else []
+        lines.append(f"  {target}: {result.counts.get(target, 0):,} ({'; '.join(notes)})")
+    if result.skipped:
+        lines.append(f"{result.skipped:,} record(s) of other topics not replayed (--only)")
+    return lines
 
 
 # like diff(1): 0 the same, 1 differences, 2 trouble

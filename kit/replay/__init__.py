@@ -11,11 +11,18 @@ from kit.replay.file import (
 )
 from kit.replay.format import FORMAT_VERSION, RecordingInfo
 from kit.replay.record import RecordResult, parse_time, record
-from kit.replay.replay import ReplayResult, merge_by_time, replay
+from kit.replay.replay import (
+    OriginalTopicsRefused,
+    ReplayResult,
+    choose_targets,
+    merge_by_time,
+    replay,
+)
 from kit.replay.terminal import Progress
 
 __all__ = [
     "FORMAT_VERSION",
+    "OriginalTopicsRefused",
     "Progress",
     "Record",
     "RecordResult",
@@ -24,6 +31,7 @@ __all__ = [
     "RecordingReader",
     "RecordingWriter",
     "ReplayResult",
+    "choose_targets",
     "merge_by_time",
     "parse_time",
     "read_schemas",

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from kit.config import Settings, resolve_bootstrap
 from kit.errors import ConfigError, DeliveryError
@@ -22,12 +23,43 @@ from kit.transport.kafka import admin_client, check_reachable
 from kit.transport.kafka import make_producer as _make_producer
 from kit.transport.sink import KafkaSink
 
-__all__ = ["ReplayResult", "merge_by_time", "replay"]
+__all__ = [
+    "OriginalTopicsRefused",
+    "ReplayResult",
+    "choose_targets",
+    "merge_by_time",
+    "replay",
+]
+
+
+class OriginalTopicsRefused(ConfigError):
+    """A replay would publish records back into the topics they were recorded from.
+
+    The services consuming those topics would handle the records a second time, so this
+    needs `into_original_topics=True` (``--into-original-topics``). `unmapped` names them.
+    """
+
+    def __init__(self, unmapped: Iterable[str], mapped: Iterable[str]) -> None:
+        self.unmapped = tuple(sorted(unmapped))
+        mapped = sorted(mapped)
+        names = ", ".join(self.unmapped)
+        keep = f"--only {' '.join(mapped)}" if mapped else "--only TOPIC..."
+        super().__init__(
+            "--into-original-topics",
+            f"not given, so {names} cannot be replayed: they would go back into the "
+            "topics they were recorded from, where running services would handle them "
+            f"again. Map them (--topic-map {self.unmapped[0]}=NEW ...), replay a subset "
+            f"({keep}), or add --into-original-topics to do it anyway",
+        )
 
 
 @dataclass(frozen=True)
 class ReplayResult:
-    """What `replay` published, where, and whether it was interrupted."""
+    """What `replay` published, where, and whether it was interrupted.
+
+    `topics` maps each replayed source topic to its target, `counts` each target topic to
+    the records published there; `skipped` counts the records of topics left out (`only`).
+    """
 
     path: str
     published: int
@@ -36,6 +68,8 @@ class ReplayResult:
     created: tuple[str, ...] = ()
     by_key: tuple[str, ...] = ()
     interrupted: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
 
     @property
     def rate(self) -> float:
@@ -95,14 +129,14 @@ class _Publisher:
         self,
         settings: Settings,
         topics: Mapping[str, int],
-        topic_map: Mapping[str, str],
+        targets: Mapping[str, str],
         keep_timestamps: bool,
     ) -> None:
         self.settings = settings
         self.keep_timestamps = keep_timestamps
         admin = admin_client(settings)
         check_reachable(admin, settings)
-        self.targets = {t: topic_map.get(t, t) for t in topics}
+        self.targets = dict(targets)
         specs = [
             TopicSpec(t, topics[s], settings.topic_replication) for s, t in self.targets.items()
         ]
@@ -117,11 +151,13 @@ class _Publisher:
         self.sink = KafkaSink(self.producer, admin, settings)
         self.sink.known_topics.update(self.targets.values())
         self.delivered = 0
+        self.counts: Counter[str] = Counter()
         self.errors: list[KafkaError] = []
 
-    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             self.delivered += 1
+            self.counts[msg.topic() or ""] += 1
         else:
             self.errors.append(err)
 
@@ -173,6 +209,7 @@ class _Publisher:
             self.created,
             tuple(self.targets[t] for t, same in self.same_partition.items() if not same),
             interrupted,
+            dict(self.counts),
         )
 
 
@@ -182,6 +219,8 @@ def replay(
     settings: Settings | None = None,
     into: str | None = None,
     topic_map: Mapping[str, str] | None = None,
+    only: Iterable[str] | None = None,
+    into_original_topics: bool = False,
     speed: float | None = None,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
@@ -191,7 +230,10 @@ def replay(
 ) -> ReplayResult:
     """Republish the recording at `path` into the cluster at `into` (default: settings).
 
-    Keys, headers and value bytes are kept; `topic_map` renames topics. Missing target
+    Keys, headers and value bytes are kept; `topic_map` renames topics and `only` picks
+    the recorded topics to replay (default: all). A topic left unmapped would go back into
+    the topic it was recorded from, so that needs `into_original_topics=True`; without it
+    OriginalTopicsRefused (a ConfigError) is raised before connecting. Missing target
     topics are created with the source's partition count; records go to their original
     partition number when the target has at least as many partitions, else by key.
     `speed=None` publishes as fast as possible; `speed=X` keeps the original gaps between
@@ -202,13 +244,15 @@ def replay(
         raise ConfigError("--speed", f"must be positive or 'max', got {speed}")
     settings = settings_for(settings, into)
     resolve_bootstrap(settings)
-    topic_map = dict(topic_map or {})
     stop = stop or threading.Event()
     started = time.monotonic()
     with RecordingReader(path, verify_values=verify) as reader:
-        _check_topic_map(topic_map, reader.info.topics)
-        publisher = _Publisher(settings, reader.info.topics, topic_map, keep_timestamps)
-        items: Iterator[tuple[int, Record]] = iter(reader)
+        recorded = reader.info.topics
+        targets = choose_targets(recorded, topic_map or {}, only, into_original_topics)
+        partitions = {t: recorded[t] for t in targets}
+        publisher = _Publisher(settings, partitions, targets, keep_timestamps)
+        tally: Counter[str] = Counter()
+        items = _selected(iter(reader), targets, tally)
         if speed is not None:
             items = merge_by_time(items, window)
         sent = 0
@@ -228,18 +272,56 @@ def replay(
     seconds = time.monotonic() - started
     if progress is not None:
         progress.done(publisher.delivered, "  interrupted" if stop.is_set() else "")
-    return publisher.result(path, seconds, interrupted=stop.is_set())
+    result = publisher.result(path, seconds, interrupted=stop.is_set())
+    return dataclasses.replace(result, skipped=tally["skipped"])
 
 
-def _check_topic_map(topic_map: Mapping[str, str], recorded: Mapping[str, int]) -> None:
-    """Raise ConfigError if `topic_map` renames a topic the recording does not hold."""
+def choose_targets(
+    recorded: Mapping[str, int],
+    topic_map: Mapping[str, str],
+    only: Iterable[str] | None = None,
+    into_original_topics: bool = False,
+) -> dict[str, str]:
+    """Each recorded topic to replay (all, or `only` those), mapped to its target topic.
+
+    Raises ConfigError for a topic in `only` or `topic_map` that the recording does not
+    hold, or one that `only` leaves out, and OriginalTopicsRefused when a topic would go
+    back into the topic it was recorded from (no `topic_map` entry, or one to the same
+    name) without `into_original_topics`.
+    """
+    chosen = list(dict.fromkeys(only)) if only is not None else sorted(recorded)
+    holds = f"(it holds {', '.join(sorted(recorded)) or 'no topics'})"
+    unknown = [t for t in chosen if t not in recorded]
+    if unknown:
+        raise ConfigError("--only", f"{', '.join(unknown)} not in the recording {holds}")
     unknown = sorted(set(topic_map) - set(recorded))
     if unknown:
+        raise ConfigError("--topic-map", f"{', '.join(unknown)} not in the recording {holds}")
+    left_out = sorted(set(topic_map) - set(chosen))
+    if left_out:
         raise ConfigError(
             "--topic-map",
-            f"{', '.join(unknown)} not in the recording (it holds "
-            f"{', '.join(sorted(recorded)) or 'no topics'})",
+            f"{', '.join(left_out)} is left out by --only {' '.join(chosen)}: add it there, "
+            "or drop its mapping",
         )
+    if not chosen:
+        raise ConfigError("--only", "names no topic")
+    targets = {t: topic_map.get(t, t) for t in chosen}
+    unmapped = [t for t, target in targets.items() if t == target]
+    if unmapped and not into_original_topics:
+        raise OriginalTopicsRefused(unmapped, [t for t in chosen if t not in unmapped])
+    return targets
+
+
+def _selected(
+    items: Iterator[tuple[int, Record]], targets: Mapping[str, str], tally: Counter[str]
+) -> Iterator[tuple[int, Record]]:
+    """The records of the topics in `targets`; counts the others in tally["skipped"]."""
+    for item in items:
+        if item[1].topic in targets:
+            yield item
+        else:
+            tally["skipped"] += 1
 
 
 def _publish(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from kit import Client, Codec, SchemaRepository, Settings
 from kit.cli import main as kit_main
@@ -45,6 +45,19 @@ def by_partition(messages: list[Message]) -> dict[int, list[tuple[Any, ...]]]:
 
 def make_topic(settings: Settings, name: str, partitions: int) -> None:
     ensure_topics(admin_client(settings), [TopicSpec(name, partitions, 1)])
+
+
+def end_offset(bootstrap: str, topic: str) -> int:
+    """The sum of the topic's high watermarks: how many records were ever written to it."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{topic}"})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in meta.partitions
+        )
+    finally:
+        consumer.close()
 
 
 def test_record_then_replay_keeps_keys_headers_values_and_partition_order(
@@ -289,3 +302,46 @@ def test_replay_of_a_truncated_recording_reports_what_it_published(
     with pytest.raises(RecordingError) as again:
         replay(path, settings=kit_settings, topic_map={source: unique_name("dst2")}, speed=1000)
     assert again.value.index == index and again.value.published == index
+
+
+def test_a_partial_topic_map_never_feeds_the_live_topics_again(
+    kit_settings: Settings,
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 11.3: `--topic-map a=a.copy` alone used to publish b's records back into b."""
+    a, b = unique_name("live-a"), unique_name("live-b")
+    make_topic(kit_settings, a, 2)
+    make_topic(kit_settings, b, 1)
+    rows = [{"value": b"a%d" % n, "key": b"k%d" % n, "partition": n % 2} for n in range(6)]
+    produce_raw(kafka_bootstrap, a, rows)
+    produce_raw(kafka_bootstrap, b, [{"value": b"b%d" % n} for n in range(4)])
+    path = tmp_path / "live.kitrec"
+    assert kit_main(["record", a, b, "-o", str(path), "--bootstrap", kafka_bootstrap, "-q"]) == 0
+    capsys.readouterr()
+    copy = unique_name("a-copy")
+    into = ["replay", str(path), "--into", kafka_bootstrap, "-q"]
+
+    assert kit_main([*into, "--topic-map", f"{a}={copy}"]) == 2
+    err = capsys.readouterr().err
+    assert f"kit replay: configuration error: --into-original-topics: not given, so {b} " in err
+    assert f"--only {a}" in err
+    assert (end_offset(kafka_bootstrap, a), end_offset(kafka_bootstrap, b)) == (6, 4)
+    assert copy not in admin_client(kit_settings).list_topics(timeout=10).topics
+
+    assert kit_main([*into, "--only", a, "--topic-map", f"{a}={copy}"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert f"kit replay:   {copy}: 6 (from {a}; created)" in lines, lines
+    assert "kit replay: 4 record(s) of other topics not replayed (--only)" in lines
+    copied = by_partition(read_raw(kafka_bootstrap, copy, 6))
+    assert copied == by_partition(read_raw(kafka_bootstrap, a, 6))
+    assert end_offset(kafka_bootstrap, b) == 4
+
+    again = unique_name("a-again")
+    assert kit_main([*into, "--topic-map", f"{a}={again}", "--into-original-topics"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert f"kit replay:   {again}: 6 (from {a}; created)" in lines, lines
+    assert f"kit replay:   {b}: 4 (from {b}, its original topic)" in lines, lines
+    assert (end_offset(kafka_bootstrap, a), end_offset(kafka_bootstrap, b)) == (6, 8)
