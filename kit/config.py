@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,14 +21,21 @@ __all__ = [
     "ToolSettings",
     "client_config",
     "from_env",
+    "known_variables",
     "load_settings",
     "load_tool_settings",
     "resolve_bootstrap",
+    "unknown_variables",
+    "warn_unknown_variables",
 ]
+
+log = logging.getLogger("kit.config")
 
 _PASSTHROUGH_PREFIX = "KIT_KAFKA_"
 _NOT_PASSED_THROUGH = frozenset({"KIT_KAFKA_CONFIG", "KIT_KAFKA_VERSION", "KIT_KAFKA_IMAGE"})
 """KIT_KAFKA_* variables that are kit's own settings (ToolSettings), not librdkafka's."""
+_READ_ELSEWHERE = frozenset({"KIT_LOG_LEVEL"})
+"""KIT_* variables no settings model reads: the kit command's --log-level reads this one."""
 
 
 class Settings(BaseSettings):
@@ -209,3 +219,70 @@ def resolve_bootstrap(settings: Settings) -> tuple[str, str]:
         "KIT_BOOTSTRAP_SERVERS",
         "not set and no local broker is running; set it or run `kit broker start`",
     )
+
+
+def known_variables() -> frozenset[str]:
+    """Every KIT_* variable kit reads, but for the KIT_KAFKA_* pass-through.
+
+    That is each field of every settings model kit defines with a ``KIT_`` prefix (found
+    among pydantic's BaseSettings subclasses in kit's modules: Settings and ToolSettings
+    here, kit.registry's RegistryConfig, which this layer cannot import), plus
+    KIT_LOG_LEVEL.
+    """
+    names = set(_READ_ELSEWHERE)
+    todo: list[type[BaseSettings]] = [BaseSettings]
+    while todo:
+        for model in todo.pop().__subclasses__():
+            todo.append(model)
+            prefix = str(model.model_config.get("env_prefix") or "")
+            if model.__module__.split(".")[0] == "kit" and prefix.startswith("KIT_"):
+                names.update(f"{prefix}{field}".upper() for field in model.model_fields)
+    return frozenset(names)
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """The KIT_* variables of `env` (default os.environ) that kit does not read, by name,
+    each with the closest known name (difflib), or None if none is close. KIT_KAFKA_*
+    variables are librdkafka settings: never unknown here."""
+    environ = os.environ if env is None else env
+    known = known_variables()
+    unknown: dict[str, str | None] = {}
+    for name in sorted(environ):
+        if name.startswith("KIT_") and not name.startswith(_PASSTHROUGH_PREFIX):
+            if name not in known:
+                closest = difflib.get_close_matches(name, known, n=1)
+                unknown[name] = closest[0] if closest else None
+    return unknown
+
+
+class _Warned:
+    """The unknown variables already warned about in this process."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.lock = threading.Lock()
+
+
+_warned = _Warned()
+
+
+def warn_unknown_variables(env: Mapping[str, str] | None = None) -> None:
+    """Log a warning on ``kit.config`` for each unknown KIT_* variable (unknown_variables),
+    naming the closest known one; each name once per process.
+
+    Called where a kit process starts (``kit run``, Client, check_reachable, which every
+    runtime start runs), not by load_settings, which programs call as often as they like.
+    """
+    for name, closest in unknown_variables(env).items():
+        with _warned.lock:
+            if name in _warned.names:
+                continue
+            _warned.names.add(name)
+        hint = f" (did you mean {closest}?)" if closest else ""
+        log.warning("unknown setting %s%s: kit ignores it", name, hint)
+
+
+def forget_warned_variables() -> None:
+    """Warn again about names already warned about (for tests)."""
+    with _warned.lock:
+        _warned.names.clear()

@@ -21,10 +21,11 @@ def run(target: str) -> int:
     import asyncio
 
     from kit.app import run as run_service
-    from kit.config import load_settings, resolve_bootstrap
+    from kit.config import load_settings, resolve_bootstrap, warn_unknown_variables
     from kit.loading import load_service
 
     settings = load_settings()
+    warn_unknown_variables()
     service = load_service(target)
     bootstrap, source = resolve_bootstrap(settings)
     print(

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
-from kit.config import Settings, client_config, resolve_bootstrap
+from kit.config import Settings, client_config, resolve_bootstrap, warn_unknown_variables
 from kit.errors import ConfigError
 from kit.protocol import MessageLike
 from kit.transport.diagnose import wait_until_reachable
@@ -163,8 +163,10 @@ def check_reachable(admin: AdminClient, settings: Settings, timeout: float = 15.
     whose librdkafka log lines stay out of the terminal: a wrong password, SASL mechanism or
     security protocol fails at once naming its KIT_KAFKA_* setting; no answer within
     `timeout` names KIT_BOOTSTRAP_SERVERS. (`admin` is not the probe: a client's error and
-    log callbacks are fixed when it is made.)
+    log callbacks are fixed when it is made.) Every kit process runs this as it starts, so
+    this is also where unknown KIT_* variables are warned about (once each).
     """
+    warn_unknown_variables()
     bootstrap, source = resolve_bootstrap(settings)
     wait_until_reachable(
         base_config(settings), timeout, settings=settings, bootstrap=bootstrap, source=source
