@@ -1,11 +1,18 @@
 """confluent-kafka clients: their configs, making them, a batch fetch, record descriptions.
 
-Topic admin lives in kit.transport.admin and the producer sink in kit.transport.sink.
+Every client made here logs through Python logging (:class:`LibrdkafkaLog`), not to
+stderr. Topic admin lives in kit.transport.admin and the producer sink in
+kit.transport.sink.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+import threading
+import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,6 +26,8 @@ from kit.transport.diagnose import wait_until_reachable
 from kit.transport.sink import PRODUCER_MESSAGE_MAX_BYTES
 
 __all__ = [
+    "LIBRDKAFKA_LOG",
+    "LibrdkafkaLog",
     "admin_client",
     "check_reachable",
     "consumer_config",
@@ -96,14 +105,96 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
     }
 
 
+class LibrdkafkaLog:
+    """The ``logger`` of every client kit makes: librdkafka's log lines go to the Python
+    logger ``kit.librdkafka``, each distinct line shown once.
+
+    confluent-kafka hands a client's lines to ``log()`` when the client is polled (kit
+    polls its producers and consumers, and :class:`_AdminPolls` its admin clients). A line
+    is logged at its level the first time, and again only after ``quiet_after`` seconds
+    without it; repeats in between are logged at DEBUG. Lines that differ only in the
+    client, the thread or a duration (``after 12ms in state UP``) count as one, so a
+    closed port gives one line, not one per client and reconnect. librdkafka's errors are
+    logged as warnings: it retries them, and kit raises what it cannot recover from (a
+    ConfigError at start, a DeliveryError, ...).
+    """
+
+    _THREAD = re.compile(r"^\[thrd:[^\]]*\]:\s*")
+    _VARYING = re.compile(r"\d+(?:ms\b| identical error\(s\) suppressed)")
+    _LEVELS = {logging.CRITICAL: logging.ERROR, logging.ERROR: logging.WARNING}
+    _KEEP = 1000  # distinct lines remembered at most
+
+    def __init__(self, logger: logging.Logger, quiet_after: float = 300.0) -> None:
+        self.logger = logger
+        self.quiet_after = quiet_after
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        """What confluent-kafka calls: ``log(level, "%s [%s] %s", facility, client, line)``."""
+        text = self._THREAD.sub("", str(args[-1]) if args else str(msg))
+        key = self._VARYING.sub("#", text)
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            self._last[key] = now
+            if len(self._last) > self._KEEP:
+                self._last = {k: t for k, t in self._last.items() if now - t < self.quiet_after}
+        new = last is None or now - last >= self.quiet_after
+        self.logger.log(self._LEVELS.get(level, level) if new else logging.DEBUG, "%s", text)
+
+
+LIBRDKAFKA_LOG = LibrdkafkaLog(logging.getLogger("kit.librdkafka"))
+"""The one LibrdkafkaLog of the process: a line several clients log is shown once."""
+
+
+class _AdminPolls:
+    """Polls kit's admin clients now and then, which serves their log lines: nothing else
+    polls an admin client, and confluent-kafka keeps a client's lines until a poll."""
+
+    interval = 1.0
+
+    def __init__(self) -> None:
+        self.admins: weakref.WeakSet[AdminClient] = weakref.WeakSet()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def add(self, admin: AdminClient) -> None:
+        """Poll `admin` until it is garbage; the thread runs while there is one to poll."""
+        with self.lock:
+            self.admins.add(admin)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="kit-admin-log", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            with self.lock:
+                admins = list(self.admins)
+                if not admins:
+                    self.thread = None
+                    return
+            for admin in admins:
+                admin.poll(0)
+            del admins
+
+
+_admin_polls = _AdminPolls()
+
+
 def _client(
     factory: Callable[[dict[str, Any]], C], config: dict[str, Any], settings: Settings
 ) -> C:
-    """`factory(config)`, with a bad setting raised as ConfigError naming it."""
+    """`factory(config)` logging through LIBRDKAFKA_LOG, with a bad setting raised as
+    ConfigError naming it."""
     try:
-        return factory(config)
+        client = factory({**config, "logger": LIBRDKAFKA_LOG})
     except (KafkaException, ValueError, TypeError) as exc:
         raise _config_error(exc, settings) from None
+    if isinstance(client, AdminClient):
+        _admin_polls.add(client)
+    return client
 
 
 def _config_error(exc: Exception, settings: Settings) -> ConfigError:
