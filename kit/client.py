@@ -14,14 +14,14 @@ from confluent_kafka.admin import PartitionMetadata
 
 from kit.app import open_registry
 from kit.codec import Codec, UnknownWriterSchema
-from kit.config import Settings, load_settings
+from kit.config import Settings, load_settings, warn_unknown_variables
 from kit.errors import DecodeError, DeliveryError
 from kit.event import Event
 from kit.registry import load_registry_config
 from kit.requests import LiveCheck
 from kit.schema import Schema, SchemaRepository, repository_for
 from kit.service import Caller, Endpoint
-from kit.transport.kafka import admin_client, make_consumer, make_producer
+from kit.transport.kafka import admin_client, check_reachable, make_consumer, make_producer
 from kit.transport.requester import Requester
 from kit.transport.schema_topic import SchemaTopic
 from kit.transport.sink import KafkaSink
@@ -51,6 +51,8 @@ class Client(Caller):
         registry: LiveCheck | None = None,
     ) -> None:
         self.settings = settings or load_settings()
+        warn_unknown_variables()
+        self._reached = False
         self.repository = repository
         self.fail_fast = load_registry_config().fail_fast if fail_fast is None else fail_fast
         """Requests to a service with no live instance raise ServiceUnavailable at once."""
@@ -75,7 +77,22 @@ class Client(Caller):
             self._producer.poll(0.05)
 
     async def __aenter__(self) -> Client:
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()  # __aexit__ does not run
+            raise
         return self
+
+    async def connect(self) -> None:
+        """Return once a broker answers; else raise, after KIT_CONNECT_TIMEOUT at most, the
+        ConfigError `kit run` gives (naming KIT_BOOTSTRAP_SERVERS, or the KIT_KAFKA_* setting
+        a failed authentication points at). `async with`, the first publish and the first
+        request call it; once it succeeded it returns at once."""
+        if not self._reached:
+            timeout = self.settings.connect_timeout
+            await asyncio.to_thread(check_reachable, self._admin, self.settings, timeout)
+            self._reached = True
 
     async def __aexit__(
         self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
@@ -125,6 +142,7 @@ class Client(Caller):
 
     async def ensure_schema(self, schema: Schema) -> None:
         """Make sure a writer schema is on the schema topic (for raw publishing)."""
+        await self.connect()
         if not self._schemas.is_published(schema):
             await asyncio.to_thread(self._schemas.publish, [schema])
 
@@ -219,6 +237,7 @@ class Client(Caller):
         if slow:
             # A FIFO lock: set-up runs in a thread, yet calls are produced in program order.
             async with self._topic_lock:
+                await self.connect()
                 if schema is not None:
                     await self.ensure_schema(schema)
                 if topic not in sink.known_topics:
