@@ -8,13 +8,17 @@ Shell completion comes from click: ``eval "$(_KIT_COMPLETE=bash_source kit)"`` (
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
 import click
 
 from kit.cli import broker, replay, replies, request, run, schemas, services
+from kit.cli.errors import guarded
 from kit.cli.options import LOG_LEVEL, configure_logging
+from kit.errors import ConfigError
 
 __all__ = ["cli", "main"]
 
@@ -44,7 +48,6 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 @click.option(
     "--log-level",
     type=LOG_LEVEL,
-    envvar="KIT_LOG_LEVEL",
     default=None,
     help="DEBUG, INFO, WARNING, ... (default KIT_LOG_LEVEL, else INFO for run "
     "and schemas, WARNING for the others)",
@@ -64,9 +67,32 @@ def cli(ctx: click.Context, log_level: str | None) -> None:
     Exit codes: 0 done; 1 failed, or the answer is no; 2 wrong usage, input or
     configuration; 3 request timeout; 4 remote error; 5 no live instance; 130 interrupted.
     """
-    level = log_level or _DEFAULT_LEVEL.get(ctx.invoked_subcommand or "")
+    code = _configure_logging(log_level, ctx.invoked_subcommand or "")
+    if code:
+        ctx.exit(code)
+
+
+@guarded("kit")
+def _configure_logging(option: str | None, command: str) -> int:
+    """Log at --log-level, else KIT_LOG_LEVEL, else the command's default level.
+
+    KIT_LOG_LEVEL is read here rather than by click, so that a bad value is a
+    configuration error naming the variable (click would name --log-level).
+    """
+    level = option or _env_log_level() or _DEFAULT_LEVEL.get(command)
     if level:
         configure_logging(level)
+    return 0
+
+
+def _env_log_level() -> str | None:
+    value = os.environ.get("KIT_LOG_LEVEL", "").strip()
+    if not value:
+        return None
+    if value.upper() not in logging.getLevelNamesMapping():
+        levels = "DEBUG, INFO, WARNING, ERROR, CRITICAL"
+        raise ConfigError("KIT_LOG_LEVEL", f"{value!r} is not a log level ({levels})")
+    return value.upper()
 
 
 for _command in (
