@@ -243,13 +243,13 @@ def replay(
     if speed is not None and speed <= 0:
         raise ConfigError("--speed", f"must be positive or 'max', got {speed}")
     settings = settings_for(settings, into)
-    resolve_bootstrap(settings)
     stop = stop or threading.Event()
     started = time.monotonic()
     with RecordingReader(path, verify_values=verify) as reader:
         recorded = reader.info.topics
         targets = choose_targets(recorded, topic_map or {}, only, into_original_topics)
         partitions = {t: recorded[t] for t in targets}
+        resolve_bootstrap(settings)
         publisher = _Publisher(settings, partitions, targets, keep_timestamps)
         tally: Counter[str] = Counter()
         items = _selected(iter(reader), targets, tally)
