@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -157,20 +158,46 @@ _REPLAY_ONLY = (
     "verify",
     "quiet",
 )
-_SHADOW_ONLY = ("inputs", "outputs")
+_SHADOW_ONLY = ("inputs", "outputs", "ignore")
+_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+class _ReplayCommand(VariadicOptions):
+    """`kit replay`: VariadicOptions, and --shadow takes every MODULE:SERVICE that follows.
+
+    ``--shadow a:service b:service FILE`` becomes ``--shadow a:service --shadow b:service
+    FILE``: a value that does not look like MODULE:ATTRIBUTE (the file) ends the list.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Spell --shadow out once per target, then parse as VariadicOptions does."""
+        out: list[str] = []
+        rest = list(args)
+        while rest:
+            arg = rest.pop(0)
+            out.append(arg)
+            if arg == "--":
+                out += rest
+                break
+            if arg == "--shadow" and rest:
+                out.append(rest.pop(0))
+                while rest and _TARGET.fullmatch(rest[0]):
+                    out += ["--shadow", rest.pop(0)]
+        return super().parse_args(ctx, out)
 
 
 @click.command(
     "replay",
     short_help="Republish a recording (kit replay FILE) or diff a new version (--shadow).",
-    cls=VariadicOptions,
+    cls=_ReplayCommand,
     variadic=("--topic-map", "--only", "--inputs", "--outputs"),
     epilog="Every replayed topic needs a --topic-map entry unless --into-original-topics "
     "says to publish into the topics it was recorded from (running services would handle "
-    "those records again); --only picks the topics to replay. With --shadow MODULE:SERVICE, "
-    "nothing is published: the recording's inputs run through that service in-process and "
-    "its outputs are compared with the recorded ones (exit 0 the same, 1 differences, "
-    "2 trouble).",
+    "those records again); --only picks the topics to replay. With --shadow MODULE:SERVICE "
+    "[MODULE:SERVICE...], nothing is published: the recording's inputs run through those "
+    "services in-process (together, so that they answer each other's requests) and their "
+    "outputs are compared with the recorded ones (exit 0 the same, 1 differences, "
+    "2 trouble). See docs/replay.md.",
 )
 @click.argument("file", metavar="FILE")
 @click.option(
@@ -207,7 +234,8 @@ _SHADOW_ONLY = ("inputs", "outputs")
     "--shadow",
     metavar="MODULE:SERVICE",
     multiple=True,
-    help="diff a new version instead of publishing (repeat for several services)",
+    help="diff a new version instead of publishing; several (a service with the services "
+    "it calls) run together",
 )
 @click.option(
     "--inputs",
@@ -219,7 +247,14 @@ _SHADOW_ONLY = ("inputs", "outputs")
     "--outputs",
     multiple=True,
     metavar="TOPIC ...",
-    help="--shadow: output topics (default: the others)",
+    help="--shadow: output topics (default: those the services publish to)",
+)
+@click.option(
+    "--ignore",
+    multiple=True,
+    metavar="FIELD_PATH",
+    help="--shadow: leave a field out of the comparison (issued_at, lines[*].sku, "
+    "TOPIC:PATH; repeatable)",
 )
 @click.pass_context
 def replay(ctx: click.Context, /, file: str, shadow: tuple[str, ...], **options: Any) -> int:
@@ -229,7 +264,8 @@ def replay(ctx: click.Context, /, file: str, shadow: tuple[str, ...], **options:
         if wrong:
             option = wrong[0].replace("_", "-")
             raise click.UsageError(f"--{option} cannot be used with --shadow", ctx=ctx)
-        return _shadow(list(shadow), file, _topics(options["inputs"]), _topics(options["outputs"]))
+        inputs, outputs = _topics(options["inputs"]), _topics(options["outputs"])
+        return _shadow(list(shadow), file, inputs, outputs, list(options["ignore"]))
     wrong = [name for name in _SHADOW_ONLY if given(ctx, name)]
     if wrong:
         raise click.UsageError(f"--{wrong[0]} needs --shadow", ctx=ctx)
@@ -295,7 +331,11 @@ def _summary(result: ReplayResult) -> list[str]:
 # like diff(1): 0 the same, 1 differences, 2 trouble
 @guarded("kit replay --shadow", answers=True)
 def _shadow(
-    targets: list[str], file: str, inputs: list[str] | None, outputs: list[str] | None
+    targets: list[str],
+    file: str,
+    inputs: list[str] | None,
+    outputs: list[str] | None,
+    ignore: list[str],
 ) -> int:
     import asyncio
 
@@ -303,6 +343,6 @@ def _shadow(
     from kit.replay.shadow import shadow
 
     services = [load_service(target) for target in targets]
-    report = asyncio.run(shadow(services, file, inputs=inputs, outputs=outputs))
+    report = asyncio.run(shadow(services, file, inputs=inputs, outputs=outputs, ignore=ignore))
     print(report)
     return Exit.OK if report.ok else Exit.FAILED

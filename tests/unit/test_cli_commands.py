@@ -139,9 +139,10 @@ def test_replay_options_take_several_values_as_before(replayed: dict[str, Any]) 
 def test_shadow_inputs_and_outputs(replayed: dict[str, Any]) -> None:
     argv = ["replay", "--shadow", "services.billing:service", "f.kitrec", "--inputs", "a", "b"]
     assert main([*argv, "--outputs"]) == 0
-    assert replayed["shadow"] == (["billing"], "f.kitrec", {"inputs": ["a", "b"], "outputs": []})
+    expected = {"inputs": ["a", "b"], "outputs": [], "ignore": []}
+    assert replayed["shadow"] == (["billing"], "f.kitrec", expected)
     assert main(argv[:4]) == 0
-    assert replayed["shadow"][2] == {"inputs": None, "outputs": None}
+    assert replayed["shadow"][2] == {"inputs": None, "outputs": None, "ignore": []}
 
 
 def test_broker_choices_follow_the_cluster_size() -> None:
