@@ -2,7 +2,7 @@
 
 - `dead_letter_counts()`: every topic ending in KIT_DEAD_LETTER_SUFFIX, by kit-dlt-reason.
 - `show()`: the newest dead letters of a topic, with their values decoded where possible.
-- `redrive()` (kit.dlt.redrive): republish them, once each, marked kit-redriven-from.
+- `redrive()` (kit.dlt.redriving): republish them, once each, marked kit-redriven-from.
 
 kit.dlt.letters and kit.dlt.report hold what needs no broker (the headers read back,
 `--where`, the choice of what to redrive, the output); kit.dlt.reading reads topics.
@@ -16,7 +16,7 @@ from typing import Any
 from kit.config import Settings
 from kit.dlt.letters import DeadLetter, Plan, Where, parse_where
 from kit.dlt.reading import Session
-from kit.dlt.redrive import RedriveResult, redrive
+from kit.dlt.redriving import RedriveResult, redrive
 from kit.dlt.report import TopicCounts, decode_value
 from kit.schema import SchemaRepository
 

@@ -1,5 +1,5 @@
 """Dead letters as data: their kit-dlt-* headers read back, `--where` filters, and the
-choice of what a redrive sends where. No broker here: kit.dlt.reading and kit.dlt.redrive
+choice of what a redrive sends where. No broker here: kit.dlt.reading and kit.dlt.redriving
 feed these with records read from Kafka."""
 
 from __future__ import annotations

@@ -120,7 +120,9 @@ def _send(producer: Producer, r: Redrive, outcome: _Outcome, deadline: float) ->
             return
         except BufferError:
             if time.monotonic() >= deadline:
-                raise DeliveryError(f"the producer's queue stayed full until {r.target}") from None
+                raise DeliveryError(
+                    f"cannot queue a record for {r.target}: the producer's queue stayed full"
+                ) from None
             producer.poll(0.1)
         except KafkaException as exc:  # refused before sending (too large, unknown topic)
             error = exc.args[0] if exc.args else None
@@ -135,10 +137,13 @@ def deliver(settings: Settings, plan: Plan) -> RedriveResult:
     wait for the broker to confirm each, up to KIT_DELIVERY_TIMEOUT after the last send.
     After the first failure nothing more is sent."""
     largest = max(
-        len(r.letter.key or b"")
-        + len(r.letter.value or b"")
-        + sum(len(k) + len(v or b"") for k, v in r.letter.headers)
-        for r in plan.chosen
+        (
+            len(r.letter.key or b"")
+            + len(r.letter.value or b"")
+            + sum(len(k) + len(v or b"") for k, v in r.letter.headers)
+            for r in plan.chosen
+        ),
+        default=0,
     )
     producer = make_producer(settings, message_max_bytes=largest + RECORD_OVERHEAD)
     outcome = _Outcome()

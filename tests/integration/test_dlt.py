@@ -20,7 +20,7 @@ from confluent_kafka import Message
 from kit import Client, Service, Settings
 from kit.dlt import dead_letter_counts, parse_where, redrive, show
 from kit.dlt.reading import Session
-from kit.dlt.redrive import deliver, plan_redrive
+from kit.dlt.redriving import deliver, plan_redrive
 from kit.schema import SchemaRepository
 from kit.testing.wait import wait_until_async
 from services.shop import OrderPlaced

@@ -13,7 +13,7 @@ import pytest
 from kit.cli.dlt import dlt
 from kit.dlt import Shown, TopicCounts
 from kit.dlt.letters import Where, choose
-from kit.dlt.redrive import RedriveResult
+from kit.dlt.redriving import RedriveResult
 from kit.errors import BrokerError
 from tests.unit.test_dlt import PARTITIONS, letter
 

@@ -7,10 +7,13 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 
 from kit.codec import Codec
+from kit.config import Settings, load_settings
 from kit.dlt.letters import (
     REDRIVEN_FROM,
     DeadLetter,
@@ -20,6 +23,7 @@ from kit.dlt.letters import (
     parse_marker,
     parse_where,
 )
+from kit.dlt.redriving import deliver
 from kit.dlt.report import (
     TopicCounts,
     counts_json,
@@ -397,3 +401,84 @@ def test_a_redrive_summary() -> None:
     assert redrive_lines(nothing, Counter()) == [
         "kit dlt redrive: redrove 0 record(s) from orders.dlt"
     ]
+
+
+# --- sending (the producer replaced) -----------------------------------------------------------
+
+
+class FakeProducer:
+    """Queues records; poll() and flush() report them delivered, except those at the
+    indexes in `refuse` (refused by the broker) and, on flush, `hold` (never confirmed)."""
+
+    def __init__(self, refuse: frozenset[int] = frozenset(), hold: int = 0) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, int, object]] = []
+        self.queued: list[tuple[int, Any]] = []
+        self.refuse, self.hold = refuse, hold
+
+    def produce(
+        self, topic: str, value: bytes | None, key: bytes | None, *, partition: int,
+        on_delivery: Any, headers: object,
+    ) -> None:  # fmt: skip
+        self.queued.append((len(self.sent), on_delivery))
+        self.sent.append((topic, value, key, partition, headers))
+
+    def poll(self, _timeout: float) -> int:
+        done, self.queued = self.queued, []
+        for i, report in done:
+            report(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE) if i in self.refuse else None, None)
+        return len(done)
+
+    def flush(self, _timeout: float) -> int:
+        held = self.queued[len(self.queued) - self.hold :] if self.hold else []
+        self.queued = self.queued[: len(self.queued) - len(held)]
+        self.poll(0)
+        return len(held)
+
+
+def sending(monkeypatch: pytest.MonkeyPatch, producer: FakeProducer) -> dict[str, Any]:
+    made: dict[str, Any] = {}
+
+    def make(settings: Settings, **kw: Any) -> FakeProducer:
+        made.update(kw)
+        return producer
+
+    monkeypatch.setattr("kit.dlt.redriving.make_producer", make)
+    return made
+
+
+def test_deliver_sends_in_order_with_markers_and_room_for_the_largest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer = FakeProducer()
+    made = sending(monkeypatch, producer)
+    letters = [letter(0, source_partition=2, value=b"x" * 5000), letter(1), letter(2)]
+    plan = choose("orders.dlt", letters, Where(), None, PARTITIONS, set())
+    result = deliver(load_settings(), plan)
+    assert (result.ok, result.delivered) == (True, Counter({"orders": 3}))
+    assert [(t, p) for t, _v, _k, p, _h in producer.sent] == [
+        ("orders", 2),
+        ("orders", 0),
+        ("orders", 0),
+    ]
+    assert producer.sent[0][4] == [("trace", b"t1"), (REDRIVEN_FROM, b"orders.dlt/0/0")]
+    assert made["message_max_bytes"] > 5000
+
+
+def test_deliver_sends_nothing_more_after_a_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    producer = FakeProducer(refuse=frozenset({1}))
+    sending(monkeypatch, producer)
+    plan = choose("orders.dlt", [letter(n) for n in range(5)], Where(), None, PARTITIONS, set())
+    result = deliver(load_settings(), plan)
+    assert not result.ok
+    assert result.delivered == Counter({"orders": 1})
+    assert [(x.offset, why) for x, why in result.failed] == [(1, "Broker: Message size too large")]
+    assert (len(producer.sent), result.unsent) == (2, 3)
+
+
+def test_deliver_counts_what_was_not_confirmed(monkeypatch: pytest.MonkeyPatch) -> None:
+    producer = FakeProducer(hold=2)
+    producer.poll = lambda _timeout: 0  # type: ignore[method-assign]  # nothing confirmed before flush
+    sending(monkeypatch, producer)
+    plan = choose("orders.dlt", [letter(n) for n in range(4)], Where(), None, PARTITIONS, set())
+    result = deliver(load_settings(), plan)
+    assert (result.ok, result.unconfirmed, result.unsent) == (False, 2, 0)
