@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import click
 
-from kit.cli import broker, replay, replies, request, run, schemas, services
+from kit.cli import broker, publish, replay, replies, request, run, schemas, services, topics
 from kit.cli.errors import guarded
 from kit.cli.options import LOG_LEVEL, configure_logging
 from kit.errors import ConfigError
@@ -104,6 +104,8 @@ for _command in (
     replay.record,
     replay.replay,
     schemas.schemas,
+    publish.publish,
+    topics.topics,
 ):
     cli.add_command(_command)
 

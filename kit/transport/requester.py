@@ -280,9 +280,7 @@ class NoRequestTopic(ServiceUnavailable):
 
     def __init__(self, service: str, method: str, topic: str) -> None:
         super().__init__(service)
-        self.args = (
-            f"no request topic {topic!r}: no responder {service}.{method} has ever run",
-        )
+        self.args = (f"no request topic {topic!r}: no responder {service}.{method} has ever run",)
 
 
 def _fail(future: asyncio.Future[Message], error: BaseException) -> None:

@@ -23,5 +23,5 @@ async def check_stock(request: CheckStock, ctx: Context) -> StockLevel:
         available=available,
         enough=available >= request.quantity,
         request_id=request.request_id,
-        served_by=os.environ.get("KIT_INSTANCE_LABEL"),
+        served_by=os.environ.get("INVENTORY_INSTANCE_LABEL"),  # the demo's, not kit's
     )
