@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import click
 
-from kit.cli import broker, publish, replay, replies, request, run, schemas, services, topics
+from kit.cli import broker, dlt, publish, replay, replies, request, run, schemas, services, topics
 from kit.cli.errors import guarded
 from kit.cli.options import LOG_LEVEL, configure_logging
 from kit.errors import ConfigError
@@ -106,6 +106,7 @@ for _command in (
     schemas.schemas,
     publish.publish,
     topics.topics,
+    dlt.dlt,
 ):
     cli.add_command(_command)
 
