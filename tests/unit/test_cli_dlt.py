@@ -167,3 +167,17 @@ def test_wrong_usage_exits_2(
 def test_where_is_all_when_not_given(calls: list[tuple[str, dict[str, Any]]]) -> None:
     assert kit_dlt("redrive", "orders.dlt") == 0
     assert calls[0][1]["where"] == Where()
+
+
+def test_kit_has_the_dlt_group(
+    calls: list[tuple[str, dict[str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kit.cli import main
+
+    assert main(["dlt", "--help"]) == 0
+    assert "redrive" in capsys.readouterr().out
+    assert main(["dlt", "redrive", "orders.dlt", "--dry-run"]) == 0
+    assert calls[0][0] == "redrive"
+    with pytest.raises(SystemExit) as exited:
+        main(["dlt", "show", "orders.dlt", "--where", "reason"])
+    assert exited.value.code == 2
