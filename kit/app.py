@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from kit.config import Settings
@@ -17,7 +18,14 @@ from kit.transport.requester import Requester
 if TYPE_CHECKING:
     from kit.runtime import Extension
 
-__all__ = ["Announcing", "Requesting", "default_extensions", "open_registry", "run"]
+__all__ = [
+    "Announcing",
+    "Requesting",
+    "default_extensions",
+    "open_registry",
+    "run",
+    "run_services",
+]
 
 log = logging.getLogger("kit.runtime")
 
@@ -97,23 +105,64 @@ def default_extensions(settings: Settings) -> list[Extension]:
 
 async def run(service: Service, settings: Settings | None = None, *, signals: bool = True) -> int:
     """Run a service until SIGTERM/SIGINT; returns 0 after a graceful stop within the deadline."""
-    runtime = Runtime(service, settings)
-    loop = asyncio.get_running_loop()
+    return await run_services([service], settings, signals=signals)
+
+
+async def run_services(
+    services: Sequence[Service],
+    settings: Settings | None = None,
+    *,
+    signals: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> int:
+    """Run services in one process (one Runtime each) until SIGTERM/SIGINT.
+
+    Returns 0 after a graceful stop of all within KIT_SHUTDOWN_TIMEOUT, else 1. A runtime
+    that fails stops the others, and its error is raised once all have stopped. `say`
+    gets one line when each instance is ready (assigned and, with discovery, announced)
+    and one when a stop begins, with the records in flight.
+    """
+    runtimes = [Runtime(service, settings) for service in services]
+    stop = asyncio.Event()
     if signals:
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, runtime.stop)
-    task = asyncio.create_task(runtime.run(), name=f"kit-runtime-{service.name}")
-    stop_wait = asyncio.create_task(runtime._stopping.wait())
-    done, _ = await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        stop_wait.cancel()
-        task.result()
-        return 0
+            loop.add_signal_handler(sig, stop.set)
+    tasks = [
+        asyncio.create_task(rt.run(), name=f"kit-runtime-{rt.service.name}") for rt in runtimes
+    ]
+    watchers = [asyncio.create_task(_say_ready(rt, say)) for rt in runtimes]
+    stopped = asyncio.create_task(stop.wait())
     try:
-        await asyncio.wait_for(task, runtime.settings.shutdown_timeout + 1)
-    except TimeoutError:
-        log.error(
-            "graceful stop exceeded KIT_SHUTDOWN_TIMEOUT=%ss", runtime.settings.shutdown_timeout
-        )
+        await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
+        for rt in runtimes:
+            if say is not None and not rt.stopping:
+                say(f"stopping {rt.service.name} ({rt.in_flight} records in flight)")
+            rt.stop()
+        timeout = max(rt.settings.shutdown_timeout for rt in runtimes) + 1
+        done, late = await asyncio.wait(tasks, timeout=timeout)
+    finally:
+        for task in [*watchers, stopped]:
+            task.cancel()
+    for task in tasks:
+        if task in done and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]  # not None: checked above
+    if late:
+        log.error("graceful stop exceeded KIT_SHUTDOWN_TIMEOUT=%ss", timeout - 1)
         return 1
     return 0
+
+
+async def _say_ready(runtime: Runtime, say: Callable[[str], None] | None) -> None:
+    """Say once the runtime is assigned and, with discovery on, announced."""
+    await runtime.ready.wait()
+    announcer = runtime.announcer
+    if announcer is not None:  # announced on the first assignment, by its own task
+        await announcer.announced.wait()
+    if say is not None:
+        parts = len(runtime.assignment)
+        announced = ", announced" if announcer is not None else ""
+        say(
+            f"{runtime.service.name} ready: instance {runtime.instance_id}, "
+            f"{parts} partition{'s' if parts != 1 else ''} assigned{announced}"
+        )

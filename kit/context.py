@@ -47,9 +47,11 @@ class Ticket:
     or stop) before any offset of this batch, or of a later one, is stored.
     """
 
-    __slots__ = ("closed", "dropped", "failures", "offsets", "pending")
+    __slots__ = ("closed", "dropped", "failures", "offsets", "pending", "records")
 
-    def __init__(self) -> None:
+    def __init__(self, records: int = 0) -> None:
+        self.records = records
+        """How many fetched records the batch holds."""
         self.pending = 0
         self.closed = False
         self.failures: list[Failure] = []

@@ -252,6 +252,13 @@ class Runtime:
             self._stopping.set()
 
     @property
+    def in_flight(self) -> int:
+        """Records fetched whose offsets are not stored yet (being handled, or waiting for
+        the delivery of what they published)."""
+        commits = getattr(self, "commits", None)
+        return sum(t.records for t in commits.tickets) if commits is not None else 0
+
+    @property
     def stopping(self) -> bool:
         """True once stop() was called."""
         return self._stopping.is_set()
@@ -283,7 +290,7 @@ class Runtime:
             if self.transactions is not None:
                 await self.transactions.run_batch(records)
             else:
-                ticket = Ticket()
+                ticket = Ticket(len(records))
                 commits.tickets.append(ticket)
                 try:
                     await self.dispatcher.handle_batch(records, ticket)

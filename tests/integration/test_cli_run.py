@@ -82,3 +82,39 @@ def test_a_wrong_setting_fails_at_start_naming_it(
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, output
     assert f"configuration error: {setting}" in output, output
+
+
+def test_two_services_in_one_process_say_when_ready_and_when_stopping(
+    kafka_bootstrap: str, kit_settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    """`kit run a:service b:service` runs both; each says once when it is assigned and
+    announced, and each stop line counts the records in flight."""
+    proc = kit_process(
+        {"KIT_SHUTDOWN_TIMEOUT": "15"},
+        "run",
+        "services.billing:service",
+        "services.inventory:service",
+    )
+    out = OutputLines(proc)
+    try:
+        out.wait_for("kit: running billing 1.0.0, inventory 1.0.0")
+        out.wait_for("kit: billing ready: instance billing-")
+        out.wait_for("kit: inventory ready: instance inventory-")
+
+        async def call() -> bool:
+            async with Client(kit_settings) as client:
+                from services.inventory import check_stock
+                from services.shop import CheckStock
+
+                level = await client.request(check_stock, CheckStock(sku="tea", quantity=1))
+                return level.enough
+
+        assert asyncio.run(call())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=40) == 0
+        out.wait_for("kit: stopping billing (")
+        out.wait_for("records in flight)")
+        out.wait_for("inventory stopped:")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
