@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kit.codec import Codec, fingerprint_of
 from kit.config import Settings, load_settings
 from kit.context import header
-from kit.errors import DecodeError, RequestTimeout
+from kit.errors import DecodeError, RequestTimeout, ServiceUnavailable
 from kit.event import Event
 from kit.requests import (
     CORRELATION_ID,
@@ -85,7 +85,12 @@ class Harness(Caller):
         repository: SchemaRepository | None = None,
     ) -> None:
         self.settings = settings or load_settings(
-            bootstrap_servers="memory", retry_backoff=0.0, retry_backoff_max=0.0
+            bootstrap_servers="memory",
+            retry_backoff=0.0,
+            retry_backoff_max=0.0,
+            # nothing in a harness changes by waiting: a transient failure (a service not in
+            # the harness) is retried KIT_RETRIES times, not for 30 s of back-to-back attempts
+            transient_timeout=0.0,
         )
         self.broker = MemoryBroker(partitions)
         self.repository = repository or repository_of(services, self.settings)
@@ -339,8 +344,11 @@ class _MemoryRequester(BaseRequester):
         started: float | None = None,
     ) -> Any:  # Any: a memory record, as BaseRequester.request_raw's
         """Put the request on its topic, turn the responder's loop on that topic until it
-        handled the request, and return the reply (RequestTimeout when none came)."""
+        handled the request, and return the reply. NotInHarness (a ServiceUnavailable)
+        when no service in the harness answers it; RequestTimeout when its responder gave
+        no reply (it skipped the request as expired)."""
         h = self.harness
+        began = time.monotonic()
         await h.start()
         wait = h.settings.request_timeout if timeout is None else timeout
         h._requests += 1
@@ -356,8 +364,16 @@ class _MemoryRequester(BaseRequester):
                 for reply in reversed(h.broker.topics[REPLY_TOPIC][0]):
                     if header(reply, CORRELATION_ID) == corr.encode():
                         return check_reply(reply, service, method, corr)
-                break
-        raise RequestTimeout(service, method, corr, wait)
+                raise RequestTimeout(service, method, corr, time.monotonic() - began)
+        raise NotInHarness(service, target)
+
+
+class NotInHarness(ServiceUnavailable):
+    """A request to a responder that no service in the harness has."""
+
+    def __init__(self, service: str, topic: str) -> None:
+        super().__init__(service)
+        self.args = (f"no service in the harness answers {topic}: add {service!r} to the Harness",)
 
 
 async def _turn_until_handled(

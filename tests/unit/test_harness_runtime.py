@@ -123,3 +123,18 @@ def test_the_harness_starts_no_thread() -> None:
     assert run(h.request(inventory.check_stock, CheckStock(sku="tea", quantity=1))).enough
     assert h.emitted(InvoiceIssued)
     assert set(threading.enumerate()) <= before
+
+
+def test_a_call_to_a_service_outside_the_harness_is_dead_lettered_after_the_retries() -> None:
+    """It was retried as transient, back to back, for KIT_TRANSIENT_TIMEOUT (30 s and
+    hundreds of thousands of attempts): nothing in a harness changes by waiting."""
+    from kit.testing.harness import NotInHarness
+    from services import orders
+
+    h = Harness(orders.service)  # orders calls inventory, which is not in the harness
+    h.send(order(1), key="o-1")
+    run(h.run())
+    [letter] = h.dead_letters("shop.OrderPlaced")
+    assert letter.headers["kit-dlt-attempts"] == b"4"  # 1 + KIT_RETRIES
+    assert letter.headers["kit-dlt-exception-type"] == NotInHarness.__qualname__.encode()
+    assert b"add 'inventory' to the Harness" in letter.headers["kit-dlt-exception-message"]

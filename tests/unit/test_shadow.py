@@ -137,14 +137,14 @@ def test_a_caller_shadowed_alone_says_which_service_it_misses(tmp_path: Path) ->
     path = shop_run(tmp_path / "shop.kitrec")
     report = asyncio.run(shadow(orders.service, path))
     assert not report.ok
-    assert report.dead_letters == {"RequestTimeout": 6}
+    assert report.dead_letters == {"NotInHarness": 6}
     assert report.unanswered == ["inventory.check_stock"]
     text = str(report)
     assert "6 dead letter(s) (0 recorded)" in text
-    assert "dead letters: RequestTimeout 6" in text
+    assert "dead letters: NotInHarness 6" in text
     assert "no shadowed service answers inventory.check_stock" in text
     assert "--shadow" in text and "inventory" in text
-    assert "extra shop.OrderPlaced.dlt key=o-0 #0 (dead letter: RequestTimeout: " in text
+    assert "extra shop.OrderPlaced.dlt key=o-0 #0 (dead letter: NotInHarness: " in text
 
 
 def test_dead_letters_are_counted_and_compared(tmp_path: Path) -> None:
