@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from kit.cli import main as kit_main
-
-
-def write(root: Path, name: str, schema: object) -> Path:
-    path = root / f"{name}.avsc"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(schema))
-    return path
-
-
-def record(name: str, fields: list[dict[str, object]], namespace: str = "v") -> dict[str, object]:
-    return {"type": "record", "name": name, "namespace": namespace, "fields": fields}
+from tests.unit.schema_files import record, write
 
 
 @pytest.fixture

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from kit import Codec, EncodeError, Event, SchemaRepository
 from services.shop import OrderLine, OrderPlaced
+from tests.unit.schema_files import record, write
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-
-def write(root: Path, name: str, schema: object) -> Path:
-    path = root / f"{name}.avsc"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(schema))
-    return path
-
-
-def record(name: str, fields: list[dict[str, object]], namespace: str = "v") -> dict[str, object]:
-    return {"type": "record", "name": name, "namespace": namespace, "fields": fields}
 
 
 def order(*quantities: int, placed_at: datetime = AT) -> OrderPlaced:
