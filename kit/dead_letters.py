@@ -6,12 +6,25 @@ import traceback
 
 from kit.errors import DecodeError, DeliveryRefused
 from kit.protocol import Headers, MessageLike
+from kit.service import Handler
 
-__all__ = ["RECORD_OVERHEAD", "dead_letter_headers", "reason_of", "room_for_value"]
+__all__ = [
+    "RECORD_OVERHEAD",
+    "dead_letter_headers",
+    "dead_letter_topic",
+    "reason_of",
+    "room_for_value",
+]
 
 RECORD_OVERHEAD = 512
 """Bytes a record needs on the wire beyond its key, value and headers (batch and record
 headers), with room to spare: used to decide whether a dead letter must be truncated."""
+
+
+def dead_letter_topic(handler: Handler, suffix: str) -> str:
+    """Where a handler's failed records go: its own `dead_letter_topic`, else its topic
+    with KIT_DEAD_LETTER_SUFFIX (`suffix`) appended."""
+    return handler.dead_letter_topic or f"{handler.topic}{suffix}"
 
 
 def reason_of(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from kit.codec import Codec, UnknownWriterSchema
 from kit.config import Settings
 from kit.context import Context, Output, Ticket
-from kit.dead_letters import RECORD_OVERHEAD, dead_letter_headers, room_for_value
+from kit.dead_letters import RECORD_OVERHEAD, dead_letter_headers, dead_letter_topic, room_for_value
 from kit.errors import (
     DecodeError,
     DeliveryError,
@@ -90,7 +90,7 @@ class Dispatcher:
 
     def dead_letter_topic(self, handler: Handler) -> str:
         """Where a handler's failed records go."""
-        return handler.dead_letter_topic or f"{handler.topic}{self.settings.dead_letter_suffix}"
+        return dead_letter_topic(handler, self.settings.dead_letter_suffix)
 
     async def handle_batch(self, messages: Sequence[MessageLike], ticket: Ticket) -> None:
         """Handle a batch: partitions concurrently, records of one partition in order."""

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from kit.codec import Codec
 from kit.commits import Commits
 from kit.config import Settings, load_settings, resolve_bootstrap
+from kit.dead_letters import dead_letter_topic
 from kit.dispatch import Dispatcher, Ticket
 from kit.errors import ConfigError, KitError
 from kit.exactly_once import Transactions
@@ -192,7 +193,7 @@ class Runtime:
         )
 
     def _dead_letter_topic(self, handler: Handler) -> str:
-        return handler.dead_letter_topic or f"{handler.topic}{self.settings.dead_letter_suffix}"
+        return dead_letter_topic(handler, self.settings.dead_letter_suffix)
 
     def _kafka(self, what: str = "this") -> KafkaTransport:
         transport = self.transport

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kit.codec import Codec, fingerprint_of
 from kit.config import Settings, load_settings
 from kit.context import header
+from kit.dead_letters import dead_letter_topic
 from kit.errors import DecodeError, RequestTimeout, ServiceUnavailable
 from kit.event import Event
 from kit.requests import (
@@ -314,7 +315,7 @@ class Harness(Caller):
         ]
 
     def _dead_letter_topic(self, handler: Handler) -> str:
-        return handler.dead_letter_topic or f"{handler.topic}{self.settings.dead_letter_suffix}"
+        return dead_letter_topic(handler, self.settings.dead_letter_suffix)
 
 
 def _is_type(item: Emitted, full_name: str, codec: Codec) -> bool:
