@@ -17,7 +17,6 @@ from kit.broker import local
 from kit.errors import RequestError
 from kit.registry import Registry
 from kit.testing.wait import wait_until_async
-from services.shop import CheckStock, StockLevel
 from tests.fault.counting import (
     OutputWatcher,
     Pipeline,
@@ -28,6 +27,7 @@ from tests.fault.counting import (
 )
 from tests.fault.instances import Fleet
 from tests.fault.verdict import record_result, report_figures, verify
+from tests.fixtures.events import CheckStock, StockLevel
 from tests.integration.helpers import running
 from tests.integration.test_broker_cluster import _cluster_env, _free_run
 from tests.integration.test_rpc import inventory

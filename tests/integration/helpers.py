@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from kit import Runtime, Service, Settings
-from services.shop import OrderLine, OrderPlaced
+from tests.fixtures.events import OrderLine, OrderPlaced
 
 
 def order(n: int, quantity: int = 1) -> OrderPlaced:

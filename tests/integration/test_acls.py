@@ -33,7 +33,7 @@ from kit.runtime import Runtime
 from kit.schema import Schema
 from kit.testing.process import OutputLines, spawn_python
 from kit.transport.admin import TopicSpec, ensure_topics
-from services.shop import CheckStock, OrderChecked, OrderPlaced, StockLevel
+from tests.fixtures.events import CheckStock, OrderChecked, OrderPlaced, StockLevel
 from tests.integration.helpers import order
 from tests.integration.sasl_broker import (  # noqa: F401  (sasl_broker is a fixture)
     Acl,
@@ -585,9 +585,10 @@ INVENTORY = {"<group>": "inventory", "<service>.<method>": "inventory.check_stoc
 
 @contextlib.contextmanager
 def inventory_process(env: dict[str, str]) -> Iterator[OutputLines]:
-    """`kit run services.inventory:service` as the principal of `env`, until the block ends."""
+    """`kit run tests.fixtures.inventory:service` as the principal of `env`, until the block
+    ends."""
     proc = spawn_python(
-        ["-m", "kit.cli", "run", "services.inventory:service"],
+        ["-m", "kit.cli", "run", "tests.fixtures.inventory:service"],
         env={**env, "PYTHONPATH": str(ROOT), "KIT_LOG_LEVEL": "INFO"},
         cwd=ROOT,
     )

@@ -9,7 +9,7 @@ import pytest
 
 from kit import Client, Codec, Context, Service, Settings
 from kit.testing.wait import wait_until_async
-from services.shop import OrderPlaced
+from tests.fixtures.events import OrderPlaced
 from tests.integration.helpers import order, produce_raw, read_raw, running
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,8 @@ from confluent_kafka.admin import AdminClient
 from kit import Codec, Settings
 from kit.schema import repository_for
 from kit.transport.admin import TopicSpec, ensure_topics
-from services.shop import CheckStock
+from tests.fixtures import SCHEMAS
+from tests.fixtures.events import CheckStock
 from tests.integration.helpers import read_raw
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ def kit(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kit.cli", *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "KIT_SCHEMAS_DIR": str(SCHEMAS)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -49,7 +50,7 @@ def test_publish_sends_one_validated_event_and_topics_counts_it(
 
     assert sent.returncode == 0, sent.stderr
     [record] = read_raw(bootstrap, topic, 1)
-    codec = Codec(repository_for(ROOT / "services"))
+    codec = Codec(repository_for(schemas_dir=SCHEMAS))
     assert record.key() == b"k1"
     assert codec.decode(record.value(), CheckStock) == CheckStock(sku="tea", quantity=3)
     assert bad.returncode == 2 and "$.sku" in bad.stderr, bad.stderr

@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient
 
 from kit import Settings
 from kit.transport.admin import TopicSpec, ensure_topics
+from tests.fixtures import SCHEMAS
 from tests.integration.helpers import running
 from tests.integration.test_rpc import inventory
 
@@ -26,7 +27,7 @@ def kit_request(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
     return subprocess.run(
         [sys.executable, "-m", "kit.cli", "request", *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "KIT_SCHEMAS_DIR": str(SCHEMAS), **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,7 +13,7 @@ import pytest
 
 from kit import Client, Settings
 from kit.testing.process import OutputLines, spawn_python
-from services.shop import InvoiceIssued
+from tests.fixtures.events import InvoiceIssued
 from tests.integration.helpers import order
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ def test_kit_run_handles_events_and_stops_gracefully_on_sigterm(
     proc = kit_process(
         {"KIT_GROUP_ID": unique_name("g"), "KIT_SHUTDOWN_TIMEOUT": "15"},
         "run",
-        "services.billing:service",
+        "tests.fixtures.billing:service",
     )
     out = OutputLines(proc)
     try:
@@ -78,7 +78,7 @@ def test_kit_run_handles_events_and_stops_gracefully_on_sigterm(
 def test_a_wrong_setting_fails_at_start_naming_it(
     kafka_bootstrap: str, env: dict[str, str], setting: str
 ) -> None:
-    proc = kit_process(env, "run", "services.billing:service")
+    proc = kit_process(env, "run", "tests.fixtures.billing:service")
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, output
     assert f"configuration error: {setting}" in output, output
@@ -92,8 +92,8 @@ def test_two_services_in_one_process_say_when_ready_and_when_stopping(
     proc = kit_process(
         {"KIT_SHUTDOWN_TIMEOUT": "15"},
         "run",
-        "services.billing:service",
-        "services.inventory:service",
+        "tests.fixtures.billing:service",
+        "tests.fixtures.inventory:service",
     )
     out = OutputLines(proc)
     try:
@@ -103,8 +103,8 @@ def test_two_services_in_one_process_say_when_ready_and_when_stopping(
 
         async def call() -> bool:
             async with Client(kit_settings) as client:
-                from services.inventory import check_stock
-                from services.shop import CheckStock
+                from tests.fixtures.events import CheckStock
+                from tests.fixtures.inventory import check_stock
 
                 level = await client.request(check_stock, CheckStock(sku="tea", quantity=1))
                 return level.enough

@@ -23,7 +23,7 @@ from kit.dlt.reading import Session
 from kit.dlt.redriving import deliver, plan_redrive
 from kit.schema import SchemaRepository
 from kit.testing.wait import wait_until_async
-from services.shop import OrderPlaced
+from tests.fixtures.events import OrderPlaced
 from tests.integration.helpers import order, read_raw, running
 from tests.integration.test_reliability import create_topic
 

@@ -14,7 +14,7 @@ from kit import Settings
 from kit.exactly_once import transactional_id
 from kit.runtime import Runtime
 from kit.testing.wait import wait_until_async
-from services.shop import InvoiceIssued
+from tests.fixtures.events import InvoiceIssued
 from tests.integration.helpers import order, produce_raw, read_raw, running
 from tests.integration.test_reliability import (
     CODEC,
@@ -119,7 +119,7 @@ def test_an_exactly_once_responder_answers_at_once_and_aborts_nothing(
     but the transaction's commit polled only the transactional one, so each batch with a
     request waited out the delivery timeout, aborted, and answered again."""
     from kit import Client
-    from services.shop import CheckStock, StockLevel
+    from tests.fixtures.events import CheckStock, StockLevel
     from tests.integration.test_rpc import inventory
 
     name = unique_name("inv")

@@ -24,7 +24,7 @@ def test_kit_run_prints_no_librdkafka_line_on_a_healthy_broker(
     kafka_bootstrap: str, unique_name: Callable[[str], str]
 ) -> None:
     proc: subprocess.Popen[str] = spawn_python(
-        ["-m", "kit.cli", "run", "services.billing:service"],
+        ["-m", "kit.cli", "run", "tests.fixtures.billing:service"],
         env={"PYTHONPATH": str(ROOT), "KIT_GROUP_ID": unique_name("g")},
         cwd=ROOT,
     )

@@ -29,7 +29,7 @@ from kit.replay import (
 )
 from kit.transport.admin import TopicSpec, ensure_topics
 from kit.transport.kafka import admin_client
-from services.shop import OrderPlaced
+from tests.fixtures.events import OrderPlaced
 from tests.integration.helpers import order, produce_raw, read_raw
 
 pytestmark = pytest.mark.integration

@@ -42,7 +42,7 @@ from kit.testing.process import OutputLines, spawn_python
 from kit.testing.wait import wait_until_async
 from kit.transport.admin import ensure_topics
 from kit.transport.kafka import admin_client, make_producer
-from services.shop import InvoiceIssued, OrderPlaced
+from tests.fixtures.events import InvoiceIssued, OrderPlaced
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from kit import Codec, Context, Service, Settings
 from kit.errors import ServiceUnavailable
 from kit.runtime import Runtime
 from kit.testing.wait import wait_until_async
-from services.shop import InvoiceIssued, OrderPlaced
+from tests.fixtures.events import InvoiceIssued, OrderPlaced
 from tests.integration.helpers import order, produce_raw, read_raw, running
 
 pytestmark = pytest.mark.integration
@@ -419,7 +419,7 @@ def test_a_dependency_restarted_mid_stream_costs_no_dead_letter(
 ) -> None:
     """Defect 8: a graceful restart of a responder made its caller dead-letter an event
     after 4 ServiceUnavailable attempts in about 0.7 s."""
-    from services.shop import CheckStock, StockLevel
+    from tests.fixtures.events import CheckStock, StockLevel
     from tests.integration.test_rpc import inventory
 
     orders, group, stock = unique_name("orders"), unique_name("g"), unique_name("inv")

@@ -14,8 +14,8 @@ from kit.replay import RecordingReader, RecordingWriter, record
 from kit.replay.shadow import shadow
 from kit.testing.harness import Harness
 from kit.testing.wait import wait_until_async
-from services import billing
-from services.shop import InvoiceIssued
+from tests.fixtures import billing
+from tests.fixtures.events import InvoiceIssued
 from tests.integration.helpers import order, running
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from kit.rpc import REPLY_TOPIC_PREFIX
 from kit.testing.wait import wait_until_async
 from kit.transport.admin import TopicSpec, ensure_topics
 from kit.transport.kafka import admin_client
-from services.shop import CheckStock, StockLevel
+from tests.fixtures.events import CheckStock, StockLevel
 from tests.integration.helpers import running
 from tests.integration.test_rpc import inventory
 

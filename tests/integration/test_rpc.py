@@ -19,7 +19,7 @@ from kit import (
     Settings,
 )
 from kit.testing.wait import wait_until_async
-from services.shop import CheckStock, OrderChecked, OrderLine, OrderPlaced, StockLevel
+from tests.fixtures.events import CheckStock, OrderChecked, OrderLine, OrderPlaced, StockLevel
 from tests.integration.helpers import order, read_raw, running
 
 pytestmark = pytest.mark.integration

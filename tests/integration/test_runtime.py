@@ -10,7 +10,7 @@ import pytest
 
 from kit import Client, Context, Service, Settings
 from kit.testing.wait import wait_until_async
-from services.shop import InvoiceIssued, OrderPlaced
+from tests.fixtures.events import InvoiceIssued, OrderPlaced
 from tests.integration.helpers import order, running
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from kit.testing.process import OutputLines, spawn_python
 from kit.transport import diagnose
 from kit.transport.admin import ensure_topics
 from kit.transport.kafka import admin_client, check_reachable
-from services.shop import OrderPlaced
+from tests.fixtures.events import OrderPlaced
 from tests.integration.helpers import order
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -207,7 +207,9 @@ def test_wrong_password_through_the_cli(
         **_sasl_env(sasl_broker.bootstrap_servers, "alice", "not-her-password"),
     }
     started = time.monotonic()
-    proc = spawn_python(["-m", "kit.cli", "run", "services.billing:service"], env=env, cwd=ROOT)
+    proc = spawn_python(
+        ["-m", "kit.cli", "run", "tests.fixtures.billing:service"], env=env, cwd=ROOT
+    )
     out = OutputLines(proc)
     try:
         assert proc.wait(timeout=60) == 2

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from kit import Context, Service
-from services.inventory import check_stock
-from services.shop import CheckStock, OrderPlaced
+from tests.fixtures.events import CheckStock, OrderPlaced
+from tests.fixtures.inventory import check_stock
 
 service = Service("typing-bad")
 

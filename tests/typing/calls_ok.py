@@ -6,8 +6,8 @@ from typing import assert_type
 
 from kit import Client, Context, Service
 from kit.testing.harness import Harness
-from services.inventory import check_stock
-from services.shop import CheckStock, OrderPlaced, StockLevel
+from tests.fixtures.events import CheckStock, OrderPlaced, StockLevel
+from tests.fixtures.inventory import check_stock
 
 service = Service("typing-sample")
 

@@ -137,7 +137,8 @@ def test_replay_options_take_several_values_as_before(replayed: dict[str, Any]) 
 
 
 def test_shadow_inputs_and_outputs(replayed: dict[str, Any]) -> None:
-    argv = ["replay", "--shadow", "services.billing:service", "f.kitrec", "--inputs", "a", "b"]
+    target = "tests.fixtures.billing:service"
+    argv = ["replay", "--shadow", target, "f.kitrec", "--inputs", "a", "b"]
     assert main([*argv, "--outputs"]) == 0
     expected = {"inputs": ["a", "b"], "outputs": [], "ignore": []}
     assert replayed["shadow"] == (["billing"], "f.kitrec", expected)

@@ -138,7 +138,7 @@ def test_shadow_of_a_missing_recording_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "none.kitrec"
-    assert main(["replay", "--shadow", "services.billing:service", str(missing)]) == 2
+    assert main(["replay", "--shadow", "tests.fixtures.billing:service", str(missing)]) == 2
     assert capsys.readouterr().err.startswith(f"kit replay --shadow: {missing}")
 
 

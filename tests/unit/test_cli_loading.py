@@ -10,7 +10,7 @@ import pytest
 
 from kit.errors import ConfigError
 from kit.loading import load_service
-from services import billing
+from tests.fixtures import billing
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def shipping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_loads_the_service() -> None:
-    assert load_service("services.billing:service") is billing.service
+    assert load_service("tests.fixtures.billing:service") is billing.service
 
 
 def test_a_missing_attribute_is_named_with_the_services_the_module_has(shipping: str) -> None:
@@ -53,13 +53,16 @@ def test_an_attribute_that_is_no_service_says_what_it_is(shipping: str) -> None:
 
 def test_a_module_without_services_says_so() -> None:
     with pytest.raises(ConfigError) as caught:
-        load_service("services.shop:svc")
+        load_service("tests.fixtures.events:svc")
     assert str(caught.value).endswith(
-        "module 'services.shop' has no attribute 'svc'; 'services.shop' has no kit.Service"
+        "module 'tests.fixtures.events' has no attribute 'svc'; "
+        "'tests.fixtures.events' has no kit.Service"
     )
 
 
-@pytest.mark.parametrize("target", ["services.billing", ":service", "services.billing:"])
+@pytest.mark.parametrize(
+    "target", ["tests.fixtures.billing", ":service", "tests.fixtures.billing:"]
+)
 def test_a_target_without_module_and_attribute(target: str) -> None:
     with pytest.raises(ConfigError, match=r"expected module:service, got"):
         load_service(target)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from kit import Client, ConfigError, Settings
-from services.shop import OrderLine, OrderPlaced
+from tests.fixtures.events import OrderLine, OrderPlaced
 from tests.unit.no_broker import closed_port, librdkafka_lines
 
 ORDER = OrderPlaced(

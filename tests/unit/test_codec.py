@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kit import Codec, DecodeError, Event, SchemaRepository
-from services.shop import OrderLine, OrderPlaced
+from tests.fixtures.events import OrderLine, OrderPlaced
 
 
 def order() -> OrderPlaced:

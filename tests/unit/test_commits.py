@@ -16,7 +16,7 @@ from kit.dispatch import Dispatcher
 from kit.errors import BrokerError, DeliveryError, ServiceUnavailable
 from kit.transport.memory import MemoryBroker, MemoryMessage
 from kit.transport.sink import Unsent
-from services.shop import OrderPlaced
+from tests.fixtures.events import OrderPlaced
 from tests.unit.test_dispatch import CODEC, TOPIC, RecordingSink
 from tests.unit.test_dispatch import order as order_event
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,9 +13,10 @@ from kit import Codec, Context, EncodeError, SchemaRepository, Service, load_set
 from kit.context import Failure, Ticket, header
 from kit.dispatch import Dispatcher
 from kit.transport.memory import MemoryBroker, MemoryMessage
-from services.shop import InvoiceIssued, OrderChecked, OrderLine, OrderPlaced, StockLevel
+from tests.fixtures import SCHEMAS
+from tests.fixtures.events import InvoiceIssued, OrderChecked, OrderLine, OrderPlaced, StockLevel
 
-CODEC = Codec(SchemaRepository(Path(__file__).resolve().parents[2] / "schemas"))
+CODEC = Codec(SchemaRepository(SCHEMAS))
 PLACED = datetime(2026, 1, 1, tzinfo=UTC)
 
 

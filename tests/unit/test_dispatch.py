@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
@@ -22,7 +21,8 @@ from kit.errors import (
 )
 from kit.rpc import request_headers
 from kit.transport.memory import MemoryBroker, MemoryMessage
-from services.shop import (
+from tests.fixtures import SCHEMAS
+from tests.fixtures.events import (
     CheckStock,
     InvoiceIssued,
     OrderChecked,
@@ -31,7 +31,7 @@ from services.shop import (
     StockLevel,
 )
 
-CODEC = Codec(SchemaRepository(Path(__file__).resolve().parents[2] / "schemas"))
+CODEC = Codec(SchemaRepository(SCHEMAS))
 TOPIC = "shop.OrderPlaced"
 PLACED = datetime(2026, 1, 1, tzinfo=UTC)
 

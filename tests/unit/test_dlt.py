@@ -33,7 +33,7 @@ from kit.dlt.report import (
     letter_lines,
     redrive_lines,
 )
-from services.shop import OrderLine, OrderPlaced
+from tests.fixtures.events import OrderLine, OrderPlaced
 
 FAILED_AT = int(datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp() * 1000)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from kit import Codec, EncodeError, Event, SchemaRepository
-from services.shop import OrderLine, OrderPlaced
+from tests.fixtures.events import OrderLine, OrderPlaced
 from tests.unit.schema_files import record, write
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1

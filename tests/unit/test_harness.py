@@ -8,8 +8,8 @@ import pytest
 
 from kit import Context, RemoteError, Service
 from kit.testing.harness import Harness
-from services import billing, inventory, orders
-from services.shop import (
+from tests.fixtures import billing, inventory, orders
+from tests.fixtures.events import (
     CheckStock,
     InvoiceIssued,
     OrderChecked,

@@ -11,8 +11,8 @@ from kit.config import load_settings
 from kit.runtime import Runtime
 from kit.testing.harness import Harness
 from kit.transport.memory import MemoryBroker, MemoryTransport
-from services import billing, inventory
-from services.shop import CheckStock, InvoiceIssued, OrderPlaced, StockLevel
+from tests.fixtures import billing, inventory
+from tests.fixtures.events import CheckStock, InvoiceIssued, OrderPlaced, StockLevel
 from tests.integration.helpers import order
 
 
@@ -129,7 +129,7 @@ def test_a_call_to_a_service_outside_the_harness_is_dead_lettered_after_the_retr
     """It was retried as transient, back to back, for KIT_TRANSIENT_TIMEOUT (30 s and
     hundreds of thousands of attempts): nothing in a harness changes by waiting."""
     from kit.testing.harness import NotInHarness
-    from services import orders
+    from tests.fixtures import orders
 
     h = Harness(orders.service)  # orders calls inventory, which is not in the harness
     h.send(order(1), key="o-1")

@@ -8,7 +8,7 @@ import pytest
 
 from kit.errors import EncodeError
 from kit.jsonavro import from_json, to_json
-from services.shop import OrderPlaced
+from tests.fixtures.events import OrderPlaced
 
 
 def schema() -> dict:

@@ -19,7 +19,7 @@ def test_kit_run_against_a_closed_port_prints_one_librdkafka_line(tmp_path: Path
     code, lines, took = run_kit(
         tmp_path,
         "run",
-        "services.billing:service",
+        "tests.fixtures.billing:service",
         KIT_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}",
         KIT_CONNECT_TIMEOUT="2",
     )

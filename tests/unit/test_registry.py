@@ -18,7 +18,7 @@ from kit.registry import (
 )
 from kit.registry.model import REPOSITORY, from_ms
 from kit.registry.table import format_table
-from services.shop import InvoiceIssued, OrderPlaced
+from tests.fixtures.events import InvoiceIssued, OrderPlaced
 
 NOW = 1_800_000_000.0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,9 +27,10 @@ from kit.rpc import (
     resolve_target,
 )
 from kit.transport.memory import MemoryBroker, MemoryMessage
-from services.shop import CheckStock, OrderPlaced, StockLevel
+from tests.fixtures import SCHEMAS
+from tests.fixtures.events import CheckStock, OrderPlaced, StockLevel
 
-CODEC = Codec(SchemaRepository(Path(__file__).resolve().parents[2] / "schemas"))
+CODEC = Codec(SchemaRepository(SCHEMAS))
 
 inventory = Service("inventory")
 

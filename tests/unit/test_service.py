@@ -8,7 +8,7 @@ import pytest
 
 from kit import ConfigError, Context, Event, KitError, Service
 from kit.service import Handler, Responder
-from services.shop import CheckStock, InvoiceIssued, OrderLine, OrderPlaced, StockLevel
+from tests.fixtures.events import CheckStock, InvoiceIssued, OrderLine, OrderPlaced, StockLevel
 
 
 def test_a_handler_is_declared_on_its_event_schemas_topic_with_no_io() -> None:

@@ -12,8 +12,8 @@ from kit import Context, Service
 from kit.cli import main as kit_main
 from kit.replay.shadow import shadow
 from kit.testing.harness import Harness
-from services import billing, inventory, orders
-from services.shop import InvoiceIssued, OrderPlaced
+from tests.fixtures import billing, inventory, orders
+from tests.fixtures.events import InvoiceIssued, OrderPlaced
 from tests.integration.helpers import order
 
 
@@ -88,7 +88,7 @@ def test_missing_and_extra_outputs(tmp_path: Path) -> None:
 
 def test_kit_replay_shadow_command(tmp_path: Path, capsys) -> None:
     path = live_run(tmp_path / "live.kitrec")
-    assert kit_main(["replay", "--shadow", "services.billing:service", str(path)]) == 0
+    assert kit_main(["replay", "--shadow", "tests.fixtures.billing:service", str(path)]) == 0
     assert "0 difference(s)" in capsys.readouterr().out
 
 
@@ -217,11 +217,11 @@ def test_kit_replay_shadow_of_a_group_with_ignore(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = shop_run(tmp_path / "shop.kitrec")
-    group = ["services.orders:service", "services.inventory:service"]
+    group = ["tests.fixtures.orders:service", "tests.fixtures.inventory:service"]
     argv = ["replay", "--shadow", *group, str(path), "--ignore", "served_by"]
     assert kit_main(argv) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert "0 difference(s)" in out and "compared: " in out
-    alone = ["replay", "--shadow", "services.orders:service", str(path)]
+    alone = ["replay", "--shadow", "tests.fixtures.orders:service", str(path)]
     assert kit_main(alone) == 1
     assert "no shadowed service answers inventory.check_stock" in capsys.readouterr().out

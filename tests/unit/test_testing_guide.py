@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 from kit.testing.harness import Harness
-from services import billing
+from tests.fixtures import billing
 from tests.integration.helpers import order
 
 SERVICE = """

@@ -72,7 +72,7 @@ def test_kit_run_warns_once_about_an_unknown_kit_variable(tmp_path: Path) -> Non
     code, lines, _took = run_kit(
         tmp_path,
         "run",
-        "services.billing:service",
+        "tests.fixtures.billing:service",
         KIT_BOOTSTRAP_SERVERS=f"127.0.0.1:{closed_port()}",
         KIT_CONNECT_TIMEOUT="1",
         KIT_RETRYS="5",
