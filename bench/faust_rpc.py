@@ -49,7 +49,7 @@ ERROR = "BENCH_FAUST_ERROR "
 # requests/replies wait for it to time out. With 256 in flight that stalled both workers for
 # ~1.4 s every ~1.7 s (seen as ~150-250 req/s instead of ~700-1000).
 
-# Payloads match kit's inventory.CheckStock → inventory.StockLevel field for field; they travel
+# Payloads match kit's bench.CheckStock → bench.StockLevel field for field; they travel
 # as JSON (Faust's default codec for Records), where kit uses Avro plus validation.
 
 

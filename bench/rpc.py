@@ -1,6 +1,6 @@
 """Request-reply benchmark: latency with 1 call in flight, throughput with 64 and 256 in flight.
 
-kit: a responder (inventory.CheckStock → inventory.StockLevel) runs under `kit run`-like
+kit: a responder (bench.CheckStock → bench.StockLevel) runs under `kit run`-like
 conditions in its own process; the caller is a `kit.Client` in this process.
 Faust: an agent that yields a reply runs in its own worker process; the caller is a second
 Faust worker process that measures `agent.ask()` and prints its figures (see
@@ -81,8 +81,8 @@ def start(args: list[str], ready: str, env: dict[str, str]) -> subprocess.Popen[
 
 async def bench_kit(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
     """kit: Client.request against a responder in another process."""
+    from bench.stock import CheckStock, StockLevel
     from kit import Client, load_settings
-    from services.shop import CheckStock, StockLevel
 
     service = f"bench-rpc-{uuid.uuid4().hex[:6]}"
     env = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
+from bench.stock import CheckStock, StockLevel
 from kit import Service
-from services.shop import CheckStock, StockLevel
 
 service = Service(os.environ.get("BENCH_RPC_SERVICE", "bench-rpc"))
 
