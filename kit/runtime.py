@@ -150,7 +150,8 @@ class Runtime:
     # --- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the transport (topics, clients), publish writer schemas, and subscribe."""
+        """Open the transport (topics, clients), publish writer schemas, set up the
+        extensions, await the service's start hooks (`Service.on_start`), and subscribe."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         settings, transport = self.settings, self.transport
@@ -180,6 +181,8 @@ class Runtime:
         self.consumer = transport.consumer
         for extension in self.extensions:
             await extension.setup(self)
+        for hook in self.service.start_hooks:  # declared with Service.on_start
+            await hook(self)
         if self.service.handlers:
             await self.consumer.subscribe(self.service.topics(), self)
         self._started = True

@@ -12,7 +12,7 @@ from typing import Any, Concatenate, Protocol, TypeVar, cast, overload
 from kit.errors import ConfigError
 from kit.event import Event
 
-__all__ = ["Caller", "Endpoint", "Handler", "HandlerFunc", "Responder", "Service"]
+__all__ = ["Caller", "Endpoint", "Handler", "HandlerFunc", "Responder", "Service", "StartHook"]
 
 Req = TypeVar("Req", bound=Event, contravariant=True)
 Rep = TypeVar("Rep", bound=Event, covariant=True)
@@ -21,6 +21,10 @@ P = TypeVar("P", bound=Event)
 
 # Any: None or a responder's Event, or an awaitable of it (async handlers); checked at run time
 HandlerFunc = Callable[..., Awaitable[Any] | Any]
+
+# Any: the kit.runtime.Runtime that is starting, a layer above this one
+StartHook = Callable[[Any], Awaitable[None]]
+"""A coroutine function `Runtime.start` awaits with the runtime (see `Service.on_start`)."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,8 @@ class Service:
     exactly_once: bool = False
     """Handle each fetched batch in one Kafka transaction with its offsets (KIT_EXACTLY_ONCE
     overrides it): read_committed consumers see each output exactly once."""
+    start_hooks: list[StartHook] = field(default_factory=list)
+    """Declared with `on_start`: awaited in order by each instance's `Runtime.start`."""
 
     def __post_init__(self) -> None:
         if not self.name or any(c.isspace() for c in self.name):
@@ -266,6 +272,18 @@ class Service:
             return cast(Endpoint[Event, Event], func)
 
         return cast(_ResponderDecorator, register)
+
+    def on_start(self, func: StartHook) -> StartHook:
+        """Declare `async def func(runtime)`, awaited as each instance starts.
+
+        `Runtime.start` awaits it once the runtime is connected (its transport open,
+        codec, dispatcher and extensions set up) and before it subscribes: no record is
+        handled, and no request answered, until every hook has returned. Load state a
+        service needs here (read a topic in a worker thread, with a deadline); an
+        exception fails the start. Register clean-up on `runtime.on_closed`.
+        """
+        self.start_hooks.append(func)
+        return func
 
     def responders(self) -> list[Responder]:
         """The responders among the handlers."""
