@@ -8,6 +8,7 @@ import pytest
 
 from kit import ConfigError, Context, Event, KitError, Service
 from kit.service import Handler, Responder
+from tests.fixtures import SCHEMAS
 from tests.fixtures.events import CheckStock, InvoiceIssued, OrderLine, OrderPlaced, StockLevel
 
 
@@ -100,7 +101,7 @@ def test_the_consumer_group_defaults_to_the_service_name() -> None:
 
 
 def test_events_defined_in_a_function_can_be_annotated() -> None:
-    class LocalStock(Event, schema="inventory.CheckStock"):
+    class LocalStock(Event, schema="inventory.CheckStock", repository=SCHEMAS):
         sku: str
         quantity: int
         request_id: str | None = None
