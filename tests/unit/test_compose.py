@@ -1,0 +1,138 @@
+"""docker-compose.yml, checked without Docker: it parses, runs real targets, names real
+settings, runs the Kafka `kit broker` runs, and its addresses and ports agree."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import kit.registry  # noqa: F401  (its RegistryConfig: KIT_REGISTRY_* are known variables)
+from kit.broker import KAFKA_VERSION
+from kit.config import known_variables
+from kit.loading import load_service
+from kit.service import Service
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:  # Any: YAML
+    loaded = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict) and isinstance(loaded.get("services"), dict)
+    return loaded
+
+
+def _services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: spec for name, spec in compose["services"].items() if name != "kafka"}
+
+
+def _listeners(text: str) -> dict[str, tuple[str, int]]:
+    """`NAME://host:port,...` as {NAME: (host, port)}."""
+    found = {}
+    for item in text.split(","):
+        match = re.fullmatch(r"(\w+)://([^:]*):(\d+)", item.strip())
+        assert match, f"not a listener: {item!r}"
+        found[match.group(1)] = (match.group(2), int(match.group(3)))
+    return found
+
+
+def test_kafka_is_the_official_image_at_the_local_brokers_version(compose: dict[str, Any]) -> None:
+    image = compose["services"]["kafka"]["image"]
+    assert image == f"apache/kafka:{KAFKA_VERSION}", "kit broker runs Kafka " + KAFKA_VERSION
+    env = compose["services"]["kafka"]["environment"]
+    assert "broker" in env["KAFKA_PROCESS_ROLES"] and "controller" in env["KAFKA_PROCESS_ROLES"]
+
+
+def test_every_kit_run_target_is_a_kit_service(compose: dict[str, Any]) -> None:
+    targets = []
+    for name, spec in _services(compose).items():
+        command = spec["command"]
+        if command[:2] == ["kit", "run"]:
+            for target in command[2:]:
+                assert isinstance(load_service(target), Service), f"{name}: {target}"
+                targets.append(target)
+    assert {t.split(":")[0] for t in targets} >= {
+        "services.orders",
+        "services.inventory",
+        "services.payments",
+        "services.notifications",
+    }
+
+
+def test_the_faust_worker_runs_an_app_that_imports(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faust = pytest.importorskip("faust")
+    workers = [s for s in _services(compose).values() if s["command"][0] == "faust"]
+    assert len(workers) == 1
+    command = workers[0]["command"]
+    assert "worker" in command
+    for key, value in workers[0]["environment"].items():  # as in its container
+        monkeypatch.setenv(key, str(value))
+    module, _, attr = command[command.index("-A") + 1].partition(":")  # -A module[:attr]
+    app = getattr(importlib.import_module(module), attr or "app")
+    assert isinstance(app, faust.App)
+
+
+def test_every_kit_variable_is_one_kit_reads(compose: dict[str, Any]) -> None:
+    known = known_variables()
+    named = {
+        key
+        for spec in _services(compose).values()
+        for key in spec.get("environment", {})
+        if key.startswith("KIT_") and not key.startswith("KIT_KAFKA_")
+    }
+    assert named, "the services get their settings from KIT_* variables"
+    assert named <= known, f"not kit settings: {sorted(named - known)}"
+
+
+def test_services_start_after_the_broker_is_healthy(compose: dict[str, Any]) -> None:
+    assert "healthcheck" in compose["services"]["kafka"]
+    for name, spec in _services(compose).items():
+        assert spec["depends_on"]["kafka"]["condition"] == "service_healthy", name
+        assert spec.get("build") == ".", f"{name} is built from the repository's Dockerfile"
+    assert (ROOT / "Dockerfile").is_file()
+
+
+def test_kit_services_have_a_registry_health_check(compose: dict[str, Any]) -> None:
+    for name, spec in _services(compose).items():
+        if spec["command"][:2] == ["kit", "run"]:
+            service = load_service(spec["command"][2]).name
+            check = " ".join(spec["healthcheck"]["test"])
+            assert f"kit services --service {service} " in check, name
+
+
+def test_addresses_and_ports_agree(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    env = kafka["environment"]
+    listeners = _listeners(env["KAFKA_LISTENERS"])
+    advertised = _listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert set(listeners) == set(protocols)
+    controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    assert controller in listeners and controller not in advertised
+    assert set(advertised) == set(listeners) - {controller}
+    for name, (_host, port) in advertised.items():
+        assert listeners[name][1] == port, f"{name}: advertised port = listening port"
+    voter = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split("@")[1]
+    assert voter == f"{kafka.get('hostname', 'kafka')}:{listeners[controller][1]}"
+    # inside the network: every service's bootstrap is the internal advertised listener
+    internal = advertised[env["KAFKA_INTER_BROKER_LISTENER_NAME"]]
+    assert internal[0] in {"kafka", kafka.get("hostname")}
+    for name, spec in _services(compose).items():
+        assert spec["environment"]["KIT_BOOTSTRAP_SERVERS"] == f"{internal[0]}:{internal[1]}", name
+    assert f"{internal[0]}:{internal[1]}" in " ".join(kafka["healthcheck"]["test"])
+    # from the host: the published port is the external advertised one, on localhost
+    published = {int(h): int(c) for h, c in (p.split(":")[-2:] for p in kafka["ports"])}
+    external = [a for n, a in advertised.items() if n != env["KAFKA_INTER_BROKER_LISTENER_NAME"]]
+    assert external, "a listener for clients on the host"
+    for host, port in external:
+        assert host == "localhost" and published.get(port) == port
