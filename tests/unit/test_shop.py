@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from kit import Runtime, Service
 from kit.testing.assertions import assert_no_dead_letters
 from kit.testing.harness import Harness
 from services import inventory, notifications, orders, payments
@@ -197,3 +198,25 @@ async def test_a_restarted_inventory_rebuilds_its_stock_from_the_state_topic(
     assert inventory.inventory().stock.available == {"cake": 2, "tea": 2}
     assert (await after.request(inventory.release, Release(order_id="o-1"))).released
     assert inventory.inventory().stock.available == {"cake": 2, "tea": 5}
+
+
+async def test_start_hooks_run_in_order_before_the_service_subscribes() -> None:
+    svc = Service("hooked")
+    seen: list[tuple[str, object]] = []
+
+    @svc.on_start
+    async def first(runtime: Runtime) -> None:
+        seen.append(("first", list(runtime.consumer.topics)))  # type: ignore[attr-defined]
+
+    @svc.on_start
+    async def second(runtime: Runtime) -> None:
+        seen.append(("second", list(runtime.consumer.topics)))  # type: ignore[attr-defined]
+
+    @svc.handler()
+    async def on_restocked(event: Restocked) -> None:
+        seen.append(("handled", event.sku))
+
+    h = Harness(svc)
+    h.send(Restocked(sku="tea", quantity=1), key="tea")
+    assert await h.run() == 1
+    assert seen == [("first", []), ("second", []), ("handled", "tea")]
