@@ -1,0 +1,415 @@
+"""The Faust bridge: kit's wire format as a Faust codec, and a Faust app as a kit service.
+
+A Faust app (faust-streaming, the `faust` extra) keeps what kit handlers do not: tables,
+windows, joins. The bridge lets it live among kit services (docs/faust.md):
+
+- `KitCodec(OrderConfirmed)` is a Faust codec of one kit `Event` type: Avro single-object
+  encoding as `kit.Codec` writes it, decoded through Avro schema resolution.
+- `bridge.topic(OrderConfirmed)` is a Faust topic of kit events: writer schemas it does
+  not know are read from the schema topic (`_kit_schemas`) off the event loop before the
+  value is decoded, and the writer schema of what it sends is on that topic before the
+  first record is.
+- `KitBridge(app, service)` announces the app in the kit registry (the records of
+  `kit.registry.Announcer`: heartbeat, tombstone on stop), and `@bridge.responder(get)`
+  answers kit requests to the responders declared in `service`, with kit's headers, deadlines
+  and typed errors (`kit.requests`).
+
+Threads: none of its own. Blocking calls (topic creation, schema reads and writes, the
+announcer's flushes) run in worker threads or before the worker's loop starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import faust
+from faust.serializers import codecs
+from faust.types import AppT, StreamT
+from faust.types.tuples import Message as FaustMessage
+
+from kit.codec import Codec, UnknownWriterSchema, fingerprint_of
+from kit.config import Settings, load_settings, resolve_bootstrap
+from kit.dead_letters import dead_letter_headers, dead_letter_topic
+from kit.errors import ConfigError, DecodeError, EncodeError
+from kit.event import Event
+from kit.protocol import CORRELATION_ID, REPLY_TO, Headers, header
+from kit.registry import Announcer
+from kit.requests import reply_headers, request_expired
+from kit.schema import Schema
+from kit.service import Endpoint, Responder, Service
+from kit.transport.admin import TopicSpec, ensure_topics
+from kit.transport.kafka import admin_client
+from kit.transport.schema_topic import SchemaTopic
+
+__all__ = ["KitBridge", "KitCodec", "KitSchema", "KitTopic", "broker_url"]
+
+log = logging.getLogger("kit.faust")
+
+E = TypeVar("E", bound=Event)
+Q = TypeVar("Q", bound=Event)
+P = TypeVar("P", bound=Event)
+
+
+def broker_url(settings: Settings | None = None, *, fallback: str | None = None) -> str:
+    """Faust's `broker=` for kit's cluster (KIT_BOOTSTRAP_SERVERS, else the local broker).
+
+    With neither, `fallback` if given (so a module defining an app imports anywhere; the
+    bridge's worker start then stops with kit's ConfigError), else that ConfigError. Only
+    the address: KIT_KAFKA_* settings are librdkafka's and do not reach Faust's clients.
+    """
+    try:
+        bootstrap, _source = resolve_bootstrap(settings or load_settings())
+    except ConfigError:
+        if fallback is None:
+            raise
+        return fallback
+    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+class KitCodec(codecs.Codec):
+    """A Faust codec of one kit Event type, in kit's wire format.
+
+    `dumps(event)` is `kit.Codec.encode` (an event of another type is an EncodeError);
+    `loads(data)` decodes into `event_type`, through Avro schema resolution when the writer
+    schema differs. The writer schema must then be known to `codec` (its repository, its
+    cache, or a sync `resolver`, which blocks): a `KitSchema` (`KitBridge.topic`) looks
+    unknown ones up on the schema topic, off the loop, before it calls `loads`.
+    """
+
+    def __init__(
+        self,
+        event_type: type[Event],
+        codec: Codec | None = None,
+        children: tuple[codecs.Codec, ...] | None = None,
+    ) -> None:
+        # Faust's clone() rebuilds a codec from its kwargs, so both go in there.
+        super().__init__(children, event_type=event_type, codec=codec or Codec())
+        self.event_type = event_type
+        self.codec: Codec = self.kwargs["codec"]
+
+    def _loads(self, s: bytes) -> Event:
+        return self.codec.decode(s, self.event_type)
+
+    def _dumps(self, s: object) -> bytes:
+        if not isinstance(s, self.event_type):
+            raise EncodeError(f"expected a {self.event_type.__qualname__}, got {type(s).__name__}")
+        return self.codec.encode(s)
+
+
+class KitSchema(faust.Schema[str, Event]):
+    """Faust's key/value schema of a topic of kit events: str keys, `KitCodec` values.
+
+    Its decode function resolves an unknown writer schema first (on the schema topic, in a
+    worker thread: `kit.Codec.resolve`), then lets Faust decode the record as usual.
+    """
+
+    def __init__(self, event_type: type[Event], bridge: KitBridge) -> None:
+        super().__init__(key_type=str, value_serializer=KitCodec(event_type, bridge.codec))
+        self.event_type = event_type
+        self.bridge = bridge
+
+    # Any: Faust's compile() keywords and decode function, passed through unchanged
+    def compile(self, app: AppT, **options: Any) -> Callable[..., Awaitable[Any]]:
+        """Faust's decode function, preceded by the writer schema's look-up."""
+        decode = super().compile(app, **options)
+        bridge = self.bridge
+
+        # Any: Faust's event (EventT) or None for a record it skips
+        async def resolving(message: FaustMessage, **kwargs: Any) -> Any:
+            fp = fingerprint_of(message.value or b"")
+            if fp is not None and bridge.codec.writer_schema(fp) is None:
+                await bridge.codec.resolve(fp)  # the schema topic, in a worker thread
+            return await decode(message, **kwargs)
+
+        return resolving
+
+
+class KitTopic(faust.Topic):
+    """A Faust topic of kit events (`KitBridge.topic`): before it sends a record it makes
+    sure the record's writer schema is on the schema topic, as kit's producers do."""
+
+    # Any: Faust's FutureMessage in, its awaitable of RecordMetadata out
+    async def publish_message(self, fut: Any, wait: bool = False) -> Any:
+        """Publish the writer schema (once), then the record (Faust's `publish_message`)."""
+        schema = self.schema
+        if isinstance(schema, KitSchema):
+            await schema.bridge.publish_schemas([schema.event_type.kit_schema()])
+        return await super().publish_message(fut, wait=wait)
+
+
+class _Record:
+    """A Faust message seen as kit's `MessageLike`, for kit's header and dead-letter helpers."""
+
+    __slots__ = ("_message", "key", "offset", "partition", "topic", "value")
+
+    def __init__(self, message: FaustMessage) -> None:
+        self._message = message
+        self.topic: Callable[[], str | None] = lambda: message.topic
+        self.partition: Callable[[], int | None] = lambda: message.partition
+        self.offset: Callable[[], int | None] = lambda: message.offset
+        self.key: Callable[[], bytes | None] = lambda: message.key
+        self.value: Callable[[], bytes | None] = lambda: message.value
+
+    def headers(self) -> Headers | None:
+        raw = self._message.headers
+        items = raw.items() if isinstance(raw, Mapping) else raw or ()
+        return [(str(k), bytes(v or b"")) for k, v in items] or None
+
+    def timestamp(self) -> tuple[int, int]:
+        return self._message.timestamp_type, int(self._message.timestamp * 1000)
+
+
+Answer = Callable[[Q], Awaitable[P]]
+
+
+class KitBridge:
+    """A Faust app as one kit service: kit topics, kit responders, a registry entry.
+
+    `service` declares what kit callers see (`kit services`, `kit request`): its name,
+    version and responders (`@service.responder()`, bodies unused: the bridge serves
+    them, so callers import a typed `Endpoint` without importing Faust). Creating the
+    bridge does no I/O; it hooks into the app's life:
+
+    - `faust worker` start (`app.on_worker_init`, before the loop runs): creates the
+      missing topics of `topic()` and of the responders (KIT_TOPIC_PARTITIONS /
+      KIT_TOPIC_REPLICATION), and the responders' dead-letter topics;
+    - once the app has started (a Faust task, after table recovery): publishes the writer
+      schemas, announces the instance and starts its heartbeat;
+    - at stop (`app.on_before_shutdown`, after the consumer stopped): cancels the
+      heartbeat and writes the tombstone.
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        service: Service,
+        settings: Settings | None = None,
+        *,
+        instance_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.settings = settings or load_settings()
+        self.instance_id = instance_id or f"{service.name}-{uuid.uuid4().hex[:12]}"
+        self.codec = Codec(async_resolver=self._lookup)
+        """Unknown writer schemas: `await codec.resolve(fp)` reads the schema topic."""
+        self.announcer = Announcer(
+            service,
+            self.settings,
+            self.instance_id,
+            metadata={"runtime": "faust", "faust_app": str(app.conf.id), **(metadata or {})},
+        )
+        self.answered = 0  # requests answered with a reply
+        self.failed = 0  # requests answered with an error (the caller's RemoteError)
+        self.expired = 0  # requests skipped: their caller's deadline had passed
+        self.dead_lettered = 0  # requests sent to their dead-letter topic
+        self._topics: dict[str, TopicSpec] = {}
+        self._schemas: dict[bytes, Schema] = {}
+        self._published: set[bytes] = set()
+        self._schema_topic: SchemaTopic | None = None
+        self._schema_topic_lock: asyncio.Lock | None = None
+        # mode types receivers with mypy_extensions' NamedArg("BaseSignalT"), which no
+        # written signature matches: the receivers below take (sender, *args, **kwargs).
+        app.on_worker_init.connect(self._on_worker_init)  # type: ignore[arg-type]
+        app.task(self._start)
+        app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
+
+    # --- declaring ----------------------------------------------------------------------
+
+    def topic(
+        self,
+        event_type: type[E],
+        name: str | None = None,
+        *,
+        partitions: int | None = None,
+        **options: Any,  # Any: faust.Topic's own keywords (retention, config, acks, ...)
+    ) -> KitTopic:
+        """A Faust topic of `event_type` events; the name defaults to kit's, the schema's
+        full name. Use it in `@app.agent(...)` and `await topic.send(key=..., value=...)`."""
+        schema = event_type.kit_schema()
+        name = name or schema.full_name
+        self._schemas[schema.fingerprint] = schema
+        self._want(name, partitions)
+        return KitTopic(
+            self.app,
+            topics=[name],
+            schema=KitSchema(event_type, self),
+            partitions=partitions,
+            **options,
+        )
+
+    def responder(self, endpoint: Endpoint[Q, P]) -> Callable[[Answer[Q, P]], Answer[Q, P]]:
+        """Serve a responder declared in `service` with this function, in a Faust agent
+        reading its request topic (`<service>.<name>`) in the app's consumer group::
+
+            @bridge.responder(api.get)
+            async def get(request: GetStats) -> CustomerStats: ...
+        """
+        service_name, declared = endpoint.__kit_responder__
+        if service_name != self.service.name or declared not in self.service.handlers:
+            raise ConfigError(
+                f"{service_name}.{declared.name}",
+                f"not a responder of the bridged service {self.service.name!r}",
+            )
+
+        def serve(func: Answer[Q, P]) -> Answer[Q, P]:
+            self._serve(declared, func)
+            return func
+
+        return serve
+
+    def _serve(self, declared: Responder, func: Answer[Any, Any]) -> None:  # Any: any pair
+        self._want(declared.topic, declared.partitions)
+        self._want(dead_letter_topic(declared, self.settings.dead_letter_suffix), None)
+        reply_type = declared.reply_type
+        if reply_type is not None:
+            self._schemas[reply_type.kit_schema().fingerprint] = reply_type.kit_schema()
+        requests = self.app.topic(declared.topic, key_serializer="raw", value_serializer="raw")
+
+        async def answer(stream: StreamT[bytes]) -> None:
+            async for event in stream.events():
+                await self._answer(declared, func, _Record(event.message))
+
+        self.app.agent(requests, name=f"kit-responder-{declared.topic}")(answer)
+
+    def _want(self, name: str, partitions: int | None) -> None:
+        s = self.settings
+        self._topics[name] = TopicSpec(name, partitions or s.topic_partitions, s.topic_replication)
+
+    # --- schemas ------------------------------------------------------------------------
+
+    async def decode(self, data: bytes | None, event_type: type[E]) -> E:
+        """Decode a kit-encoded value, looking an unknown writer schema up first."""
+        try:
+            return self.codec.decode(data, event_type)
+        except UnknownWriterSchema as exc:
+            if not await self.codec.resolve(exc.fingerprint):
+                raise
+        return self.codec.decode(data, event_type)
+
+    async def publish_schemas(self, schemas: Iterable[Schema]) -> None:
+        """Put writer schemas on the schema topic (once each, in a worker thread)."""
+        todo = [s for s in schemas if s.fingerprint not in self._published]
+        if todo:
+            topic = await self._schema_topic_ready()
+            await asyncio.to_thread(topic.publish, todo)
+            self._published.update(s.fingerprint for s in todo)
+
+    async def _lookup(self, fp: bytes) -> Schema | None:
+        return await (await self._schema_topic_ready()).lookup_async(fp)
+
+    async def _schema_topic_ready(self) -> SchemaTopic:
+        if self._schema_topic_lock is None:
+            self._schema_topic_lock = asyncio.Lock()
+        async with self._schema_topic_lock:
+            if self._schema_topic is None:
+                admin = await asyncio.to_thread(admin_client, self.settings)
+                self._schema_topic = SchemaTopic(self.settings, admin)
+            return self._schema_topic
+
+    # --- requests -----------------------------------------------------------------------
+
+    # Any: one bridge serves responders of any request and reply types
+    async def _answer(self, declared: Responder, func: Answer[Any, Any], msg: _Record) -> None:
+        """One request: skip it if expired; decode, call, reply (or reply the error)."""
+        if request_expired(msg):
+            self.expired += 1
+            log.info(
+                "skipped expired request %s[%s]@%s", msg.topic(), msg.partition(), msg.offset()
+            )
+            return
+        try:
+            request = await self.decode(msg.value(), declared.event_type)
+        except DecodeError as exc:
+            await self._dead_letter(msg, declared, exc)
+            await self._reply(msg, None, exc)
+            return
+        try:
+            result = await func(request)
+            reply_type = declared.reply_type or Event
+            if not isinstance(result, reply_type):
+                raise EncodeError(
+                    f"{declared.name} returned {type(result).__name__}, not a {reply_type.__name__}"
+                )
+            value = self.codec.encode(result)
+            await self.publish_schemas([type(result).kit_schema()])
+        except Exception as exc:
+            self.failed += 1
+            log.warning(
+                "%s.%s failed: %s: %s", self.service.name, declared.name, type(exc).__name__, exc
+            )
+            if header(msg, REPLY_TO):
+                await self._reply(msg, None, exc)
+            else:  # nobody waits for the error: keep the request, as kit does
+                await self._dead_letter(msg, declared, exc)
+            return
+        self.answered += 1
+        await self._reply(msg, value, None)
+
+    async def _reply(self, msg: _Record, value: bytes | None, error: BaseException | None) -> None:
+        reply_to, correlation = header(msg, REPLY_TO), header(msg, CORRELATION_ID)
+        if not reply_to or not correlation:
+            return  # not sent by a kit requester: nobody to answer
+        headers = reply_headers(correlation, error, with_trace=self.settings.remote_tracebacks)
+        await self.app.producer.send_and_wait(
+            reply_to.decode(errors="replace"), None, value, None, None, headers
+        )
+
+    async def _dead_letter(self, msg: _Record, declared: Responder, exc: BaseException) -> None:
+        self.dead_lettered += 1
+        topic = dead_letter_topic(declared, self.settings.dead_letter_suffix)
+        headers = (msg.headers() or []) + dead_letter_headers(
+            msg,
+            exc,
+            0 if isinstance(exc, DecodeError) else 1,
+            self.service.name,
+            str(self.app.conf.id),
+            declared.name,
+        )
+        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+        log.warning("dead-lettering %s to %s: %s", where, topic, exc)
+        await self.app.producer.send_and_wait(topic, msg.key(), msg.value(), None, None, headers)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    # Any: mode's signal-receiver signature (sender, *args, signal=..., **kwargs), all unused
+    def _on_worker_init(self, _app: Any, *_args: Any, **_kwargs: Any) -> None:
+        """Before the worker's loop runs (blocking is fine): create the missing topics, so
+        the consumer subscribes to topics that exist."""
+        if self._topics:
+            ensure_topics(admin_client(self.settings), self._topics.values())
+
+    async def _start(self) -> None:
+        """Once the app has started: writer schemas, then the announcement and heartbeat."""
+        await self.publish_schemas(self._schemas.values())
+        await self.announcer.start()
+        log.info(
+            "kit bridge: %s ready: instance %s of Faust app %s, %d responder(s), announced on %s "
+            "(started as: %s)",
+            self.service.name,
+            self.instance_id,
+            self.app.conf.id,
+            len(self.service.responders()),
+            self.announcer.topic,
+            " ".join(sys.argv),
+        )
+
+    # Any: mode's signal-receiver signature, as above
+    async def _on_shutdown(self, _app: Any, *_args: Any, **_kwargs: Any) -> None:
+        """After the consumer stopped: tombstone (bounded wait), close the schema reader."""
+        await self.announcer.stop()
+        if self._schema_topic is not None:
+            await asyncio.to_thread(self._schema_topic.close)
+        counts = f"{self.answered} answered, {self.failed} failed, {self.expired} expired"
+        log.info(
+            "kit bridge: %s stopped: %s tombstoned (%s)",
+            self.service.name,
+            self.instance_id,
+            counts,
+        )

@@ -1,0 +1,214 @@
+"""kit.faust without a broker: the codec, the topic schema's writer look-up, and replies."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+import pytest
+from faust.exceptions import ValueDecodeError
+from faust.types.tuples import Message
+
+from kit import Codec, Service
+from kit.codec import UnknownWriterSchema
+from kit.errors import ConfigError, EncodeError
+from kit.faust import KitBridge, KitCodec, KitSchema, KitTopic, broker_url
+from kit.protocol import CORRELATION_ID, DEADLINE, ERROR_MESSAGE, ERROR_TYPE, REPLY_TO
+from kit.schema import Schema
+from services.customer_stats import api
+from services.customer_stats.events import CustomerStats, GetStats
+from services.orders.events import OrderConfirmed
+
+CONFIRMED = OrderConfirmed(
+    order_id="o-1", customer="ada", total_cents=1250, confirmed_at=datetime(2026, 1, 2, tzinfo=UTC)
+)
+
+
+def newer_writer() -> Schema:
+    """orders.OrderConfirmed with one more field, as a newer producer would write it."""
+    definition = copy.deepcopy(OrderConfirmed.kit_schema().definition)
+    definition["fields"].append({"name": "channel", "type": "string", "default": "web"})
+    return Schema.from_json(definition)
+
+
+def newer_bytes(writer: Schema) -> bytes:
+    datum = {**CONFIRMED.model_dump(), "channel": "shop"}
+    return Codec().encode_datum(writer, datum)
+
+
+def message(value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> Message:
+    return Message("orders.OrderConfirmed", 0, 7, time.time(), 0, headers, b"o-1", value, None)
+
+
+def bridge_of(*, name: str = "stats-test") -> KitBridge:
+    return KitBridge(faust.App(name, broker="kafka://127.0.0.1:1"), api.service)
+
+
+def test_the_codec_writes_kits_bytes_and_reads_them_back_typed() -> None:
+    codec = KitCodec(OrderConfirmed)
+    data = codec.dumps(CONFIRMED)
+    assert data == Codec().encode(CONFIRMED)  # the same bytes as a kit producer's
+    assert data[:2] == b"\xc3\x01" and data[2:10] == OrderConfirmed.kit_schema().fingerprint
+    decoded = codec.loads(data)
+    assert type(decoded) is OrderConfirmed and decoded == CONFIRMED
+
+
+def test_the_codec_decodes_another_writer_version_through_schema_resolution() -> None:
+    writer = newer_writer()
+    kit_codec = Codec()
+    kit_codec._writers[writer.fingerprint] = writer  # as if read from the schema topic
+    assert KitCodec(OrderConfirmed, kit_codec).loads(newer_bytes(writer)) == CONFIRMED
+
+
+def test_an_unknown_writer_schema_is_a_value_decode_error_in_faust() -> None:
+    app = faust.App("codec-test", broker="kafka://127.0.0.1:1")
+    data = newer_bytes(newer_writer())
+    with pytest.raises(UnknownWriterSchema):
+        KitCodec(OrderConfirmed).loads(data)
+    with pytest.raises(ValueDecodeError, match="unknown writer schema"):
+        app.serializers.loads_value(None, data, serializer=KitCodec(OrderConfirmed))
+
+
+def test_the_codec_refuses_an_event_of_another_type_and_survives_faust_cloning() -> None:
+    codec = KitCodec(OrderConfirmed)
+    with pytest.raises(EncodeError, match="expected a OrderConfirmed, got CustomerStats"):
+        codec.dumps(CustomerStats(customer="ada", orders=1, total_cents=1))
+    clone = codec.clone()
+    assert isinstance(clone, KitCodec) and clone.event_type is OrderConfirmed
+    assert clone.codec is codec.codec
+
+
+def test_a_topic_looks_an_unknown_writer_schema_up_once_off_the_loop_then_decodes() -> None:
+    bridge = bridge_of()
+    writer = newer_writer()
+    asked: list[bytes] = []
+
+    async def lookup(fp: bytes) -> Schema | None:
+        asked.append(fp)
+        return writer if fp == writer.fingerprint else None
+
+    bridge.codec.async_resolver = lookup
+    topic = bridge.topic(OrderConfirmed)
+    assert isinstance(topic, KitTopic) and topic.get_topic_name() == "orders.OrderConfirmed"
+    assert isinstance(topic.schema, KitSchema)
+
+    async def decode_twice() -> list[Any]:  # Any: Faust's events
+        decode = topic.schema.compile(bridge.app)
+        return [await decode(message(newer_bytes(writer)), propagate=True) for _ in range(2)]
+
+    events = asyncio.run(decode_twice())
+    assert [e.value for e in events] == [CONFIRMED, CONFIRMED]
+    assert [e.key for e in events] == ["o-1", "o-1"]  # str keys, as kit writes them
+    assert asked == [writer.fingerprint]  # cached after the first look-up
+
+
+def test_a_writer_schema_on_no_schema_topic_fails_the_decode() -> None:
+    bridge = bridge_of()
+
+    async def lookup(fp: bytes) -> Schema | None:
+        return None
+
+    bridge.codec.async_resolver = lookup
+    decode = bridge.topic(OrderConfirmed).schema.compile(bridge.app)
+    with pytest.raises(ValueDecodeError, match="unknown writer schema"):
+        asyncio.run(decode(message(newer_bytes(newer_writer())), propagate=True))
+
+
+def test_the_bridge_serves_only_responders_of_its_own_service() -> None:
+    bridge = bridge_of()
+    other = Service("other")
+
+    @other.responder()
+    async def get(request: GetStats) -> CustomerStats:
+        raise NotImplementedError
+
+    with pytest.raises(ConfigError, match="not a responder of the bridged service"):
+        bridge.responder(get)
+
+
+class Producer:
+    """Records what the bridge sends: (topic, key, value, headers)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+
+    async def send_and_wait(
+        self, topic: str, key: Any, value: Any, _p: Any, _t: Any, headers: Any
+    ) -> None:
+        self.sent.append((topic, key, value, headers))
+
+
+def answer(bridge: KitBridge, value: bytes | None, headers: list[tuple[str, bytes]]) -> Producer:
+    from kit.faust import _Record
+
+    producer = Producer()
+    bridge.app = SimpleNamespace(producer=producer, conf=bridge.app.conf)  # type: ignore[assignment]
+    (declared,) = api.service.responders()
+
+    async def serve(request: GetStats) -> CustomerStats:
+        if request.customer == "boom":
+            raise KeyError("no such customer")
+        return CustomerStats(customer=request.customer, orders=2, total_cents=30)
+
+    asyncio.run(bridge._answer(declared, serve, _Record(message(value, headers))))
+    return producer
+
+
+def request_headers(deadline_ms: int | None = None) -> list[tuple[str, bytes]]:
+    deadline = deadline_ms if deadline_ms is not None else int(time.time() * 1000) + 10_000
+    return [
+        (CORRELATION_ID, b"c-1"),
+        (REPLY_TO, b"_kit.replies.x"),
+        (DEADLINE, str(deadline).encode()),
+    ]
+
+
+def test_a_request_is_answered_on_its_reply_topic_with_its_correlation_id() -> None:
+    bridge = bridge_of()
+    bridge._published.add(CustomerStats.kit_schema().fingerprint)  # no schema topic here
+    producer = answer(bridge, Codec().encode(GetStats(customer="ada")), request_headers())
+    ((topic, key, value, headers),) = producer.sent
+    assert (topic, key, headers) == ("_kit.replies.x", None, [(CORRELATION_ID, b"c-1")])
+    assert Codec().decode(value, CustomerStats) == CustomerStats(
+        customer="ada", orders=2, total_cents=30
+    )
+    assert bridge.answered == 1
+
+
+def test_a_failing_responder_sends_the_typed_error_back() -> None:
+    bridge = bridge_of()
+    producer = answer(bridge, Codec().encode(GetStats(customer="boom")), request_headers())
+    ((topic, _key, value, headers),) = producer.sent
+    assert topic == "_kit.replies.x" and value is None
+    assert dict(headers)[ERROR_TYPE] == b"KeyError"
+    assert b"no such customer" in dict(headers)[ERROR_MESSAGE]
+    assert bridge.failed == 1
+
+
+def test_an_undecodable_request_is_dead_lettered_and_its_caller_told() -> None:
+    bridge = bridge_of()
+    producer = answer(bridge, b"not avro", request_headers())
+    (dead, reply) = producer.sent
+    assert dead[0] == "customer_stats.get.dlt" and dead[2] == b"not avro"
+    assert dict(dead[3])["kit-dlt-reason"] == b"decode"
+    assert reply[0] == "_kit.replies.x" and dict(reply[3])[ERROR_TYPE] == b"DecodeError"
+
+
+def test_an_expired_request_is_skipped() -> None:
+    bridge = bridge_of()
+    producer = answer(bridge, Codec().encode(GetStats(customer="ada")), request_headers(1))
+    assert producer.sent == [] and bridge.expired == 1
+
+
+def test_broker_url_lists_every_bootstrap_server() -> None:
+    from kit import load_settings
+
+    settings = load_settings(bootstrap_servers="a:9092, b:9093")
+    assert broker_url(settings) == "kafka://a:9092;kafka://b:9093"
+    app = faust.App("url-test", broker=broker_url(settings))
+    assert [str(u) for u in app.conf.broker] == ["kafka://a:9092", "kafka://b:9093"]
