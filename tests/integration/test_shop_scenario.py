@@ -1,0 +1,63 @@
+"""The whole shop on a real broker: the demo's scenario, 20 orders, every count checked.
+
+Each service runs under `kit run` in its own process, with the customer_stats Faust worker
+beside them; the scenario is services.shop_demo.run_shop, the same function `./dev demo`
+calls. Run ids keep this run's orders, customers and SKUs apart from any other run's on
+the same broker (the shop's topics and groups have fixed names).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.shop_demo.plan import Outcome, build_plan
+from services.shop_demo.run import ShopOptions, run_shop
+
+pytestmark = pytest.mark.integration
+
+ORDERS = 20
+
+
+def test_the_shop_runs_end_to_end_and_every_count_adds_up(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        print(line, flush=True)
+
+    account, _ = run_shop(ShopOptions(orders=ORDERS, log_dir=tmp_path, say=say))
+    transcript = "\n".join(lines)
+    assert [c for c in account.checks if not c.ok] == [], transcript
+    assert len(account.checks) == 10, transcript
+
+    plan = build_plan("any", ORDERS)  # the mix depends only on the number of orders
+    confirmed, cancelled = plan.count(Outcome.CONFIRMED), plan.count(Outcome.CANCELLED)
+    rejected = plan.count(Outcome.REJECTED)
+    assert (confirmed, cancelled, rejected) == (16, 2, 2)  # the plan has all three kinds
+    assert account.requested == ORDERS + 1  # and the one placed with inventory stopped
+    assert account.placed == confirmed + cancelled == account.confirmed + account.cancelled
+    assert (account.confirmed, account.cancelled) == (confirmed, cancelled)
+    assert account.rejected == rejected + 1
+    assert account.failed_calls == 0
+
+    topics = account.per_topic
+    assert topics["orders.place_order"] == ORDERS + 1
+    assert topics["orders.OrderPlaced"] == account.placed
+    assert topics["payments.PaymentCompleted"] == topics["orders.OrderConfirmed"] == confirmed
+    assert topics["payments.PaymentFailed"] == topics["orders.OrderCancelled"] == cancelled
+    assert topics["inventory.release"] == cancelled
+    assert topics["inventory.Restocked"] == 3  # two SKUs at the start, saffron mid-run
+    assert account.duplicates == {}
+
+    assert all(want == held for want, held in account.stock.values()), account.stock
+    assert all(want == got for want, got in account.stats.values()), account.stats
+    assert sum(want[0] for want, _got in account.stats.values()) == confirmed
+
+    assert account.fail_fast is not None and not account.fail_fast.accepted
+    assert (account.fail_fast.reason or "").startswith("inventory unavailable")
+    assert account.fail_fast.latency_ms < 1000
+    assert [code for _name, code in account.exits] == [0] * 5, account.exits
