@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kit import Event
+from kit import ConfigError, Event
 from services.inventory.events import Released, Reservation, Reserve, StockLine
 
 __all__ = ["AppliedOffset", "Change", "ReservationState", "Stock", "StockState", "parse_stock"]
@@ -158,11 +158,12 @@ def _shortfall(wanted: dict[str, int], available: dict[str, int]) -> str | None:
 
 
 def parse_stock(text: str) -> dict[str, int]:
-    """`"tea=10,cake=3"` as {"tea": 10, "cake": 3} (SHOP_INITIAL_STOCK); ValueError if not."""
+    """`"tea=10,cake=3"` as {"tea": 10, "cake": 3}; ConfigError naming SHOP_INITIAL_STOCK
+    if it is not of that form (`kit run` prints it as a configuration error, exit 2)."""
     stock: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         sku, sep, count = item.partition("=")
         if not sep or not sku.strip() or not count.strip().isdigit():
-            raise ValueError(f"SHOP_INITIAL_STOCK: expected SKU=COUNT[,SKU=COUNT...], got {item!r}")
+            raise ConfigError("SHOP_INITIAL_STOCK", f"expected SKU=COUNT[,...], got {item!r}")
         stock[sku.strip()] = int(count)
     return stock

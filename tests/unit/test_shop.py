@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from kit import Runtime, Service
+from kit import ConfigError, Runtime, Service
 from kit.testing.assertions import assert_no_dead_letters
 from kit.testing.harness import Harness
 from services import inventory, notifications, orders, payments
 from services.inventory.events import Release, Reserve, Restocked, StockLine
-from services.inventory.stock import Stock
+from services.inventory.stock import Stock, parse_stock
 from services.orders.events import (
     OrderCancelled,
     OrderConfirmed,
@@ -163,6 +163,12 @@ def test_a_restock_event_delivered_twice_is_applied_once() -> None:
         stock.apply(change)
     assert stock.restock("tea", 4, "inventory.Restocked", 0, offset=7) == []
     assert stock.available == {"tea": 4}
+
+
+def test_the_initial_stock_setting_is_checked() -> None:
+    assert parse_stock(" tea=10, cake=0 ,") == {"tea": 10, "cake": 0}
+    with pytest.raises(ConfigError, match="SHOP_INITIAL_STOCK: expected SKU=COUNT"):
+        parse_stock("tea=x")
 
 
 async def test_inventory_down_rejects_an_order_at_once() -> None:
