@@ -14,11 +14,13 @@ Calls and events:
 Calls fail fast: orders finds inventory through kit's registry, so when no inventory
 instance is live, `ctx.request` raises `ServiceUnavailable` at once (not after its
 deadline) and `place_order` replies at once `accepted=False, reason="inventory
-unavailable: ..."`. A reserve that times out is rejected the same way ("inventory did
-not answer"); inventory skips a request whose deadline has passed, so a late reserve
-does not hold stock for an order that was turned down. In `on_payment_failed`, an
-unavailable inventory is a transient failure: kit retries the event for
-KIT_TRANSIENT_TIMEOUT seconds, then dead-letters it.
+unavailable: ..."`. A reserve that times out is rejected too ("inventory did not
+answer"). Inventory skips a request still queued at its deadline, so such a reserve
+mostly holds nothing; one handled just before its deadline, whose reply came too late,
+holds stock for a rejected order until someone releases it (a gap this example leaves
+open: a sweep releasing reservations with no OrderPlaced would close it). In
+`on_payment_failed`, an unavailable inventory is a transient failure: kit retries the
+event for KIT_TRANSIENT_TIMEOUT seconds, then dead-letters it.
 
 Delivery is at least once: a retried `place_order` of an accepted order reserves
 nothing more, but publishes `OrderPlaced` again, so its consumers should treat
