@@ -20,7 +20,11 @@ mostly holds nothing; one handled just before its deadline, whose reply came too
 holds stock for a rejected order until someone releases it (a gap this example leaves
 open: a sweep releasing reservations with no OrderPlaced would close it). In
 `on_payment_failed`, an unavailable inventory is a transient failure: kit retries the
-event for KIT_TRANSIENT_TIMEOUT seconds, then dead-letters it.
+event for KIT_TRANSIENT_TIMEOUT seconds (30), then dead-letters it (`kit dlt redrive`
+sends it back). Limit: while it retries, this instance fetches nothing new, because a
+batch is handled whole before the next fetch; so a `place_order` that arrives then waits
+up to that long instead of failing fast. A lower `transient_timeout` on the handler
+would trade that for more dead letters.
 
 Delivery is at least once: a retried `place_order` of an accepted order reserves
 nothing more, but publishes `OrderPlaced` again, so its consumers should treat
