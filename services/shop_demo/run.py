@@ -52,6 +52,9 @@ class ShopOptions:
     settle_timeout: float | None = None
     """Seconds for the asynchronous tail; default 60 + 0.2 s per order."""
     env: dict[str, str] = field(default_factory=dict)
+    """Added to every process's environment."""
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Added to one process's environment, by name (`{"payments": {...}}`)."""
 
 
 def shop_env(extra: dict[str, str]) -> dict[str, str]:
@@ -66,11 +69,12 @@ def shop_env(extra: dict[str, str]) -> dict[str, str]:
     }
 
 
-def declare(fleet: Fleet, log_dir: Path) -> list[str]:
+def declare(fleet: Fleet, log_dir: Path, service_env: dict[str, dict[str, str]]) -> list[str]:
     """Declare the shop's processes on `fleet`; their names, in start order."""
     for name in KIT_SERVICES:
-        fleet.add_kit_service(name)
-    fleet.add(state.faust_spec(fleet.env, log_dir))
+        fleet.add_kit_service(name, service_env.get(name))
+    faust_env = {**fleet.env, **service_env.get(state.FAUST_NAME, {})}
+    fleet.add(state.faust_spec(faust_env, log_dir))
     return [*KIT_SERVICES, state.FAUST_NAME]
 
 
@@ -201,7 +205,7 @@ def run_shop(options: ShopOptions) -> tuple[Account, list[str]]:
     log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix=f"kit-{run}-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     fleet = Fleet(log_dir, shop_env(options.env))
-    names = declare(fleet, log_dir)
+    names = declare(fleet, log_dir, options.service_env)
     say(f"run {run}: {len(plan.orders)} orders; process logs in {log_dir}")
     say(
         f"plan: {plan.count(Outcome.CONFIRMED)} to confirm, {plan.count(Outcome.CANCELLED)} "
