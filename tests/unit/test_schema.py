@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from kit import Event, SchemaError, SchemaRepository
 from kit.cli import main as kit_main
+from tests.fixtures import SCHEMAS
 
 
 def write(root: Path, name: str, schema: dict) -> Path:
@@ -177,4 +178,10 @@ def test_kit_schemas_check_command(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_repository_schemas_all_valid() -> None:
     repo = SchemaRepository(Path(__file__).parents[2] / "schemas")
     assert repo.problems == []
-    assert "shop.OrderPlaced" in repo
+    assert "orders.OrderPlaced" in repo
+
+
+def test_fixture_schemas_all_valid() -> None:
+    repo = SchemaRepository(SCHEMAS)
+    assert repo.problems == []
+    assert "shop.OrderPlaced" in repo and "inventory.CheckStock" in repo
