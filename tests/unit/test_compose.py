@@ -32,6 +32,11 @@ def _services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: spec for name, spec in compose["services"].items() if name != "kafka"}
 
 
+def _default(value: str) -> str:
+    """A compose value with `${NAME:-default}` interpolations replaced by their defaults."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
 def _listeners(text: str) -> dict[str, tuple[str, int]]:
     """`NAME://host:port,...` as {NAME: (host, port)}."""
     found = {}
@@ -74,7 +79,7 @@ def test_the_faust_worker_runs_an_app_that_imports(
     command = workers[0]["command"]
     assert "worker" in command
     for key, value in workers[0]["environment"].items():  # as in its container
-        monkeypatch.setenv(key, str(value))
+        monkeypatch.setenv(key, _default(str(value)))
     module, _, attr = command[command.index("-A") + 1].partition(":")  # -A module[:attr]
     app = getattr(importlib.import_module(module), attr or "app")
     assert isinstance(app, faust.App)
@@ -128,7 +133,8 @@ def test_addresses_and_ports_agree(compose: dict[str, Any]) -> None:
     internal = advertised[env["KAFKA_INTER_BROKER_LISTENER_NAME"]]
     assert internal[0] in {"kafka", kafka.get("hostname")}
     for name, spec in _services(compose).items():
-        assert spec["environment"]["KIT_BOOTSTRAP_SERVERS"] == f"{internal[0]}:{internal[1]}", name
+        bootstrap = _default(spec["environment"]["KIT_BOOTSTRAP_SERVERS"])
+        assert bootstrap == f"{internal[0]}:{internal[1]}", name
     assert f"{internal[0]}:{internal[1]}" in " ".join(kafka["healthcheck"]["test"])
     # from the host: the published port is the external advertised one, on localhost
     published = {int(h): int(c) for h, c in (p.split(":")[-2:] for p in kafka["ports"])}
