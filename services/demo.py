@@ -40,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     """Run the shop demo; 0 when every count adds up and every process stopped cleanly."""
     args = _parse(argv)
     from kit.broker.local import ensure_running, status, stop
+    from kit.errors import KitError
     from services.shop_demo.run import ShopOptions, run_shop
 
     started_broker = False
     if not os.environ.get("KIT_BOOTSTRAP_SERVERS"):
         started_broker = status() is None
-        info = ensure_running()
+        try:
+            info = ensure_running()
+        except KitError as exc:  # no Java, a taken port, ...: one line, as `kit broker`
+            _say(f"cannot start the local broker: {exc}")
+            return 2
         os.environ["KIT_BOOTSTRAP_SERVERS"] = info.bootstrap_servers
         _say(f"local Apache Kafka {info.version} at {info.bootstrap_servers}")
     else:
