@@ -9,13 +9,11 @@ windows, joins. The bridge lets it live among kit services (docs/faust.md):
   not know are read from the schema topic (`_kit_schemas`) off the event loop before the
   value is decoded, and the writer schema of what it sends is on that topic before the
   first record is.
-- `KitBridge(app, service)` announces the app in the kit registry (the records of
-  `kit.registry.Announcer`: heartbeat, tombstone on stop), and `@bridge.responder(get)`
-  answers kit requests to the responders declared in `service`, with kit's headers, deadlines
-  and typed errors (`kit.requests`).
+- `KitBridge(app, service)` announces the app in the kit registry (kit.registry's
+  Announcer: heartbeat, tombstone on stop); `@bridge.responder(get)` answers kit requests
+  to the responders declared in `service` (kit.requests: headers, deadlines, typed errors).
 
-Threads: none of its own. Blocking calls (topic creation, schema reads and writes, the
-announcer's flushes) run in worker threads or before the worker's loop starts.
+No threads of its own: blocking calls run in worker threads or before the loop starts.
 """
 
 from __future__ import annotations
@@ -130,8 +128,17 @@ class KitSchema(faust.Schema[str, Event]):
 
 
 class KitTopic(faust.Topic):
-    """A Faust topic of kit events (`KitBridge.topic`): before it sends a record it makes
-    sure the record's writer schema is on the schema topic, as kit's producers do."""
+    """A Faust topic of kit events (`KitBridge.topic`). Before it sends a record it makes
+    sure the record's writer schema is on the schema topic, as kit's producers do. A record
+    that does not decode goes to `<topic>.dlt` with kit's headers, and the agent goes on
+    (Faust's default crashes the agent, whose restart then receives nothing)."""
+
+    async def on_value_decode_error(self, exc: Exception, message: FaustMessage) -> None:
+        """Dead-letter the record (Faust has acked it already) instead of crashing."""
+        schema = self.schema
+        if not isinstance(schema, KitSchema):
+            return await super().on_value_decode_error(exc, message)
+        await schema.bridge.dead_letter(_Record(message), exc.__cause__ or exc, "faust-agent")
 
     # Any: Faust's FutureMessage in, its awaitable of RecordMetadata out
     async def publish_message(self, fut: Any, wait: bool = False) -> Any:
@@ -175,9 +182,8 @@ class KitBridge:
     them, so callers import a typed `Endpoint` without importing Faust). Creating the
     bridge does no I/O; it hooks into the app's life:
 
-    - `faust worker` start (`app.on_worker_init`, before the loop runs): creates the
-      missing topics of `topic()` and of the responders (KIT_TOPIC_PARTITIONS /
-      KIT_TOPIC_REPLICATION), and the responders' dead-letter topics;
+    - `faust worker` start (`app.on_worker_init`, before the loop runs): creates missing
+      topics of `topic()` and the responders, and their dead-letter topics (as kit does);
     - once the app has started (a Faust task, after table recovery): publishes the writer
       schemas, announces the instance and starts its heartbeat;
     - at stop (`app.on_before_shutdown`, after the consumer stopped): cancels the
@@ -199,16 +205,12 @@ class KitBridge:
         self.instance_id = instance_id or f"{service.name}-{uuid.uuid4().hex[:12]}"
         self.codec = Codec(async_resolver=self._lookup)
         """Unknown writer schemas: `await codec.resolve(fp)` reads the schema topic."""
-        self.announcer = Announcer(
-            service,
-            self.settings,
-            self.instance_id,
-            metadata={"runtime": "faust", "faust_app": str(app.conf.id), **(metadata or {})},
-        )
+        meta = {"runtime": "faust", "faust_app": str(app.conf.id), **(metadata or {})}
+        self.announcer = Announcer(service, self.settings, self.instance_id, metadata=meta)
         self.answered = 0  # requests answered with a reply
         self.failed = 0  # requests answered with an error (the caller's RemoteError)
         self.expired = 0  # requests skipped: their caller's deadline had passed
-        self.dead_lettered = 0  # requests sent to their dead-letter topic
+        self.dead_lettered = 0  # records sent to their dead-letter topic
         self._topics: dict[str, TopicSpec] = {}
         self._schemas: dict[bytes, Schema] = {}
         self._published: set[bytes] = set()
@@ -236,12 +238,10 @@ class KitBridge:
         name = name or schema.full_name
         self._schemas[schema.fingerprint] = schema
         self._want(name, partitions)
+        self._want(f"{name}{self.settings.dead_letter_suffix}", partitions)
+        schema_of_topic = KitSchema(event_type, self)
         return KitTopic(
-            self.app,
-            topics=[name],
-            schema=KitSchema(event_type, self),
-            partitions=partitions,
-            **options,
+            self.app, topics=[name], schema=schema_of_topic, partitions=partitions, **options
         )
 
     def responder(self, endpoint: Endpoint[Q, P]) -> Callable[[Answer[Q, P]], Answer[Q, P]]:
@@ -327,7 +327,7 @@ class KitBridge:
         try:
             request = await self.decode(msg.value(), declared.event_type)
         except DecodeError as exc:
-            await self._dead_letter(msg, declared, exc)
+            await self.dead_letter(msg, exc, declared.name, declared)
             await self._reply(msg, None, exc)
             return
         try:
@@ -347,7 +347,7 @@ class KitBridge:
             if header(msg, REPLY_TO):
                 await self._reply(msg, None, exc)
             else:  # nobody waits for the error: keep the request, as kit does
-                await self._dead_letter(msg, declared, exc)
+                await self.dead_letter(msg, exc, declared.name, declared)
             return
         self.answered += 1
         await self._reply(msg, value, None)
@@ -357,21 +357,24 @@ class KitBridge:
         if not reply_to or not correlation:
             return  # not sent by a kit requester: nobody to answer
         headers = reply_headers(correlation, error, with_trace=self.settings.remote_tracebacks)
-        await self.app.producer.send_and_wait(
-            reply_to.decode(errors="replace"), None, value, None, None, headers
-        )
+        topic = reply_to.decode(errors="replace")
+        try:
+            await self.app.producer.send_and_wait(topic, None, value, None, None, headers)
+        except Exception as exc:  # e.g. the requester stopped and its topic is gone
+            log.warning("reply to %s dropped: %s: %s", topic, type(exc).__name__, exc)
 
-    async def _dead_letter(self, msg: _Record, declared: Responder, exc: BaseException) -> None:
+    async def dead_letter(
+        self, msg: _Record, exc: BaseException, handler: str, declared: Responder | None = None
+    ) -> None:
+        """Send a record that failed to its dead-letter topic (`<topic>.dlt`, or the
+        responder's), with kit's kit-dlt-* headers; `handler` names who failed."""
         self.dead_lettered += 1
-        topic = dead_letter_topic(declared, self.settings.dead_letter_suffix)
+        suffix = self.settings.dead_letter_suffix
+        topic = dead_letter_topic(declared, suffix) if declared else f"{msg.topic()}{suffix}"
         headers = (msg.headers() or []) + dead_letter_headers(
-            msg,
-            exc,
-            0 if isinstance(exc, DecodeError) else 1,
-            self.service.name,
-            str(self.app.conf.id),
-            declared.name,
-        )
+            msg, exc, 0 if isinstance(exc, DecodeError) else 1, self.service.name,
+            str(self.app.conf.id), handler,
+        )  # fmt: skip
         where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
         log.warning("dead-lettering %s to %s: %s", where, topic, exc)
         await self.app.producer.send_and_wait(topic, msg.key(), msg.value(), None, None, headers)

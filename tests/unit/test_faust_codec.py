@@ -205,6 +205,25 @@ def test_an_expired_request_is_skipped() -> None:
     assert producer.sent == [] and bridge.expired == 1
 
 
+def test_a_record_of_a_topic_that_does_not_decode_is_dead_lettered_not_thrown() -> None:
+    bridge = bridge_of()
+    topic = bridge.topic(OrderConfirmed)
+    producer = Producer()
+    bridge.app = SimpleNamespace(producer=producer, conf=bridge.app.conf)  # type: ignore[assignment]
+    try:
+        KitCodec(OrderConfirmed).loads(b"junk")
+    except Exception as cause:
+        error = ValueDecodeError(str(cause))
+        error.__cause__ = cause
+    asyncio.run(topic.on_value_decode_error(error, message(b"junk")))  # Faust's would throw
+    ((dlt, key, value, headers),) = producer.sent
+    assert (dlt, key, value) == ("orders.OrderConfirmed.dlt", b"o-1", b"junk")
+    assert dict(headers)["kit-dlt-reason"] == b"decode"
+    assert dict(headers)["kit-dlt-exception-type"] == b"DecodeError"
+    assert dict(headers)["kit-dlt-original-offset"] == b"7"
+    assert bridge.dead_lettered == 1
+
+
 def test_broker_url_lists_every_bootstrap_server() -> None:
     from kit import load_settings
 
