@@ -58,10 +58,13 @@ class Proc:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        self.out = OutputLines(self.popen, echo=self._log.write)
+        self.out = OutputLines(self.popen, echo=self._write)
         self.returncode: int | None = None
         self.terminated = False
         """SIGTERM was sent (once: a second one may end a graceful stop abruptly)."""
+
+    def _write(self, line: str) -> None:
+        self._log.write(line)
 
     @property
     def pid(self) -> int:

@@ -48,10 +48,11 @@ def _state(a: Account) -> list[str]:
     for sku, (want, held) in a.stock.items():
         lines.append(f"stock {sku}: {held} left (expected {want})")
     total_orders = total_cents = 0
-    for customer, (want, got) in a.stats.items():
+    for customer, (confirmed, got) in a.stats.items():
         shown = f"{got[0]} orders, {_money(got[1])}" if got is not None else "no answer"
         lines.append(
-            f"customer_stats {customer}: {shown} (confirmed: {want[0]}, {_money(want[1])})"
+            f"customer_stats {customer}: {shown} "
+            f"(confirmed: {confirmed[0]}, {_money(confirmed[1])})"
         )
         if got is not None:
             total_orders, total_cents = total_orders + got[0], total_cents + got[1]
