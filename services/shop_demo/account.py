@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -45,6 +46,8 @@ class Account:
     placed: int = 0
     rejected: int = 0
     failed_calls: int = 0
+    rejected_why: Counter[str] = field(default_factory=Counter)
+    """Rejections by kind of reason (short of stock, inventory unavailable, ...)."""
     confirmed: int = 0
     cancelled: int = 0
     first_ms: float = math.nan
@@ -55,6 +58,8 @@ class Account:
     duplicates: dict[str, int] = field(default_factory=dict)
     stock: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     """sku -> (expected, what inventory holds)."""
+    stock_in: dict[str, int] = field(default_factory=dict)
+    """sku -> units stocked by this run (at the start and restocked)."""
     stats: dict[str, tuple[tuple[int, int], tuple[int, int] | None]] = field(default_factory=dict)
     """customer -> ((orders, total) expected, (orders, total) the Faust table answered)."""
     fail_fast: Placed | None = None
@@ -89,12 +94,23 @@ def expected_stats(plan: Plan, log: EventLog) -> dict[str, tuple[int, int]]:
     return stats
 
 
+def _why(reason: str | None) -> str:
+    """A rejection's kind: "short of stock", "inventory unavailable", or the reason itself."""
+    text = reason or "no reason given"
+    if text.startswith("not enough"):
+        return "short of stock"
+    return text.split(":", 1)[0]
+
+
 def _count_calls(account: Account, placed: list[Placed], fail_fast: Placed | None) -> None:
     calls = [*placed, *([fail_fast] if fail_fast is not None else [])]
     account.requested = len(calls)
     account.placed = sum(1 for p in calls if p.accepted)
     account.rejected = sum(1 for p in calls if not p.accepted and p.error is None)
     account.failed_calls = sum(1 for p in calls if p.error is not None)
+    account.rejected_why = Counter(
+        _why(p.reason) for p in calls if not p.accepted and p.error is None
+    )
     account.first_ms = placed[0].latency_ms if placed else math.nan
     account.latencies_ms = [p.latency_ms for p in placed[1:]]
     account.fail_fast = fail_fast
@@ -117,6 +133,7 @@ def reckon(
     account.duplicates = {t: n for t in log.per_topic() if (n := log.duplicates(t))}
     want_stock = expected_stock(plan, confirmed)
     account.stock = {sku: (want_stock[sku], stock.get(sku)) for sku in want_stock}
+    account.stock_in = expected_stock(plan, set())
     want_stats = expected_stats(plan, log)
     account.stats = {c: (want_stats[c], stats.get(c)) for c in want_stats}
     _check_counts(account, plan, placed, log)

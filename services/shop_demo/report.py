@@ -25,9 +25,11 @@ def _money(cents: int) -> str:
 
 
 def _calls(a: Account) -> list[str]:
+    why = ", ".join(f"{n} {kind}" for kind, n in a.rejected_why.items())
     lines = [
         f"requested {a.requested} = placed {a.placed} + rejected {a.rejected}"
-        + (f" ({a.failed_calls} calls failed)" if a.failed_calls else ""),
+        + (f" ({why})" if why else "")
+        + (f"; {a.failed_calls} calls failed" if a.failed_calls else ""),
         f"placed {a.placed} = confirmed {a.confirmed} + cancelled {a.cancelled}",
         f"orders.place_order request-reply latency: p50 {percentile(a.latencies_ms, 50):.1f} ms, "
         f"p99 {percentile(a.latencies_ms, 99):.1f} ms over {len(a.latencies_ms)} calls "
@@ -46,7 +48,11 @@ def _calls(a: Account) -> list[str]:
 def _state(a: Account) -> list[str]:
     lines = []
     for sku, (want, held) in a.stock.items():
-        lines.append(f"stock {sku}: {held} left (expected {want})")
+        stocked = a.stock_in.get(sku, 0)
+        lines.append(
+            f"stock {sku}: {stocked} stocked - {stocked - want} in confirmed orders "
+            f"= {want}; inventory holds {held}"
+        )
     total_orders = total_cents = 0
     for customer, (confirmed, got) in a.stats.items():
         shown = f"{got[0]} orders, {_money(got[1])}" if got is not None else "no answer"
