@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
+    except (KitError, RuntimeError, TimeoutError) as exc:  # a service that did not start, ...
+        _say(f"FAILED: {type(exc).__name__}: {exc}")
+        return 1
     finally:
         if started_broker:
             stop()

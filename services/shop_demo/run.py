@@ -218,8 +218,8 @@ def run_shop(options: ShopOptions) -> tuple[Account, list[str]]:
         for line in fleet.start(names):
             say(f"up: {line}")
         log = asyncio.run(_scenario(plan, fleet, options, seen))
-        fleet.stop_all()
     finally:
+        fleet.stop_all()  # SIGTERM, bounded waits; after a failure too
         fleet.close()
     assert log is not None  # the scenario ran to its end
     account = reckon(plan, seen.placed, log, seen.fail_fast, seen.stock, seen.stats)
