@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from services.shop_demo.fleet import Fleet
+from services.shop_demo.fleet import Fleet, Proc
 from services.shop_demo.plan import Outcome, build_plan
 from services.shop_demo.run import ShopOptions, run_shop
 
@@ -40,6 +40,7 @@ class Payments:
         self.handled_at_kill = 0
         self.kill_code: int | None = None
         self.restarted: str | None = None
+        self.new_instance: Proc | None = None
 
     async def on_order(self, index: int, fleet: Fleet) -> None:
         if index == KILL_AT:
@@ -59,6 +60,7 @@ class Payments:
         elif index == RESTART_AT:
             ready = await asyncio.to_thread(fleet.start, ["payments"], 90.0)
             self.restarted = ready[0]
+            self.new_instance = fleet.procs["payments"]
 
 
 def test_payments_killed_mid_scenario_loses_no_order(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -82,6 +84,10 @@ def test_payments_killed_mid_scenario_loses_no_order(kafka_bootstrap: str, tmp_p
     assert payments.kill_code == -9, transcript
     assert payments.handled_at_kill >= HANDLED_BEFORE_KILL
     assert payments.restarted is not None and "payments ready" in payments.restarted
+    assert payments.new_instance is not None  # it paid the orders placed while none ran
+    assert len(payments.new_instance.out.lines) > 0
+    paid_after = sum("payment of" in line for line in payments.new_instance.out.lines)
+    assert paid_after >= RESTART_AT - KILL_AT, transcript
 
     assert [c for c in account.checks if not c.ok] == [], transcript
     plan = build_plan("any", ORDERS)
