@@ -1,19 +1,9 @@
 """The Faust bridge: kit's wire format as a Faust codec, and a Faust app as a kit service.
 
-A Faust app (faust-streaming, the `faust` extra) keeps what kit handlers do not: tables,
-windows, joins. The bridge lets it live among kit services (docs/faust.md):
-
-- `KitCodec(OrderConfirmed)` is a Faust codec of one kit `Event` type: Avro single-object
-  encoding as `kit.Codec` writes it, decoded through Avro schema resolution.
-- `bridge.topic(OrderConfirmed)` is a Faust topic of kit events: writer schemas it does
-  not know are read from the schema topic (`_kit_schemas`) off the event loop before the
-  value is decoded, and the writer schema of what it sends is on that topic before the
-  first record is.
-- `KitBridge(app, service)` announces the app in the kit registry (kit.registry's
-  Announcer: heartbeat, tombstone on stop); `@bridge.responder(get)` answers kit requests
-  to the responders declared in `service` (kit.requests: headers, deadlines, typed errors).
-
-No threads of its own: blocking calls run in worker threads or before the loop starts.
+`KitCodec` (a Faust codec of one kit Event type), `KitBridge.topic` (a Faust topic of kit
+events: writer schemas resolved and published through `_kit_schemas`), and `KitBridge`
+(the app in kit's registry, answering kit requests). Guide: docs/faust.md. No threads of
+its own: blocking calls run in worker threads or before the worker's loop starts.
 """
 
 from __future__ import annotations
@@ -21,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -35,7 +26,7 @@ from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.dead_letters import dead_letter_headers, dead_letter_topic
 from kit.errors import ConfigError, DecodeError, EncodeError
 from kit.event import Event
-from kit.protocol import CORRELATION_ID, REPLY_TO, Headers, header
+from kit.protocol import CORRELATION_ID, DEADLINE, REPLY_TO, Headers, header
 from kit.registry import Announcer
 from kit.requests import reply_headers, request_expired
 from kit.schema import Schema
@@ -177,10 +168,9 @@ Answer = Callable[[Q], Awaitable[P]]
 class KitBridge:
     """A Faust app as one kit service: kit topics, kit responders, a registry entry.
 
-    `service` declares what kit callers see (`kit services`, `kit request`): its name,
-    version and responders (`@service.responder()`, bodies unused: the bridge serves
-    them, so callers import a typed `Endpoint` without importing Faust). Creating the
-    bridge does no I/O; it hooks into the app's life:
+    `service` declares what kit callers see: its name, version and responders (bodies
+    unused: the bridge serves them; callers import the typed `Endpoint`, not Faust).
+    Creating the bridge does no I/O; it hooks into the app's life:
 
     - `faust worker` start (`app.on_worker_init`, before the loop runs): creates missing
       topics of `topic()` and the responders, and their dead-letter topics (as kit does);
@@ -214,6 +204,7 @@ class KitBridge:
         self._topics: dict[str, TopicSpec] = {}
         self._schemas: dict[bytes, Schema] = {}
         self._published: set[bytes] = set()
+        self._reply_topics: set[str] = set()  # reply topics that existed when last used
         self._schema_topic: SchemaTopic | None = None
         self._schema_topic_lock: asyncio.Lock | None = None
         # mode types receivers with mypy_extensions' NamedArg("BaseSignalT"), which no
@@ -305,8 +296,7 @@ class KitBridge:
         return await (await self._schema_topic_ready()).lookup_async(fp)
 
     async def _schema_topic_ready(self) -> SchemaTopic:
-        if self._schema_topic_lock is None:
-            self._schema_topic_lock = asyncio.Lock()
+        self._schema_topic_lock = self._schema_topic_lock or asyncio.Lock()
         async with self._schema_topic_lock:
             if self._schema_topic is None:
                 admin = await asyncio.to_thread(admin_client, self.settings)
@@ -320,9 +310,7 @@ class KitBridge:
         """One request: skip it if expired; decode, call, reply (or reply the error)."""
         if request_expired(msg):
             self.expired += 1
-            log.info(
-                "skipped expired request %s[%s]@%s", msg.topic(), msg.partition(), msg.offset()
-            )
+            log.info("skipped expired request %s@%s", msg.topic(), msg.offset())
             return
         try:
             request = await self.decode(msg.value(), declared.event_type)
@@ -358,10 +346,24 @@ class KitBridge:
             return  # not sent by a kit requester: nobody to answer
         headers = reply_headers(correlation, error, with_trace=self.settings.remote_tracebacks)
         topic = reply_to.decode(errors="replace")
-        try:
-            await self.app.producer.send_and_wait(topic, None, value, None, None, headers)
-        except Exception as exc:  # e.g. the requester stopped and its topic is gone
+        deadline = header(msg, DEADLINE)  # a reply after it is useless: wait no longer
+        left = int(deadline) / 1000 - time.time() if deadline and deadline.isdigit() else 10.0
+        send = self.app.producer.send_and_wait(topic, None, value, None, None, headers)
+        try:  # Faust's producer would wait minutes for a topic that does not exist
+            if topic not in self._reply_topics and not await self._topic_exists(topic):
+                raise LookupError("the topic does not exist (its requester stopped)")
+            await asyncio.wait_for(send, max(left, 0.1))
+            self._reply_topics.add(topic)
+        except Exception as exc:
+            send.close()
             log.warning("reply to %s dropped: %s: %s", topic, type(exc).__name__, exc)
+
+    async def _topic_exists(self, topic: str) -> bool:
+        """Whether the cluster has `topic` (listing all topics, in a worker thread)."""
+        admin = (await self._schema_topic_ready()).admin
+        listed = await asyncio.to_thread(admin.list_topics, timeout=10)
+        meta = listed.topics.get(topic)
+        return meta is not None and meta.error is None
 
     async def dead_letter(
         self, msg: _Record, exc: BaseException, handler: str, declared: Responder | None = None
@@ -409,10 +411,8 @@ class KitBridge:
         await self.announcer.stop()
         if self._schema_topic is not None:
             await asyncio.to_thread(self._schema_topic.close)
+        done = "tombstoned" if self.announcer.announced_at else "never announced"
         counts = f"{self.answered} answered, {self.failed} failed, {self.expired} expired"
         log.info(
-            "kit bridge: %s stopped: %s tombstoned (%s)",
-            self.service.name,
-            self.instance_id,
-            counts,
+            "kit bridge: %s stopped: %s %s (%s)", self.service.name, self.instance_id, done, counts
         )

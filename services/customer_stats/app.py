@@ -7,13 +7,16 @@ its consumer group and its table's changelog topic)::
 
 - `count` reads kit's `orders.OrderConfirmed` (as `OrderConfirmed` events, kit's wire
   format), re-keys it by customer (Faust's `group_by`, through the topic
-  `<app id>-orders-by-customer`), adds it to the table `stats` (changelog topic
-  `<app id>-stats-changelog`, compacted: a restarted worker rebuilds the table from it)
-  and publishes the customer's new `CustomerStats` to `customer_stats.CustomerStats`.
-- `get` answers the kit request `customer_stats.get` from the table.
+  `<app id>-orders-by-customer`), so that one worker owns each customer's row, adds it to
+  the table `stats` (changelog topic `<app id>-stats-changelog`, compacted: a restarted
+  worker rebuilds the table from it) and publishes the customer's new `CustomerStats` to
+  `customer_stats.CustomerStats`.
+- `get` answers the kit request `customer_stats.get` from the table. The table is a
+  GlobalTable: every worker reads the whole changelog, so whichever worker gets a request
+  can answer it (a moment after a change, another worker may still answer the old row).
 
-Limits: counting is at-least-once (a redelivered OrderConfirmed is counted again), and
-`get` reads the table partitions its worker holds: run one worker, or see docs/faust.md.
+Limits: counting is at-least-once (an OrderConfirmed delivered twice, after a crash, is
+counted twice).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ app = faust.App(
     topic_replication_factor=max(settings.topic_replication, 1),
     web_enabled=False,
 )
-stats = app.Table("stats", default=None, help="customer -> {orders, total_cents}")
+stats = app.GlobalTable("stats", default=None, help="customer -> {orders, total_cents}")
+"""customer -> {"orders": n, "total_cents": t}: written by `count`, read by `get`."""
 bridge = KitBridge(app, api.service, settings)
 confirmed = bridge.topic(OrderConfirmed)  # kit's topic: orders.OrderConfirmed
 changes = bridge.topic(CustomerStats)  # customer_stats.CustomerStats, keyed by customer

@@ -59,14 +59,27 @@ def newer_order_confirmed() -> Schema:
     return Schema.from_json(definition)
 
 
-def start_worker(app_id: str) -> tuple[subprocess.Popen[str], OutputLines, str]:
-    """The Faust worker, as deployed; returns it with its output and its kit instance id."""
+def start_worker(app_id: str, workdir: Path) -> tuple[subprocess.Popen[str], OutputLines, str]:
+    """The Faust worker, as deployed; returns it with its output and its kit instance id.
+
+    In `workdir`: Faust makes its data folder (`<app id>-data`) in the current directory.
+    """
     proc = spawn_python(
-        ["-m", "faust", "-A", "services.customer_stats.app", "worker", "-l", "info"],
+        # --without-web: no HTTP server on :6066, which another worker may hold
+        [
+            "-m",
+            "faust",
+            "-A",
+            "services.customer_stats.app",
+            "worker",
+            "-l",
+            "info",
+            "--without-web",
+        ],
         env={"PYTHONPATH": str(ROOT), "KIT_GROUP_ID": app_id, "KIT_REGISTRY_HEARTBEAT": "0.5"},
-        cwd=ROOT,
+        cwd=workdir,
     )
-    out = OutputLines(proc)
+    out = OutputLines(proc, echo=sys.stderr.write)  # shown by pytest when the test fails
     ready = out.wait_for("kit bridge: customer_stats ready", timeout=120)
     match = re.search(r"instance (customer_stats-[0-9a-f]{12}) of Faust app (\S+),", ready)
     assert match and match.group(2) == app_id, ready
@@ -88,11 +101,14 @@ def kit_services_json() -> dict[str, object]:
 
 
 def test_a_faust_app_counts_kit_events_answers_kit_requests_and_registers(
-    kafka_bootstrap: str, kit_settings: Settings, unique_name: Callable[[str], str]
+    kafka_bootstrap: str,
+    kit_settings: Settings,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
 ) -> None:
     app_id = unique_name("customer-stats")
     customer = f"ada-{uuid.uuid4().hex[:8]}"
-    proc, out, instance = start_worker(app_id)
+    proc, out, instance = start_worker(app_id, tmp_path)
     try:
         asyncio.run(exchange(kit_settings, unique_name, customer, instance))
         listed = kit_services_json()["instances"]
@@ -153,7 +169,7 @@ async def exchange(
         dead = [
             m
             for m in await asyncio.to_thread(
-                read_raw, kafka_bootstrap(settings), "orders.OrderConfirmed.dlt", 1
+                read_raw, bootstrap_of(settings), "orders.OrderConfirmed.dlt", 1
             )
             if m.key() == bad_key.encode()
         ]
@@ -170,7 +186,7 @@ async def exchange(
         assert [(s.orders, s.total_cents) for s in seen] == [(1, 1000), (2, 1250), (3, 1255)]
 
 
-def kafka_bootstrap(settings: Settings) -> str:
+def bootstrap_of(settings: Settings) -> str:
     assert settings.bootstrap_servers
     return settings.bootstrap_servers
 

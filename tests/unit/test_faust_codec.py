@@ -17,7 +17,7 @@ from faust.types.tuples import Message
 from kit import Codec, Service
 from kit.codec import UnknownWriterSchema
 from kit.errors import ConfigError, EncodeError
-from kit.faust import KitBridge, KitCodec, KitSchema, KitTopic, broker_url
+from kit.faust import KitBridge, KitCodec, KitSchema, KitTopic, _Record, broker_url
 from kit.protocol import CORRELATION_ID, DEADLINE, ERROR_MESSAGE, ERROR_TYPE, REPLY_TO
 from kit.schema import Schema
 from services.customer_stats import api
@@ -144,10 +144,9 @@ class Producer:
 
 
 def answer(bridge: KitBridge, value: bytes | None, headers: list[tuple[str, bytes]]) -> Producer:
-    from kit.faust import _Record
-
     producer = Producer()
     bridge.app = SimpleNamespace(producer=producer, conf=bridge.app.conf)  # type: ignore[assignment]
+    bridge._reply_topics.add("_kit.replies.x")  # known to exist: no admin client here
     (declared,) = api.service.responders()
 
     async def serve(request: GetStats) -> CustomerStats:
@@ -222,6 +221,26 @@ def test_a_record_of_a_topic_that_does_not_decode_is_dead_lettered_not_thrown() 
     assert dict(headers)["kit-dlt-exception-type"] == b"DecodeError"
     assert dict(headers)["kit-dlt-original-offset"] == b"7"
     assert bridge.dead_lettered == 1
+
+
+def test_a_reply_to_a_reply_topic_that_is_gone_is_dropped_at_once() -> None:
+    bridge = bridge_of()
+    producer = Producer()
+    bridge.app = SimpleNamespace(producer=producer, conf=bridge.app.conf)  # type: ignore[assignment]
+
+    async def gone(topic: str) -> bool:
+        return False
+
+    bridge._topic_exists = gone  # type: ignore[method-assign]
+    (declared,) = api.service.responders()
+
+    async def serve(request: GetStats) -> CustomerStats:
+        return CustomerStats(customer=request.customer, orders=0, total_cents=0)
+
+    record = message(Codec().encode(GetStats(customer="ada")), request_headers())
+    started = time.monotonic()
+    asyncio.run(bridge._answer(declared, serve, _Record(record)))
+    assert producer.sent == [] and time.monotonic() - started < 1
 
 
 def test_broker_url_lists_every_bootstrap_server() -> None:
