@@ -11,7 +11,7 @@ from services.shop_demo.drive import Placed
 from services.shop_demo.observe import EventLog
 from services.shop_demo.plan import Outcome, Plan
 
-__all__ = ["Account", "Check", "percentile", "reckon"]
+__all__ = ["Account", "Check", "Held", "percentile", "reckon"]
 
 CONFIRMED = "orders.OrderConfirmed"
 CANCELLED = "orders.OrderCancelled"
@@ -58,6 +58,9 @@ class Account:
     duplicates: dict[str, int] = field(default_factory=dict)
     stock: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     """sku -> (expected, what inventory holds)."""
+    notified: int = 0
+    """Notifications written (duplicates included)."""
+    notified_orders: set[str] = field(default_factory=set)
     stock_in: dict[str, int] = field(default_factory=dict)
     """sku -> units stocked by this run (at the start and restocked)."""
     stats: dict[str, tuple[tuple[int, int], tuple[int, int] | None]] = field(default_factory=dict)
@@ -116,16 +119,26 @@ def _count_calls(account: Account, placed: list[Placed], fail_fast: Placed | Non
     account.fail_fast = fail_fast
 
 
+@dataclass
+class Held:
+    """What the shop's owners of state hold once the run settled."""
+
+    stock: dict[str, int | None] = field(default_factory=dict)
+    """sku -> available units on inventory's state topic."""
+    stats: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    """customer -> (orders, total cents) answered by customer_stats.get."""
+    notified: Counter[str] = field(default_factory=Counter)
+    """order id -> notifications written by the notifications service."""
+
+
 def reckon(
-    plan: Plan,
-    placed: list[Placed],
-    log: EventLog,
-    fail_fast: Placed | None,
-    stock: dict[str, int | None],
-    stats: dict[str, tuple[int, int] | None],
+    plan: Plan, placed: list[Placed], log: EventLog, fail_fast: Placed | None, held: Held
 ) -> Account:
     """Count the run and check every count against the others and against the plan."""
+    stock, stats = held.stock, held.stats
     account = Account(plan.run)
+    account.notified = sum(held.notified.values())
+    account.notified_orders = set(held.notified)
     _count_calls(account, placed, fail_fast)
     confirmed, cancelled = log.ids(CONFIRMED), log.ids(CANCELLED)
     account.confirmed, account.cancelled = len(confirmed), len(cancelled)
@@ -167,6 +180,11 @@ def _check_counts(account: Account, plan: Plan, placed: list[Placed], log: Event
     outcome = {p.order_id: Outcome.REJECTED for p in placed if not p.accepted}
     outcome.update({i: Outcome.CONFIRMED for i in confirmed})
     outcome.update({i: Outcome.CANCELLED for i in cancelled})
+    a.check(
+        "a notification per final order",
+        a.notified_orders == confirmed | cancelled,
+        f"{a.notified} notifications for {len(a.notified_orders)} orders",
+    )
     wrong = [o.order_id for o in plan.orders if outcome.get(o.order_id) is not o.outcome]
     a.check(
         "each order ended as planned",

@@ -63,6 +63,10 @@ def _state(a: Account) -> list[str]:
         if got is not None:
             total_orders, total_cents = total_orders + got[0], total_cents + got[1]
     lines.append(f"customer_stats totals: {total_orders} orders, {_money(total_cents)}")
+    lines.append(
+        f"notifications: {a.notified} written for {len(a.notified_orders)} orders "
+        "(SHOP_NOTIFICATIONS_FILE)"
+    )
     return lines
 
 

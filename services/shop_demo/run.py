@@ -23,6 +23,7 @@ from services.shop_demo.account import (
     CANCELLED,
     CONFIRMED,
     Account,
+    Held,
     expected_stats,
     expected_stock,
     reckon,
@@ -30,10 +31,13 @@ from services.shop_demo.account import (
 from services.shop_demo.drive import Placed, place, place_all, restock
 from services.shop_demo.fleet import KIT_SERVICES, ROOT, Fleet
 from services.shop_demo.observe import EventLog
-from services.shop_demo.plan import Outcome, Plan, PlannedOrder, build_plan
+from services.shop_demo.plan import TEA_PRICE, Outcome, Plan, PlannedOrder, build_plan
 from services.shop_demo.report import describe_services, render
 
 __all__ = ["ShopOptions", "run_shop"]
+
+NOTIFICATIONS_FILE = "notifications.txt"
+"""Where the notifications service writes its lines in the log folder (the run checks them)."""
 
 
 def _say(text: str) -> None:
@@ -100,9 +104,10 @@ async def settle(
     log: EventLog,
     stock: state.StockReader,
     options: ShopOptions,
-) -> tuple[dict[str, int | None], dict[str, tuple[int, int] | None]]:
-    """Wait (with a deadline) until every placed order is confirmed or cancelled, the stock
-    and the Faust table agree with them; return what inventory and the table hold."""
+    notes: Path,
+) -> Held:
+    """Wait (with a deadline) until every placed order is confirmed or cancelled, and the
+    stock, the Faust table and the notifications agree with that; return what they hold."""
     accepted = {p.order_id for p in placed if p.accepted}
     timeout = options.settle_timeout or 60 + 0.2 * len(plan.orders)
     deadline = time.monotonic() + timeout
@@ -114,7 +119,8 @@ async def settle(
         stats = await state.ask_stats(client, plan.customers)
         stock_ok = held == expected_stock(plan, log.ids(CONFIRMED))
         stats_ok = stats == expected_stats(plan, log)
-        done = accepted <= final
+        notified = state.notifications(notes, plan.run)
+        done = accepted <= final and final <= set(notified)
         if done and stock_ok and stats_ok:
             break
         if time.monotonic() > deadline:
@@ -124,11 +130,12 @@ async def settle(
             shown = time.monotonic()
             options.say(
                 f"settling: {len(final & accepted)}/{len(accepted)} orders final, "
+                f"{len(notified)} notified, "
                 f"stock {'agrees' if stock_ok else 'not yet'}, "
                 f"customer_stats {'agrees' if stats_ok else 'not yet'}"
             )
         await asyncio.sleep(0.2)  # poll interval of a wait with a deadline
-    return {sku: held.get(sku) for sku in plan.skus}, dict(stats)
+    return Held({sku: held.get(sku) for sku in plan.skus}, dict(stats), notified)
 
 
 async def fail_fast(client: Client, fleet: Fleet, plan: Plan, say: Callable[[str], None]) -> Placed:
@@ -143,7 +150,7 @@ async def fail_fast(client: Client, fleet: Fleet, plan: Plan, say: Callable[[str
         len(plan.orders),
         f"{plan.run}-failfast",
         plan.customers[0],
-        ((plan.tea, 1, 350),),
+        ((plan.tea, 1, TEA_PRICE),),
         Outcome.REJECTED,
     )
     result = await place(client, order)
@@ -161,8 +168,7 @@ class _Seen:
     services: list[str] = field(default_factory=list)
     placed: list[Placed] = field(default_factory=list)
     fail_fast: Placed | None = None
-    stock: dict[str, int | None] = field(default_factory=dict)
-    stats: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    held: Held = field(default_factory=Held)
 
 
 async def _scenario(plan: Plan, fleet: Fleet, options: ShopOptions, seen: _Seen) -> EventLog:
@@ -183,7 +189,8 @@ async def _scenario(plan: Plan, fleet: Fleet, options: ShopOptions, seen: _Seen)
         log = EventLog(client.settings, client.codec, plan.run, since_ms)
         stock = state.StockReader(client.settings, client.codec, plan.run)
         try:
-            seen.stock, seen.stats = await settle(client, plan, seen.placed, log, stock, options)
+            notes = fleet.log_dir / NOTIFICATIONS_FILE
+            seen.held = await settle(client, plan, seen.placed, log, stock, options, notes)
             if options.fail_fast:
                 seen.fail_fast = await fail_fast(client, fleet, plan, say)
             await asyncio.to_thread(log.drain)
@@ -205,7 +212,10 @@ def run_shop(options: ShopOptions) -> tuple[Account, list[str]]:
     log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix=f"kit-{run}-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     fleet = Fleet(log_dir, shop_env(options.env))
-    names = declare(fleet, log_dir, options.service_env)
+    notes = {"SHOP_NOTIFICATIONS_FILE": str(log_dir / NOTIFICATIONS_FILE)}
+    service_env = {**options.service_env}
+    service_env["notifications"] = {**notes, **service_env.get("notifications", {})}
+    names = declare(fleet, log_dir, service_env)
     say(f"run {run}: {len(plan.orders)} orders; process logs in {log_dir}")
     say(
         f"plan: {plan.count(Outcome.CONFIRMED)} to confirm, {plan.count(Outcome.CANCELLED)} "
@@ -222,7 +232,7 @@ def run_shop(options: ShopOptions) -> tuple[Account, list[str]]:
         fleet.stop_all()  # SIGTERM, bounded waits; after a failure too
         fleet.close()
     assert log is not None  # the scenario ran to its end
-    account = reckon(plan, seen.placed, log, seen.fail_fast, seen.stock, seen.stats)
+    account = reckon(plan, seen.placed, log, seen.fail_fast, seen.held)
     log.close()
     account.exits = fleet.exits
     unclean = [f"{name} {code}" for name, code in fleet.exits if code != 0]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,7 +28,15 @@ from services.customer_stats.events import GetStats
 from services.shop_demo.fleet import Spec
 from services.shop_demo.plan import PAYMENT_LIMIT_CENTS
 
-__all__ = ["FAUST_APP", "FAUST_NAME", "StockReader", "ask_stats", "faust_spec", "stock_topic"]
+__all__ = [
+    "FAUST_APP",
+    "FAUST_NAME",
+    "StockReader",
+    "ask_stats",
+    "faust_spec",
+    "notifications",
+    "stock_topic",
+]
 
 FAUST_NAME = "customer_stats"
 FAUST_APP = "services.customer_stats.app"
@@ -122,3 +132,19 @@ class StockReader:
                     continue
                 self.available[str(value["sku"])] = int(value["available"])
         return dict(self.available)
+
+
+_NOTIFIED = re.compile(r"\border (\S+) ")
+
+
+def notifications(path: Path, run: str) -> Counter[str]:
+    """Notifications per order id of this run in the notifications service's file
+    (SHOP_NOTIFICATIONS_FILE: one line each, "to CUSTOMER: order ID ...")."""
+    if not path.exists():
+        return Counter()
+    found: Counter[str] = Counter()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        match = _NOTIFIED.search(line)
+        if match and match.group(1).startswith(run):
+            found[match.group(1)] += 1
+    return found

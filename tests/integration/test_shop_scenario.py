@@ -32,7 +32,7 @@ def test_the_shop_runs_end_to_end_and_every_count_adds_up(
     account, _ = run_shop(ShopOptions(orders=ORDERS, log_dir=tmp_path, say=say))
     transcript = "\n".join(lines)
     assert [c for c in account.checks if not c.ok] == [], transcript
-    assert len(account.checks) == 10, transcript
+    assert len(account.checks) == 11, transcript
 
     plan = build_plan("any", ORDERS)  # the mix depends only on the number of orders
     confirmed, cancelled = plan.count(Outcome.CONFIRMED), plan.count(Outcome.CANCELLED)
@@ -56,6 +56,7 @@ def test_the_shop_runs_end_to_end_and_every_count_adds_up(
     assert all(want == held for want, held in account.stock.values()), account.stock
     assert all(want == got for want, got in account.stats.values()), account.stats
     assert sum(want[0] for want, _got in account.stats.values()) == confirmed
+    assert account.notified == confirmed + cancelled  # one line per final order, once
 
     assert account.fail_fast is not None and not account.fail_fast.accepted
     assert (account.fail_fast.reason or "").startswith("inventory unavailable")
