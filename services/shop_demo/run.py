@@ -62,9 +62,11 @@ class ShopOptions:
 
 
 def shop_env(extra: dict[str, str]) -> dict[str, str]:
-    """The environment of every shop process (the caller's, plus the scenario's settings)."""
+    """The environment of every shop process: the caller's, less KIT_GROUP_ID (each service
+    is its own consumer group, named after it), plus the scenario's settings."""
+    inherited = {k: v for k, v in os.environ.items() if k != "KIT_GROUP_ID"}
     return {
-        **os.environ,
+        **inherited,
         "PYTHONPATH": str(ROOT),
         "KIT_RETRY_BACKOFF": "0.05",
         "KIT_SHUTDOWN_TIMEOUT": "20",
