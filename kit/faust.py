@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from faust.serializers import codecs
 from faust.types import AppT, StreamT
 from faust.types.tuples import Message as FaustMessage
 
-from kit.codec import Codec, UnknownWriterSchema, fingerprint_of
+from kit.codec import Codec, fingerprint_of
 from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.dead_letters import dead_letter_headers, dead_letter_topic
 from kit.errors import ConfigError, DecodeError, EncodeError
@@ -61,14 +62,9 @@ def broker_url(settings: Settings | None = None, *, fallback: str | None = None)
 
 
 class KitCodec(codecs.Codec):
-    """A Faust codec of one kit Event type, in kit's wire format.
-
-    `dumps(event)` is `kit.Codec.encode` (an event of another type is an EncodeError);
-    `loads(data)` decodes into `event_type`, through Avro schema resolution when the writer
-    schema differs. The writer schema must then be known to `codec` (its repository, its
-    cache, or a sync `resolver`, which blocks): a `KitSchema` (`KitBridge.topic`) looks
-    unknown ones up on the schema topic, off the loop, before it calls `loads`.
-    """
+    """A Faust codec of one kit Event type, in kit's wire format: `dumps` is `kit.Codec.encode`
+    (of an `event_type` only), `loads` decodes into `event_type` through Avro schema
+    resolution, with writer schemas `codec` knows (`KitBridge.topic` looks others up)."""
 
     def __init__(
         self,
@@ -91,11 +87,8 @@ class KitCodec(codecs.Codec):
 
 
 class KitSchema(faust.Schema[str, Event]):
-    """Faust's key/value schema of a topic of kit events: str keys, `KitCodec` values.
-
-    Its decode function resolves an unknown writer schema first (on the schema topic, in a
-    worker thread: `kit.Codec.resolve`), then lets Faust decode the record as usual.
-    """
+    """Faust's schema of a topic of kit events: str keys, `KitCodec` values; its decode
+    looks an unknown writer schema up (schema topic, worker thread) before Faust decodes."""
 
     def __init__(self, event_type: type[Event], bridge: KitBridge) -> None:
         super().__init__(key_type=str, value_serializer=KitCodec(event_type, bridge.codec))
@@ -105,14 +98,11 @@ class KitSchema(faust.Schema[str, Event]):
     # Any: Faust's compile() keywords and decode function, passed through unchanged
     def compile(self, app: AppT, **options: Any) -> Callable[..., Awaitable[Any]]:
         """Faust's decode function, preceded by the writer schema's look-up."""
-        decode = super().compile(app, **options)
-        bridge = self.bridge
+        decode, bridge, reader = super().compile(app, **options), self.bridge, self.event_type
 
         # Any: Faust's event (EventT) or None for a record it skips
         async def resolving(message: FaustMessage, **kwargs: Any) -> Any:
-            fp = fingerprint_of(message.value or b"")
-            if fp is not None and bridge.codec.writer_schema(fp) is None:
-                await bridge.codec.resolve(fp)  # the schema topic, in a worker thread
+            await bridge.resolve(message.value, reader)
             return await decode(message, **kwargs)
 
         return resolving
@@ -172,12 +162,9 @@ class KitBridge:
     unused: the bridge serves them; callers import the typed `Endpoint`, not Faust).
     Creating the bridge does no I/O; it hooks into the app's life:
 
-    - `faust worker` start (`app.on_worker_init`, before the loop runs): creates missing
-      topics of `topic()` and the responders, and their dead-letter topics (as kit does);
-    - once the app has started (a Faust task, after table recovery): publishes the writer
-      schemas, announces the instance and starts its heartbeat;
-    - at stop (`app.on_before_shutdown`, after the consumer stopped): cancels the
-      heartbeat and writes the tombstone.
+    `faust worker` start (before the loop runs): creates missing topics and dead-letter
+    topics; once started (after table recovery): publishes writer schemas, announces the
+    instance, heartbeats; at stop (after the consumer stopped): the tombstone.
     """
 
     def __init__(
@@ -193,8 +180,7 @@ class KitBridge:
         self.service = service
         self.settings = settings or load_settings()
         self.instance_id = instance_id or f"{service.name}-{uuid.uuid4().hex[:12]}"
-        self.codec = Codec(async_resolver=self._lookup)
-        """Unknown writer schemas: `await codec.resolve(fp)` reads the schema topic."""
+        self.codec = Codec(async_resolver=self._lookup)  # resolve(fp): the schema topic
         meta = {"runtime": "faust", "faust_app": str(app.conf.id), **(metadata or {})}
         self.announcer = Announcer(service, self.settings, self.instance_id, metadata=meta)
         self.answered = 0  # requests answered with a reply
@@ -205,6 +191,7 @@ class KitBridge:
         self._schemas: dict[bytes, Schema] = {}
         self._published: set[bytes] = set()
         self._reply_topics: set[str] = set()  # reply topics that existed when last used
+        self._dead: deque[str] = deque(maxlen=1024)  # records dead-lettered last
         self._schema_topic: SchemaTopic | None = None
         self._schema_topic_lock: asyncio.Lock | None = None
         # mode types receivers with mypy_extensions' NamedArg("BaseSignalT"), which no
@@ -212,8 +199,6 @@ class KitBridge:
         app.on_worker_init.connect(self._on_worker_init)  # type: ignore[arg-type]
         app.task(self._start)
         app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
-
-    # --- declaring ----------------------------------------------------------------------
 
     def topic(
         self,
@@ -235,12 +220,18 @@ class KitBridge:
             self.app, topics=[name], schema=schema_of_topic, partitions=partitions, **options
         )
 
-    def responder(self, endpoint: Endpoint[Q, P]) -> Callable[[Answer[Q, P]], Answer[Q, P]]:
+    def responder(
+        self, endpoint: Endpoint[Q, P], *, route: Callable[[Q], str] | None = None
+    ) -> Callable[[Answer[Q, P]], Answer[Q, P]]:
         """Serve a responder declared in `service` with this function, in a Faust agent
         reading its request topic (`<service>.<name>`) in the app's consumer group::
 
-            @bridge.responder(api.get)
+            @bridge.responder(api.get, route=lambda request: request.customer)
             async def get(request: GetStats) -> CustomerStats: ...
+
+        `route` re-keys each request (Faust's `group_by`, through the topic
+        `<app id>-<service>.<name>-routed`, headers kept) so that it is answered by the
+        worker that holds the table partition of that key, as a table's writer does.
         """
         service_name, declared = endpoint.__kit_responder__
         if service_name != self.service.name or declared not in self.service.handlers:
@@ -250,21 +241,31 @@ class KitBridge:
             )
 
         def serve(func: Answer[Q, P]) -> Answer[Q, P]:
-            self._serve(declared, func)
+            self._serve(declared, func, route)
             return func
 
         return serve
 
-    def _serve(self, declared: Responder, func: Answer[Any, Any]) -> None:  # Any: any pair
+    # Any: one bridge serves responders of any request and reply types
+    def _serve(self, declared: Responder, func: Answer[Any, Any], route: Any) -> None:
         self._want(declared.topic, declared.partitions)
         self._want(dead_letter_topic(declared, self.settings.dead_letter_suffix), None)
         reply_type = declared.reply_type
         if reply_type is not None:
             self._schemas[reply_type.kit_schema().fingerprint] = reply_type.kit_schema()
         requests = self.app.topic(declared.topic, key_serializer="raw", value_serializer="raw")
+        routed = requests.derive_topic(topics=[f"{self.app.conf.id}-{declared.topic}-routed"])
+        self._want(routed.get_topic_name(), None)
+
+        async def key_of(value: bytes) -> str:  # one that does not decode is answered anyway
+            try:
+                return str(route(await self.decode(value, declared.event_type)))
+            except DecodeError:
+                return ""
 
         async def answer(stream: StreamT[bytes]) -> None:
-            async for event in stream.events():
+            source = stream.group_by(key_of, name="routed", topic=routed) if route else stream
+            async for event in source.events():
                 await self._answer(declared, func, _Record(event.message))
 
         self.app.agent(requests, name=f"kit-responder-{declared.topic}")(answer)
@@ -273,16 +274,18 @@ class KitBridge:
         s = self.settings
         self._topics[name] = TopicSpec(name, partitions or s.topic_partitions, s.topic_replication)
 
-    # --- schemas ------------------------------------------------------------------------
-
     async def decode(self, data: bytes | None, event_type: type[E]) -> E:
         """Decode a kit-encoded value, looking an unknown writer schema up first."""
-        try:
-            return self.codec.decode(data, event_type)
-        except UnknownWriterSchema as exc:
-            if not await self.codec.resolve(exc.fingerprint):
-                raise
+        await self.resolve(data, event_type)
         return self.codec.decode(data, event_type)
+
+    async def resolve(self, data: bytes | None, event_type: type[Event]) -> None:
+        """Learn the writer schema of `data`, if not the reader's, from the schema topic."""
+        fp = fingerprint_of(data or b"")
+        if fp is None or fp == event_type.kit_schema().fingerprint:
+            return  # not single-object encoded (decode says so), or the reader's own
+        if self.codec.writer_schema(fp) is None:
+            await self.codec.resolve(fp)
 
     async def publish_schemas(self, schemas: Iterable[Schema]) -> None:
         """Put writer schemas on the schema topic (once each, in a worker thread)."""
@@ -302,8 +305,6 @@ class KitBridge:
                 admin = await asyncio.to_thread(admin_client, self.settings)
                 self._schema_topic = SchemaTopic(self.settings, admin)
             return self._schema_topic
-
-    # --- requests -----------------------------------------------------------------------
 
     # Any: one bridge serves responders of any request and reply types
     async def _answer(self, declared: Responder, func: Answer[Any, Any], msg: _Record) -> None:
@@ -368,8 +369,12 @@ class KitBridge:
     async def dead_letter(
         self, msg: _Record, exc: BaseException, handler: str, declared: Responder | None = None
     ) -> None:
-        """Send a record that failed to its dead-letter topic (`<topic>.dlt`, or the
-        responder's), with kit's kit-dlt-* headers; `handler` names who failed."""
+        """Send a failed record to `<topic>.dlt` with kit's kit-dlt-* headers, once (Faust
+        reports a record that does not decode once per channel); `handler`: who failed."""
+        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+        if where in self._dead:
+            return
+        self._dead.append(where)
         self.dead_lettered += 1
         suffix = self.settings.dead_letter_suffix
         topic = dead_letter_topic(declared, suffix) if declared else f"{msg.topic()}{suffix}"
@@ -377,11 +382,8 @@ class KitBridge:
             msg, exc, 0 if isinstance(exc, DecodeError) else 1, self.service.name,
             str(self.app.conf.id), handler,
         )  # fmt: skip
-        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
         log.warning("dead-lettering %s to %s: %s", where, topic, exc)
         await self.app.producer.send_and_wait(topic, msg.key(), msg.value(), None, None, headers)
-
-    # --- lifecycle ----------------------------------------------------------------------
 
     # Any: mode's signal-receiver signature (sender, *args, signal=..., **kwargs), all unused
     def _on_worker_init(self, _app: Any, *_args: Any, **_kwargs: Any) -> None:

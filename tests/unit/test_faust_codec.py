@@ -215,6 +215,7 @@ def test_a_record_of_a_topic_that_does_not_decode_is_dead_lettered_not_thrown() 
         error = ValueDecodeError(str(cause))
         error.__cause__ = cause
     asyncio.run(topic.on_value_decode_error(error, message(b"junk")))  # Faust's would throw
+    asyncio.run(topic.on_value_decode_error(error, message(b"junk")))  # another channel's call
     ((dlt, key, value, headers),) = producer.sent
     assert (dlt, key, value) == ("orders.OrderConfirmed.dlt", b"o-1", b"junk")
     assert dict(headers)["kit-dlt-reason"] == b"decode"
