@@ -39,6 +39,8 @@ from tests.integration.helpers import read_raw, running
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
+# as deployed; --without-web: no HTTP server on :6066, which another worker may hold
+WORKER = "-m faust -A services.customer_stats.app worker -l info --without-web".split()
 
 
 async def until(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
@@ -65,17 +67,7 @@ def start_worker(app_id: str, workdir: Path) -> tuple[subprocess.Popen[str], Out
     In `workdir`: Faust makes its data folder (`<app id>-data`) in the current directory.
     """
     proc = spawn_python(
-        # --without-web: no HTTP server on :6066, which another worker may hold
-        [
-            "-m",
-            "faust",
-            "-A",
-            "services.customer_stats.app",
-            "worker",
-            "-l",
-            "info",
-            "--without-web",
-        ],
+        WORKER,
         env={"PYTHONPATH": str(ROOT), "KIT_GROUP_ID": app_id, "KIT_REGISTRY_HEARTBEAT": "0.5"},
         cwd=workdir,
     )
@@ -200,3 +192,52 @@ async def gone(settings: Settings, instance: str) -> None:
     """After the graceful stop, a new reader does not see the instance (its tombstone)."""
     async with Registry(settings, ttl=3600) as registry:  # not aged out: removed
         assert [r.instance_id for r in registry.instances() if r.instance_id == instance] == []
+
+
+def test_with_two_workers_every_customer_is_answered_by_the_worker_holding_its_row(
+    kafka_bootstrap: str, kit_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """`route=` sends each request to the worker that owns the customer's table partition;
+    without it about half of the answers would be another worker's empty row."""
+    app_id = unique_name("customer-stats")
+    workers = []
+    try:
+        for n in range(2):
+            (tmp_path / str(n)).mkdir()
+            workers.append(start_worker(app_id, tmp_path / str(n)))
+        asyncio.run(
+            ask_every_customer(kit_settings, [f"c{n}-{uuid.uuid4().hex[:6]}" for n in range(8)])
+        )
+    finally:
+        for proc, _out, _instance in workers:
+            proc.send_signal(signal.SIGTERM)
+        for proc, out, _instance in workers:
+            assert proc.wait(timeout=60) == 0, "".join(out.lines)
+
+
+async def ask_every_customer(settings: Settings, customers: list[str]) -> None:
+    """Two orders each; then every answer right, in four rounds in a row."""
+    async with Client(settings) as client:
+        at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+        for customer in customers:
+            for n in range(2):
+                order_id = f"{customer}-{n}"
+                await client.publish(
+                    OrderConfirmed(
+                        order_id=order_id, customer=customer, total_cents=10, confirmed_at=at
+                    ),
+                    key=order_id,
+                )
+
+        async def wrong() -> list[CustomerStats]:
+            answers = [
+                await client.request(get, GetStats(customer=c), timeout=10) for c in customers
+            ]
+            return [a for a in answers if (a.orders, a.total_cents) != (2, 20)]
+
+        async def counted() -> bool | None:  # both workers have caught up
+            return True if not await wrong() else None
+
+        await until(counted, 90, "every customer counted")
+        for _ in range(3):  # each request lands on a random partition of customer_stats.get
+            assert await wrong() == []
