@@ -14,7 +14,7 @@ its consumer group and its table's changelog topic)::
 - `get` answers the kit request `customer_stats.get` from the table. Requests are
   re-keyed by customer too (`route=`, through `<app id>-customer_stats.get-routed`), so
   the worker that holds a customer's row answers for that customer, with several workers
-  as with one (checked by hand with two workers: 24 of 24 answers right once caught up).
+  as with one (tests/integration/test_faust_bridge.py runs two).
 
 Limits: counting is at-least-once (an OrderConfirmed delivered twice, after a crash, is
 counted twice).
