@@ -260,7 +260,7 @@ class KitBridge:
         async def key_of(value: bytes) -> str:  # one that does not decode is answered anyway
             try:
                 return str(route(await self.decode(value, declared.event_type)))
-            except DecodeError:
+            except Exception:  # answered (with the error) wherever it lands
                 return ""
 
         async def answer(stream: StreamT[bytes]) -> None:
