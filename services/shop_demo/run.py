@@ -215,8 +215,11 @@ def run_shop(options: ShopOptions) -> tuple[Account, list[str]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     fleet = Fleet(log_dir, shop_env(options.env))
     notes = {"SHOP_NOTIFICATIONS_FILE": str(log_dir / NOTIFICATIONS_FILE)}
-    service_env = {**options.service_env}
-    service_env["notifications"] = {**notes, **service_env.get("notifications", {})}
+    defaults = {**state.scenario_service_env(), "notifications": notes}
+    service_env = {
+        name: {**defaults.get(name, {}), **options.service_env.get(name, {})}
+        for name in {*defaults, *options.service_env}
+    }
     names = declare(fleet, log_dir, service_env)
     say(f"run {run}: {len(plan.orders)} orders; process logs in {log_dir}")
     say(

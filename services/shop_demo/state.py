@@ -50,6 +50,12 @@ def scenario_env() -> dict[str, str]:
     return {"SHOP_PAYMENT_LIMIT_CENTS": str(PAYMENT_LIMIT_CENTS)}
 
 
+def scenario_service_env() -> dict[str, dict[str, str]]:
+    """Settings of one service each: payments exactly-once, as docs/shop.md advises (a
+    payment redone after a crash would be confirmed, and counted, twice)."""
+    return {"payments": {"KIT_EXACTLY_ONCE": "true"}}
+
+
 def faust_command() -> list[str]:
     """`faust` of this interpreter's environment, else `python -m faust`."""
     script = Path(sys.executable).with_name("faust")
