@@ -387,25 +387,25 @@ class KitBridge:
 
     # Any: mode's signal-receiver signature (sender, *args, signal=..., **kwargs), all unused
     def _on_worker_init(self, _app: Any, *_args: Any, **_kwargs: Any) -> None:
-        """Before the worker's loop runs (blocking is fine): create the missing topics, so
-        the consumer subscribes to topics that exist."""
-        if self._topics:
-            ensure_topics(admin_client(self.settings), self._topics.values())
+        """Before the worker's loop runs (blocking is fine): create the missing topics, and
+        the changelog topics of the app's plain tables, so the consumer finds them."""
+        parts, replicas = self.app.conf.topic_partitions, self.app.conf.topic_replication_factor
+        for t in self.app.tables.values():  # as Faust makes them: its partitions, replicas
+            if getattr(t, "window", None) is None:  # windowed ones: Faust's own settings
+                name, config = t.changelog_topic.get_topic_name(), (("cleanup.policy", "compact"),)
+                self._topics.setdefault(
+                    name, TopicSpec(name, t.partitions or parts, replicas, config)
+                )
+        ensure_topics(admin_client(self.settings), self._topics.values())
 
     async def _start(self) -> None:
         """Once the app has started: writer schemas, then the announcement and heartbeat."""
         await self.publish_schemas(self._schemas.values())
         await self.announcer.start()
-        log.info(
-            "kit bridge: %s ready: instance %s of Faust app %s, %d responder(s), announced on %s "
-            "(started as: %s)",
-            self.service.name,
-            self.instance_id,
-            self.app.conf.id,
-            len(self.service.responders()),
-            self.announcer.topic,
-            " ".join(sys.argv),
-        )
+        n, argv, app_id = len(self.service.responders()), " ".join(sys.argv), self.app.conf.id
+        log.info(f"kit bridge: {self.service.name} ready: instance {self.instance_id} of Faust "
+                 f"app {app_id}, {n} responder(s), announced on {self.announcer.topic} "
+                 f"(started as: {argv})")  # fmt: skip
 
     # Any: mode's signal-receiver signature, as above
     async def _on_shutdown(self, _app: Any, *_args: Any, **_kwargs: Any) -> None:

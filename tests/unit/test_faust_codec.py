@@ -244,6 +244,35 @@ def test_a_reply_to_a_reply_topic_that_is_gone_is_dropped_at_once() -> None:
     assert producer.sent == [] and time.monotonic() - started < 1
 
 
+def test_the_worker_start_creates_every_topic_the_app_reads_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = faust.App("init-test", broker="kafka://127.0.0.1:1", topic_partitions=4)
+    app.Table("stats", default=None)
+    bridge = KitBridge(app, api.service)
+    bridge.topic(OrderConfirmed)
+
+    @bridge.responder(api.get, route=lambda request: request.customer)
+    async def get(request: GetStats) -> CustomerStats:
+        raise NotImplementedError
+
+    made: list[Any] = []  # Any: TopicSpec
+    monkeypatch.setattr("kit.faust.admin_client", lambda settings: "admin")
+    monkeypatch.setattr("kit.faust.ensure_topics", lambda admin, specs: made.extend(specs))
+    bridge._on_worker_init(app)
+    specs = {spec.name: spec for spec in made}
+    assert set(specs) == {
+        "orders.OrderConfirmed",
+        "orders.OrderConfirmed.dlt",
+        "customer_stats.get",
+        "customer_stats.get.dlt",
+        "init-test-customer_stats.get-routed",
+        "init-test-stats-changelog",
+    }
+    changelog = specs["init-test-stats-changelog"]
+    assert (changelog.partitions, changelog.config) == (4, (("cleanup.policy", "compact"),))
+
+
 def test_broker_url_lists_every_bootstrap_server() -> None:
     from kit import load_settings
 
