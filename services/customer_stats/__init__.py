@@ -4,7 +4,7 @@
   `orders.OrderConfirmed` per customer in a table backed by its compacted changelog
   topic, publishes `customer_stats.CustomerStats` after each change, and answers the kit
   request `customer_stats.get` through kit.faust.KitBridge. Run it with
-  `faust -A services.customer_stats.app worker -l info`.
+  `faust -A services.customer_stats.app worker -l info --without-web`.
 - `api.py`: the kit declaration and the typed endpoint `get`, for kit callers (no Faust).
 - `events.py`: `GetStats` and `CustomerStats`.
 

@@ -3,7 +3,7 @@
 Run it (the same KIT_* settings as kit services; KIT_GROUP_ID renames the app, and so
 its consumer group and its table's changelog topic)::
 
-    faust -A services.customer_stats.app worker -l info
+    faust -A services.customer_stats.app worker -l info --without-web
 
 - `count` reads kit's `orders.OrderConfirmed` (as `OrderConfirmed` events, kit's wire
   format), re-keys it by customer (Faust's `group_by`, through the topic
