@@ -35,7 +35,13 @@ from kit.registry.records import Removal, UnreadableRecord, read_record
 from kit.registry.view import RegistryEvent, RegistryView
 from kit.registry.watch import Watch
 from kit.transport.admin import ensure_topics
-from kit.transport.kafka import admin_client, check_reachable, make_consumer, poll_batch
+from kit.transport.kafka import (
+    admin_client,
+    check_reachable,
+    make_consumer,
+    poll_batch,
+    watermarks,
+)
 from kit.transport.schema_topic import SchemaTopic
 
 __all__ = ["Registry"]
@@ -238,7 +244,7 @@ class Registry:
         assert consumer is not None
         try:
             tp = TopicPartition(self.topic, 0)
-            _low, high = consumer.get_watermark_offsets(tp, timeout=self.start_timeout)
+            _low, high = watermarks(consumer, tp, self.start_timeout)
             consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
             if not self._read_to(high, time.monotonic() + self.start_timeout):
                 raise BrokerError(
@@ -301,7 +307,7 @@ class Registry:
         assert consumer is not None
         tp = TopicPartition(self.topic, 0)
         try:
-            _low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            _low, high = watermarks(consumer, tp, timeout)
         except KafkaException as exc:
             log.warning("cannot read the end offset of %s: %s", self.topic, exc)
             return False

@@ -16,7 +16,14 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from kit.config import Settings, client_config, resolve_bootstrap, warn_unknown_variables
@@ -35,6 +42,7 @@ __all__ = [
     "make_producer",
     "poll_batch",
     "producer_config",
+    "watermarks",
 ]
 
 # Any: each Any here is a librdkafka setting's value (str, int, float, bool or a callback),
@@ -145,6 +153,7 @@ class LibrdkafkaLog:
 
 
 LIBRDKAFKA_LOG = LibrdkafkaLog(logging.getLogger("kit.librdkafka"))
+log = logging.getLogger("kit.kafka")
 """The one LibrdkafkaLog of the process: a line several clients log is shown once."""
 
 
@@ -240,6 +249,37 @@ def poll_batch(consumer: Consumer, timeout: float, limit: int = 500) -> list[Mes
     if first is None:
         return []
     return [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    """The low and high offsets of `tp`, asked of its leader (not cached), retrying errors
+    that pass (a topic just created has no leader yet: NOT_LEADER_FOR_PARTITION,
+    UNKNOWN_TOPIC_OR_PART) until `timeout`; then, or for any other error, KafkaException."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=max(left, 0.1), cached=False)
+            return low, high
+        except KafkaException as exc:
+            err = exc.args[0]
+            passing = isinstance(err, KafkaError) and (err.retriable() or err.code() in _LEADERLESS)
+            if not passing or time.monotonic() + 0.1 >= deadline:
+                raise
+            log.debug(
+                "end offset of %s[%d] not known yet (%s); asking again", tp.topic, tp.partition, err
+            )
+            time.sleep(0.1)  # the leader is being elected: ask again shortly
+
+
+_LEADERLESS = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError._UNKNOWN_PARTITION,
+    }
+)
 
 
 def admin_client(settings: Settings) -> AdminClient:

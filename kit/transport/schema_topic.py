@@ -27,13 +27,12 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from kit.config import Settings
 from kit.errors import BrokerError, DeliveryError, KitError
 from kit.schema import Schema
+from kit.transport.admin import TopicSpec, ensure_topics
+from kit.transport.kafka import make_consumer, make_producer, watermarks
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient
-
-# kit.transport.kafka re-exports SchemaTopic from here, so this module imports its helpers
-# (make_consumer, make_producer, ensure_topics) where they are used, not at import time.
 
 __all__ = ["SchemaTopic"]
 
@@ -114,8 +113,6 @@ class SchemaTopic:
             self._check_open()
             self._ensure()
             if self._producer is None:
-                from kit.transport.kafka import make_producer
-
                 self._producer = make_producer(self.settings, low_latency=True)
             producer = self._producer
             errors: list[KafkaError] = []
@@ -234,8 +231,6 @@ class SchemaTopic:
 
     def _ensure(self) -> None:
         if not self._ensured:
-            from kit.transport.admin import TopicSpec, ensure_topics
-
             spec = TopicSpec(
                 self.topic, 1, self.settings.topic_replication, (("cleanup.policy", "compact"),)
             )
@@ -244,8 +239,6 @@ class SchemaTopic:
 
     def _make_consumer(self) -> Consumer:
         """The one consumer: no group membership, no commits, assigned only while it reads."""
-        from kit.transport.kafka import make_consumer
-
         consumer: Consumer = make_consumer(
             self.settings,
             "kit-schema-reader",
@@ -268,7 +261,7 @@ class SchemaTopic:
         tp = TopicPartition(self.topic, 0)
         self.end_offset_queries += 1
         try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            low, high = watermarks(consumer, tp, timeout)
         except KafkaException as exc:
             raise BrokerError(f"cannot read the end offset of {self.topic}: {exc}") from None
         if high < self._position:  # the topic was deleted and made again: start over

@@ -1,0 +1,63 @@
+"""End offsets of a topic just created: a partition without a leader yet is asked again.
+
+`kit services` on a fresh broker crashed with NOT_LEADER_FOR_PARTITION from the registry
+reader's first end-offset query, made right after it created `_kit_registry`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from kit.transport.kafka import watermarks
+
+
+class Leaderless:
+    """A consumer whose end-offset query fails `failures` times with `code`, then answers."""
+
+    def __init__(self, failures: int, code: int = KafkaError.NOT_LEADER_FOR_PARTITION) -> None:
+        self.failures = failures
+        self.code = code
+        self.calls = 0
+
+    def get_watermark_offsets(
+        self, tp: TopicPartition, timeout: float, cached: bool
+    ) -> tuple[int, int]:
+        assert not cached, "the leader must be asked, not librdkafka's cache"
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise KafkaException(KafkaError(self.code))
+        return 0, 7
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.LEADER_NOT_AVAILABLE,
+    ],
+)
+def test_a_partition_without_a_leader_yet_is_asked_again(code: int) -> None:
+    consumer = Leaderless(failures=2, code=code)
+    assert watermarks(consumer, TopicPartition("_kit_registry", 0), 5.0) == (0, 7)  # type: ignore[arg-type]
+    assert consumer.calls == 3
+
+
+def test_other_errors_are_raised_at_once() -> None:
+    consumer = Leaderless(failures=1, code=KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    with pytest.raises(KafkaException) as raised:
+        watermarks(consumer, TopicPartition("t", 0), 5.0)  # type: ignore[arg-type]
+    assert raised.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert consumer.calls == 1
+
+
+def test_a_leader_that_never_comes_fails_within_the_timeout() -> None:
+    consumer = Leaderless(failures=10**6)
+    started = time.monotonic()
+    with pytest.raises(KafkaException):
+        watermarks(consumer, TopicPartition("t", 0), 0.5)  # type: ignore[arg-type]
+    assert time.monotonic() - started < 2.0
+    assert consumer.calls >= 2
