@@ -21,9 +21,9 @@ class Event(BaseModel):
 
     Bind a subclass to a schema by its full name::
 
-        class OrderPlaced(Event, schema="shop.OrderPlaced"):
+        class Released(Event, schema="inventory.Released"):
             order_id: str
-            amount_cents: int
+            released: bool
 
     The schema is looked up in `repository` if given (a SchemaRepository or a folder),
     else in KIT_SCHEMAS_DIR, else in the nearest `schemas/` folder above the module that

@@ -60,7 +60,7 @@ class Endpoint(Protocol[Req, Rep]):
 
     It is the function itself, callable as written, and the address of a request whose
     request type (`Req`) and reply type (`Rep`) are known statically:
-    `await ctx.request(check_stock, CheckStock(...))` has the type `StockLevel`, and a
+    `await ctx.request(reserve, Reserve(...))` has the type `Reservation`, and a
     request of the wrong type is a type error. The same holds for `Client.request` and
     `Harness.request`.
     """
@@ -128,8 +128,8 @@ class Caller:
     ) -> Event:
         """Call a responder and wait for its typed reply.
 
-        `target` is a responder function (`request(check_stock, CheckStock(...))`, typed
-        `StockLevel`) or "service.method" with `reply=` the reply Event class. The deadline
+        `target` is a responder function (`request(reserve, Reserve(...))`, typed
+        `Reservation`) or "service.method" with `reply=` the reply Event class. The deadline
         is `timeout` or KIT_REQUEST_TIMEOUT. Raises RequestTimeout, RemoteError (the
         responder failed) or ServiceUnavailable (no live instance, when known).
         """
@@ -152,11 +152,11 @@ class Service:
 
     Declaring does no I/O; `kit run module:service` (or `kit.run`) runs it::
 
-        svc = Service("billing", version="1.2.0")
+        svc = Service("payments", version="1.2.0")
 
         @svc.handler()
         async def on_order(event: OrderPlaced, ctx: Context) -> None:
-            ctx.publish(InvoiceIssued(...), key=ctx.key)
+            ctx.publish(PaymentCompleted(...), key=ctx.key)
     """
 
     name: str

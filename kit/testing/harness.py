@@ -297,8 +297,8 @@ class Harness(Caller):
 
     def dead_letters(self, topic: str | None = None) -> list[Emitted]:
         """The dead-lettered records, in order: all of them, or those of one source topic or
-        one dead-letter topic (`dead_letters("shop.OrderPlaced")` and
-        `dead_letters("shop.OrderPlaced.dlt")` give the same)."""
+        one dead-letter topic (`dead_letters("orders.OrderPlaced")` and
+        `dead_letters("orders.OrderPlaced.dlt")` give the same)."""
         targets = {
             self._dead_letter_topic(h): h.topic for svc in self.services for h in svc.handlers
         }

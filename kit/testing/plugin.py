@@ -27,7 +27,7 @@ __all__ = [
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     """Run `async def` tests in a fresh event loop (`asyncio.run`), as the testing guide
-    writes them: `async def test_billing(kit_harness): ... await h.run()`.
+    writes them: `async def test_payments(kit_harness): ... await h.run()`.
 
     A test marked for pytest-asyncio or anyio (their auto modes mark every async test) is
     left to that plugin. kit does this itself rather than depend on pytest-asyncio: the
@@ -89,7 +89,7 @@ def kit_settings(kafka_bootstrap: str) -> Settings:
 
 @pytest.fixture
 def kit_harness() -> Callable[..., Harness]:
-    """Make an in-process Harness of services: kit_harness(billing.service, inventory.service)."""
+    """Make an in-process Harness of services: kit_harness(orders.service, inventory.service)."""
 
     def make(*services: Service, **options: Any) -> Harness:  # Any: Harness's keywords
         return Harness(*services, **options)
