@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -23,17 +22,14 @@ from kit.errors import (
 from kit.event import Event
 from kit.protocol import (
     CORRELATION_ID,
-    DEADLINE,
-    ERROR_MESSAGE,
-    ERROR_TRACE,
-    ERROR_TYPE,
     REPLY_TO,
     TRUNCATED,
-    Headers,
     MessageLike,
     Sink,
     TopicNotReady,
     header,
+    reply_headers,
+    request_expired,
 )
 from kit.service import Handler, Responder, Service
 
@@ -157,7 +153,7 @@ class Dispatcher:
         if handler is None:
             log.warning("no handler for topic %s; record skipped", msg.topic())
             return
-        if isinstance(handler, Responder) and self._expired(msg):
+        if isinstance(handler, Responder) and request_expired(msg):
             self.expired += 1
             log.info(
                 "skipped expired request %s[%s]@%s", msg.topic(), msg.partition(), msg.offset()
@@ -332,15 +328,6 @@ class Dispatcher:
         else:
             await self.dead_letter(msg, handler, exc, attempts, ticket)
 
-    def _expired(self, msg: MessageLike) -> bool:
-        deadline = header(msg, DEADLINE)
-        if not deadline:
-            return False
-        try:
-            return int(deadline) < time.time() * 1000
-        except ValueError:
-            return False
-
     async def reply(
         self, msg: MessageLike, value: bytes | None, error: BaseException | None, ticket: Ticket
     ) -> None:
@@ -354,14 +341,9 @@ class Dispatcher:
             self.replies_dropped += 1
             log.warning("reply topic %s is gone (requester stopped); reply dropped", topic)
             return
-        headers: Headers = [(CORRELATION_ID, correlation)]
+        headers = reply_headers(correlation, error, with_trace=self.settings.remote_tracebacks)
         if error is not None:
             value = None
-            headers.append((ERROR_TYPE, type(error).__name__.encode()))
-            headers.append((ERROR_MESSAGE, str(error).encode(errors="replace")[:4096]))
-            if self.settings.remote_tracebacks:
-                trace = "".join(traceback.format_exception(error))[-8192:]
-                headers.append((ERROR_TRACE, trace.encode(errors="replace")))
         ticket.pending += 1
         self.reply_sink.produce(topic, value, None, headers, ticket.settled)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -21,6 +23,8 @@ __all__ = [
     "Sink",
     "TopicNotReady",
     "header",
+    "reply_headers",
+    "request_expired",
 ]
 
 Headers = list[tuple[str, bytes]]
@@ -103,3 +107,31 @@ def header(msg: Any, name: str) -> bytes | None:
         if key == name:
             return value
     return None
+
+
+def reply_headers(
+    correlation_id: bytes, error: BaseException | None = None, *, with_trace: bool = False
+) -> Headers:
+    """The headers of a reply: its request's correlation id and, for a failure, the
+    responder's exception type and message (and traceback, `with_trace`), which the caller
+    raises as RemoteError (`check_reply`)."""
+    headers: Headers = [(CORRELATION_ID, correlation_id)]
+    if error is not None:
+        headers.append((ERROR_TYPE, type(error).__name__.encode()))
+        headers.append((ERROR_MESSAGE, str(error).encode(errors="replace")[:4096]))
+        if with_trace:
+            trace = "".join(traceback.format_exception(error))[-8192:]
+            headers.append((ERROR_TRACE, trace.encode(errors="replace")))
+    return headers
+
+
+def request_expired(msg: MessageLike, now: float | None = None) -> bool:
+    """True when a request's `kit-deadline` (epoch ms) is before `now` (epoch s, default
+    the clock): its caller no longer waits, so a responder skips it."""
+    deadline = header(msg, DEADLINE)
+    if not deadline:
+        return False
+    try:
+        return int(deadline) < (time.time() if now is None else now) * 1000
+    except ValueError:
+        return False
