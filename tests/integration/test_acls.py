@@ -580,21 +580,21 @@ def test_a_service_without_its_group_acl_stops_and_names_the_group(
 
 # --- request-reply --------------------------------------------------------------------------
 
-INVENTORY = {"<group>": "inventory", "<service>.<method>": "inventory.check_stock"}
+STOCKROOM = {"<group>": "stockroom", "<service>.<method>": "stockroom.check_stock"}
 
 
 @contextlib.contextmanager
-def inventory_process(env: dict[str, str]) -> Iterator[OutputLines]:
-    """`kit run tests.fixtures.inventory:service` as the principal of `env`, until the block
+def stockroom_process(env: dict[str, str]) -> Iterator[OutputLines]:
+    """`kit run tests.fixtures.stockroom:service` as the principal of `env`, until the block
     ends."""
     proc = spawn_python(
-        ["-m", "kit.cli", "run", "tests.fixtures.inventory:service"],
+        ["-m", "kit.cli", "run", "tests.fixtures.stockroom:service"],
         env={**env, "PYTHONPATH": str(ROOT), "KIT_LOG_LEVEL": "INFO"},
         cwd=ROOT,
     )
     out = OutputLines(proc)
     try:
-        out.wait_for("(inventory) on _kit_registry", 60)
+        out.wait_for("(stockroom) on _kit_registry", 60)
         yield out
     finally:
         if proc.poll() is None:
@@ -611,8 +611,8 @@ def test_a_responder_a_client_and_a_registry_reader_with_their_documented_acls(
 ) -> None:
     info = kit_topics
     quiet = acls(QUIET, {}, "quiet")
-    responder = add_principal(info, acls(RESPONDER, INVENTORY, KIT_CREATES) + quiet, "inventory")
-    caller_names = {"<service>.<method>": "inventory.check_stock", "<caller>": "client"}
+    responder = add_principal(info, acls(RESPONDER, STOCKROOM, KIT_CREATES) + quiet, "stockroom")
+    caller_names = {"<service>.<method>": "stockroom.check_stock", "<caller>": "client"}
     caller = add_principal(info, acls(CALLER, caller_names, "fail-fast") + quiet, "client")
     reader = add_principal(info, acls(READER, {}) + quiet, "reader")
     responder_env = use_principal(monkeypatch, info, responder)
@@ -621,7 +621,7 @@ def test_a_responder_a_client_and_a_registry_reader_with_their_documented_acls(
     async def call() -> tuple[StockLevel, str]:
         async with Client(settings_for()) as client:  # fail-fast: it reads the registry
             level = await client.request(
-                "inventory.check_stock",
+                "stockroom.check_stock",
                 CheckStock(sku="tea", quantity=2, request_id="r-1"),
                 reply=StockLevel,
                 timeout=20,
@@ -630,27 +630,27 @@ def test_a_responder_a_client_and_a_registry_reader_with_their_documented_acls(
 
     async def look_up() -> list[Any]:
         async with Registry(settings_for(), clean=False) as registry:
-            return registry.lookup("inventory")
+            return registry.lookup("stockroom")
 
-    with inventory_process(responder_env) as out:
+    with stockroom_process(responder_env) as out:
         level, reply_topic = asyncio.run(call())
         use_principal(monkeypatch, info, reader)
         found = asyncio.run(look_up())
     assert level.request_id == "r-1" and level.enough
     assert reply_topic not in AdminClient(info.client_config()).list_topics(timeout=10).topics
-    assert found, "the registry reader sees no live inventory instance"
+    assert found, "the registry reader sees no live stockroom instance"
     assert authorization_warnings(caplog) == []
     assert [line for line in out.lines if "AUTHORIZATION" in line] == [], "".join(out.lines)
 
 
 def checker(name: str, source: str, target: str, group: str) -> Service:
-    """A handler service that calls inventory for each order and publishes the outcome."""
+    """A handler service that calls stockroom for each order and publishes the outcome."""
     svc = Service(name, group_id=group)
 
     @svc.handler(topic=source)
     async def on_order(event: OrderPlaced, ctx: Context) -> None:
         level = await ctx.request(
-            "inventory.check_stock", CheckStock(sku="tea", quantity=1), reply=StockLevel
+            "stockroom.check_stock", CheckStock(sku="tea", quantity=1), reply=StockLevel
         )
         ctx.publish(
             OrderChecked(order_id=event.order_id, accepted=level.enough),
@@ -666,10 +666,10 @@ def test_a_handler_that_calls_a_responder_with_their_documented_acls(
 ) -> None:
     info = kit_topics
     quiet = acls(QUIET, {}, "quiet")
-    responder = add_principal(info, acls(RESPONDER, INVENTORY, KIT_CREATES) + quiet, "inventory")
+    responder = add_principal(info, acls(RESPONDER, STOCKROOM, KIT_CREATES) + quiet, "stockroom")
     tag = uuid.uuid4().hex[:8]
     name = f"checker{tag}"
-    names = {**handler_names(tag), "<caller>": name, "<service>.<method>": "inventory.check_stock"}
+    names = {**handler_names(tag), "<caller>": name, "<service>.<method>": "stockroom.check_stock"}
     granted = acls(HANDLER, names, KIT_CREATES) + acls(CALLER, names, "fail-fast") + quiet
     responder_env = use_principal(monkeypatch, info, responder)
     use_principal(monkeypatch, info, add_principal(info, granted, "checker"))
@@ -691,7 +691,7 @@ def test_a_handler_that_calls_a_responder_with_their_documented_acls(
             await asyncio.wait_for(task, 60)
         return runtime
 
-    with inventory_process(responder_env):
+    with stockroom_process(responder_env):
         runtime = asyncio.run(scenario())
     assert runtime.dispatcher.dead_lettered == 0
     assert len(read_all(info, names["<out>"])) == 5
@@ -707,9 +707,9 @@ def test_a_responder_without_write_on_reply_topics_says_so(
     metadata for a missing topic: the responder logs `reply topic ... is gone (requester
     stopped); reply dropped`, and the caller waits out its deadline."""
     info = kit_topics
-    granted = [a for a in acls(RESPONDER, INVENTORY, KIT_CREATES) if a.pattern != "prefixed"]
-    responder = add_principal(info, granted, "inventory")
-    caller_names = {"<service>.<method>": "inventory.check_stock", "<caller>": "client"}
+    granted = [a for a in acls(RESPONDER, STOCKROOM, KIT_CREATES) if a.pattern != "prefixed"]
+    responder = add_principal(info, granted, "stockroom")
+    caller_names = {"<service>.<method>": "stockroom.check_stock", "<caller>": "client"}
     caller = add_principal(info, acls(CALLER, caller_names, "fail-fast"), "client")
     responder_env = use_principal(monkeypatch, info, responder)
     use_principal(monkeypatch, info, caller)
@@ -718,14 +718,14 @@ def test_a_responder_without_write_on_reply_topics_says_so(
         async with Client(settings_for()) as client:
             with pytest.raises(RequestTimeout):
                 await client.request(
-                    "inventory.check_stock",
+                    "stockroom.check_stock",
                     CheckStock(sku="tea", quantity=1),
                     reply=StockLevel,
                     timeout=4,
                 )
             return client.requester.reply_topic
 
-    with inventory_process(responder_env) as out:
+    with stockroom_process(responder_env) as out:
         reply_topic = asyncio.run(call())
         with contextlib.suppress(TimeoutError):
             out.wait(

@@ -93,18 +93,18 @@ def test_two_services_in_one_process_say_when_ready_and_when_stopping(
         {"KIT_SHUTDOWN_TIMEOUT": "15"},
         "run",
         "tests.fixtures.billing:service",
-        "tests.fixtures.inventory:service",
+        "tests.fixtures.stockroom:service",
     )
     out = OutputLines(proc)
     try:
-        out.wait_for("kit: running billing 1.0.0, inventory 1.0.0")
+        out.wait_for("kit: running billing 1.0.0, stockroom 1.0.0")
         out.wait_for("kit: billing ready: instance billing-")
-        out.wait_for("kit: inventory ready: instance inventory-")
+        out.wait_for("kit: stockroom ready: instance stockroom-")
 
         async def call() -> bool:
             async with Client(kit_settings) as client:
                 from tests.fixtures.events import CheckStock
-                from tests.fixtures.inventory import check_stock
+                from tests.fixtures.stockroom import check_stock
 
                 level = await client.request(check_stock, CheckStock(sku="tea", quantity=1))
                 return level.enough
@@ -114,7 +114,7 @@ def test_two_services_in_one_process_say_when_ready_and_when_stopping(
         assert proc.wait(timeout=40) == 0
         out.wait_for("kit: stopping billing (")
         out.wait_for("records in flight)")
-        out.wait_for("inventory stopped:")
+        out.wait_for("stockroom stopped:")
     finally:
         if proc.poll() is None:
             proc.kill()

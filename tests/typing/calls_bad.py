@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kit import Context, Service
 from tests.fixtures.events import CheckStock, OrderPlaced
-from tests.fixtures.inventory import check_stock
+from tests.fixtures.stockroom import check_stock
 
 service = Service("typing-bad")
 

@@ -7,7 +7,7 @@ from typing import assert_type
 from kit import Client, Context, Service
 from kit.testing.harness import Harness
 from tests.fixtures.events import CheckStock, OrderPlaced, StockLevel
-from tests.fixtures.inventory import check_stock
+from tests.fixtures.stockroom import check_stock
 
 service = Service("typing-sample")
 
@@ -18,7 +18,7 @@ async def on_order(event: OrderPlaced, ctx: Context) -> None:
     assert_type(level, StockLevel)
     print(level.available)  # an attribute of the reply type
     named = await ctx.request(
-        "inventory.check_stock", CheckStock(sku="x", quantity=1), reply=StockLevel
+        "stockroom.check_stock", CheckStock(sku="x", quantity=1), reply=StockLevel
     )
     assert_type(named, StockLevel)
 

@@ -8,7 +8,7 @@ import pytest
 
 from kit import Context, RemoteError, Service
 from kit.testing.harness import Harness
-from tests.fixtures import billing, inventory, orders
+from tests.fixtures import billing, orderdesk, stockroom
 from tests.fixtures.events import (
     CheckStock,
     InvoiceIssued,
@@ -49,7 +49,7 @@ def test_bad_input_and_failing_handlers_are_dead_lettered_like_on_kafka() -> Non
 
 
 def test_requests_between_services_are_answered_by_harness_responders() -> None:
-    h = Harness(orders.service, inventory.service)
+    h = Harness(orderdesk.service, stockroom.service)
     big = order(2).model_copy(
         update={"lines": [OrderLine(sku="cake", quantity=50, unit_price_cents=1)]}
     )
@@ -63,15 +63,15 @@ def test_requests_between_services_are_answered_by_harness_responders() -> None:
     assert checked["o-1"].accepted is True
     assert checked["o-2"].accepted is False and checked["o-2"].reason == "cake: only 12 left"
     assert checked["o-3"].reason == "caviar: \"unknown sku 'caviar'\""
-    assert len(h.replies("inventory")) == 3
+    assert len(h.replies("stockroom")) == 3
 
 
 def test_harness_request_returns_typed_reply_or_remote_error() -> None:
-    h = Harness(inventory.service)
-    level = run(h.request(inventory.check_stock, CheckStock(sku="tea", quantity=1)))
+    h = Harness(stockroom.service)
+    level = run(h.request(stockroom.check_stock, CheckStock(sku="tea", quantity=1)))
     assert isinstance(level, StockLevel) and level.available == 100
     with pytest.raises(RemoteError, match="KeyError"):
-        run(h.request("inventory.check_stock", CheckStock(sku="x", quantity=1), reply=StockLevel))
+        run(h.request("stockroom.check_stock", CheckStock(sku="x", quantity=1), reply=StockLevel))
 
 
 def test_a_reply_that_cannot_be_encoded_is_a_remote_error_not_a_crash() -> None:
@@ -92,7 +92,7 @@ def test_a_reply_that_cannot_be_encoded_is_a_remote_error_not_a_crash() -> None:
 
 def test_same_input_gives_the_same_output() -> None:
     def once() -> list[tuple[str, bytes | None, bytes | None]]:
-        h = Harness(orders.service, inventory.service, billing.service, partitions=3)
+        h = Harness(orderdesk.service, stockroom.service, billing.service, partitions=3)
         for n in range(20):
             h.send(order(n, quantity=n % 4), key=f"o-{n}")
         run(h.run())

@@ -11,7 +11,7 @@ from kit.config import load_settings
 from kit.runtime import Runtime
 from kit.testing.harness import Harness
 from kit.transport.memory import MemoryBroker, MemoryTransport
-from tests.fixtures import billing, inventory
+from tests.fixtures import billing, stockroom
 from tests.fixtures.events import CheckStock, InvoiceIssued, OrderPlaced, StockLevel
 from tests.integration.helpers import order
 
@@ -117,10 +117,10 @@ def test_paused_partitions_are_not_fetched_until_resumed() -> None:
 
 def test_the_harness_starts_no_thread() -> None:
     before = set(threading.enumerate())
-    h = Harness(billing.service, inventory.service)
+    h = Harness(billing.service, stockroom.service)
     h.send(order(1), key="o-1")
     run(h.run())
-    assert run(h.request(inventory.check_stock, CheckStock(sku="tea", quantity=1))).enough
+    assert run(h.request(stockroom.check_stock, CheckStock(sku="tea", quantity=1))).enough
     assert h.emitted(InvoiceIssued)
     assert set(threading.enumerate()) <= before
 
@@ -129,12 +129,12 @@ def test_a_call_to_a_service_outside_the_harness_is_dead_lettered_after_the_retr
     """It was retried as transient, back to back, for KIT_TRANSIENT_TIMEOUT (30 s and
     hundreds of thousands of attempts): nothing in a harness changes by waiting."""
     from kit.testing.harness import NotInHarness
-    from tests.fixtures import orders
+    from tests.fixtures import orderdesk
 
-    h = Harness(orders.service)  # orders calls inventory, which is not in the harness
+    h = Harness(orderdesk.service)  # orderdesk calls stockroom, which is not in the harness
     h.send(order(1), key="o-1")
     run(h.run())
     [letter] = h.dead_letters("shop.OrderPlaced")
     assert letter.headers["kit-dlt-attempts"] == b"4"  # 1 + KIT_RETRIES
     assert letter.headers["kit-dlt-exception-type"] == NotInHarness.__qualname__.encode()
-    assert b"add 'inventory' to the Harness" in letter.headers["kit-dlt-exception-message"]
+    assert b"add 'stockroom' to the Harness" in letter.headers["kit-dlt-exception-message"]

@@ -12,7 +12,7 @@ from kit import Context, Service
 from kit.cli import main as kit_main
 from kit.replay.shadow import shadow
 from kit.testing.harness import Harness
-from tests.fixtures import billing, inventory, orders
+from tests.fixtures import billing, orderdesk, stockroom
 from tests.fixtures.events import InvoiceIssued, OrderPlaced
 from tests.integration.helpers import order
 
@@ -96,9 +96,9 @@ def test_kit_replay_shadow_command(tmp_path: Path, capsys) -> None:
 
 
 def shop_run(path: Path, *, bad: int | None = None) -> Path:
-    """Billing, orders and inventory handle 6 orders (order `bad` has a 0 quantity, which
+    """Billing, orderdesk and stockroom handle 6 orders (order `bad` has a 0 quantity, which
     billing dead-letters); an unrelated topic is recorded too."""
-    h = Harness(billing.service, orders.service, inventory.service)
+    h = Harness(billing.service, orderdesk.service, stockroom.service)
     for n in range(6):
         h.send(order(n, quantity=0 if n == bad else 1), key=f"o-{n}")
     h.send_raw("audit.trail", b"not kit's", key="x")
@@ -116,8 +116,8 @@ def test_only_the_services_own_outputs_are_compared(tmp_path: Path) -> None:
     assert report.not_compared == [
         "_kit.replies.harness",
         "audit.trail",
-        "inventory.check_stock",
         "shop.OrderChecked",
+        "stockroom.check_stock",
     ]
     assert (report.inputs, report.recorded_outputs, report.shadow_outputs) == (6, 6, 6)
     assert "missing" not in str(report)
@@ -125,25 +125,25 @@ def test_only_the_services_own_outputs_are_compared(tmp_path: Path) -> None:
 
 def test_a_service_that_calls_another_is_shadowed_together_with_it(tmp_path: Path) -> None:
     path = shop_run(tmp_path / "shop.kitrec")
-    report = asyncio.run(shadow([orders.service, inventory.service], path))
+    report = asyncio.run(shadow([orderdesk.service, stockroom.service], path))
     assert report.ok, str(report)
-    # the requests orders sends are its outputs here, not inputs fed to inventory again
+    # the requests orderdesk sends are its outputs here, not inputs fed to stockroom again
     assert report.input_topics == ["shop.OrderPlaced"] and report.inputs == 6
-    assert "inventory.check_stock" in report.compared and "shop.OrderChecked" in report.compared
+    assert "stockroom.check_stock" in report.compared and "shop.OrderChecked" in report.compared
     assert report.dead_letters == {} and report.unanswered == []
 
 
 def test_a_caller_shadowed_alone_says_which_service_it_misses(tmp_path: Path) -> None:
     path = shop_run(tmp_path / "shop.kitrec")
-    report = asyncio.run(shadow(orders.service, path))
+    report = asyncio.run(shadow(orderdesk.service, path))
     assert not report.ok
     assert report.dead_letters == {"NotInHarness": 6}
-    assert report.unanswered == ["inventory.check_stock"]
+    assert report.unanswered == ["stockroom.check_stock"]
     text = str(report)
     assert "6 dead letter(s) (0 recorded)" in text
     assert "dead letters: NotInHarness 6" in text
-    assert "no shadowed service answers inventory.check_stock" in text
-    assert "--shadow" in text and "inventory" in text
+    assert "no shadowed service answers stockroom.check_stock" in text
+    assert "--shadow" in text and "stockroom" in text
     assert "extra shop.OrderPlaced.dlt key=o-0 #0 (dead letter: NotInHarness: " in text
 
 
@@ -217,11 +217,11 @@ def test_kit_replay_shadow_of_a_group_with_ignore(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = shop_run(tmp_path / "shop.kitrec")
-    group = ["tests.fixtures.orders:service", "tests.fixtures.inventory:service"]
+    group = ["tests.fixtures.orderdesk:service", "tests.fixtures.stockroom:service"]
     argv = ["replay", "--shadow", *group, str(path), "--ignore", "served_by"]
     assert kit_main(argv) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert "0 difference(s)" in out and "compared: " in out
-    alone = ["replay", "--shadow", "tests.fixtures.orders:service", str(path)]
+    alone = ["replay", "--shadow", "tests.fixtures.orderdesk:service", str(path)]
     assert kit_main(alone) == 1
-    assert "no shadowed service answers inventory.check_stock" in capsys.readouterr().out
+    assert "no shadowed service answers stockroom.check_stock" in capsys.readouterr().out
