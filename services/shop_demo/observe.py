@@ -2,7 +2,10 @@
 
 A plain consumer with no group (assign(), from the run's start time) reads each topic the
 shop writes; a value is decoded with its own writer schema and counted when its order id
-(or SKU) belongs to the run. Topics that appear during the run are picked up from offset 0.
+(or SKU) belongs to the run. Each partition starts at its first record written since the
+run's start time or, where there is none yet, at the end offset read just before that
+lookup (so a record written meanwhile is read, never skipped). Topics that appear during
+the run are picked up as they appear, from their first record.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from kit.codec import Codec
 from kit.config import Settings
 from kit.errors import DecodeError
-from kit.transport.kafka import make_consumer
+from kit.transport.kafka import make_consumer, watermarks
 
-__all__ = ["TOPICS", "EventLog"]
+__all__ = ["TOPICS", "EventLog", "start_offsets"]
 
 TOPICS: dict[str, str] = {
     "orders.place_order": "order_id",
@@ -34,6 +37,31 @@ TOPICS: dict[str, str] = {
 """Each topic the scenario counts, with the field that says which run a value belongs to."""
 RECURRING = frozenset({"inventory.Restocked"})
 """Topics where one id (a SKU) has many records by design: none of them is a duplicate."""
+
+
+def start_offsets(
+    consumer: Consumer, partitions: list[TopicPartition], since_ms: int
+) -> list[TopicPartition]:
+    """Where to start reading each partition: its first record written at or after
+    `since_ms`, or, where it has none, its end offset read just *before* that lookup.
+
+    Not the -1 (OFFSET_END) that offsets_for_times gives for such a partition: the
+    consumer would resolve that end only when it starts fetching, and skip a record
+    written in between (a sparse topic, OrderCancelled say, meets this). An end offset
+    read before the lookup cannot skip one: a record written after it is at or past it,
+    and one written before it with a timestamp of the run would have been found.
+    """
+    ends = {}
+    for tp in partitions:
+        ends[tp.topic, tp.partition] = watermarks(
+            consumer, TopicPartition(tp.topic, tp.partition), 10
+        )[1]
+    asked = [TopicPartition(tp.topic, tp.partition, since_ms) for tp in partitions]
+    starts = consumer.offsets_for_times(asked, timeout=10)
+    for tp in starts:
+        if tp.offset < 0:  # no record since `since_ms` (yet)
+            tp.offset = ends[tp.topic, tp.partition]
+    return starts
 
 
 class EventLog:
@@ -56,7 +84,7 @@ class EventLog:
         self.consumer.close()
 
     def _assign_new(self) -> None:
-        """Assign partitions not yet assigned: from the run's start time, or 0 if new."""
+        """Assign the partitions not yet assigned, each at `start_offsets`' offset."""
         metadata = self.consumer.list_topics(timeout=10).topics
         fresh = []
         for topic in TOPICS:
@@ -68,8 +96,7 @@ class EventLog:
                     fresh.append(TopicPartition(topic, partition, self.since_ms))
         if not fresh:
             return
-        starts = self.consumer.offsets_for_times(fresh, timeout=10)
-        self.consumer.incremental_assign(starts)
+        self.consumer.incremental_assign(start_offsets(self.consumer, fresh, self.since_ms))
         self.assigned.update((tp.topic, tp.partition) for tp in fresh)
 
     def drain(self, max_seconds: float = 1.0) -> int:

@@ -8,10 +8,20 @@ the same broker (the shop's topics and groups have fixed names).
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
+from kit import Client, load_settings
+from services.orders.events import OrderCancelled
+from services.shop_demo.observe import EventLog
 from services.shop_demo.plan import Outcome, build_plan
 from services.shop_demo.run import ShopOptions, run_shop
 
@@ -62,3 +72,61 @@ def test_the_shop_runs_end_to_end_and_every_count_adds_up(
     assert (account.fail_fast.reason or "").startswith("inventory unavailable")
     assert account.fail_fast.latency_ms < 1000
     assert [code for _name, code in account.exits] == [0] * 5, account.exits
+
+
+class _WritesAfterLookup:
+    """A consumer that has `write()` run right after each offsets_for_times answer, before
+    the caller assigns: a record arriving while the event log picks its start offsets."""
+
+    def __init__(self, consumer: Consumer, write: Callable[[], None]) -> None:
+        self._consumer = consumer
+        self._write = write
+
+    def offsets_for_times(self, *args: Any, **kwargs: Any) -> list[TopicPartition]:
+        found: list[TopicPartition] = self._consumer.offsets_for_times(*args, **kwargs)
+        self._write()
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+
+def _cancelled(order_id: str) -> OrderCancelled:
+    return OrderCancelled(
+        order_id=order_id,
+        customer="ada",
+        total_cents=7000,
+        reason="over the limit",
+        cancelled_at=datetime.now(UTC),
+    )
+
+
+def test_the_event_log_reads_a_record_written_while_it_picks_its_start(
+    kafka_bootstrap: str,
+) -> None:
+    """A sparse topic (OrderCancelled) with no record since the run began: the record
+    written between the event log's offset lookup and its assignment is read, not skipped
+    (an OFFSET_END start, resolved when fetching begins, would skip it)."""
+    run = f"race{uuid.uuid4().hex[:6]}"
+
+    async def scenario() -> set[str]:
+        async with Client(load_settings()) as client:
+            await client.publish(_cancelled(f"other-{run}"), key="other")  # topic, schema
+            since_ms = int(time.time() * 1000) + 1  # after every record on the topic
+            loop = asyncio.get_running_loop()
+
+            def write() -> None:
+                sent = client.publish(_cancelled(f"{run}-1"), key=f"{run}-1")
+                asyncio.run_coroutine_threadsafe(sent, loop).result(10)
+
+            log = EventLog(client.settings, client.codec, run, since_ms)
+            log.consumer = _WritesAfterLookup(log.consumer, write)  # type: ignore[assignment]
+            try:
+                deadline = time.monotonic() + 15
+                while not log.ids("orders.OrderCancelled") and time.monotonic() < deadline:
+                    await asyncio.to_thread(log.drain)
+                return log.ids("orders.OrderCancelled")
+            finally:
+                log.close()
+
+    assert asyncio.run(scenario()) == {f"{run}-1"}
