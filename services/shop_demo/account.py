@@ -15,6 +15,7 @@ __all__ = ["Account", "Check", "Held", "percentile", "reckon"]
 
 CONFIRMED = "orders.OrderConfirmed"
 CANCELLED = "orders.OrderCancelled"
+PLACE_ORDER = "orders.place_order"
 FAIL_FAST_LIMIT_MS = 1000.0
 """A call to a shop whose inventory is down must be answered well within this."""
 
@@ -105,9 +106,13 @@ def _why(reason: str | None) -> str:
     return text.split(":", 1)[0]
 
 
-def _count_calls(account: Account, placed: list[Placed], fail_fast: Placed | None) -> None:
+def _count_calls(
+    account: Account, placed: list[Placed], fail_fast: Placed | None, log: EventLog
+) -> None:
+    """`requested` from the event log (this run's records on orders.place_order); placed,
+    rejected and failed from the replies."""
     calls = [*placed, *([fail_fast] if fail_fast is not None else [])]
-    account.requested = len(calls)
+    account.requested = log.count(PLACE_ORDER)
     account.placed = sum(1 for p in calls if p.accepted)
     account.rejected = sum(1 for p in calls if not p.accepted and p.error is None)
     account.failed_calls = sum(1 for p in calls if p.error is not None)
@@ -139,7 +144,7 @@ def reckon(
     account = Account(plan.run)
     account.notified = sum(held.notified.values())
     account.notified_orders = set(held.notified)
-    _count_calls(account, placed, fail_fast)
+    _count_calls(account, placed, fail_fast, log)
     confirmed, cancelled = log.ids(CONFIRMED), log.ids(CANCELLED)
     account.confirmed, account.cancelled = len(confirmed), len(cancelled)
     account.per_topic = log.per_topic()
@@ -149,20 +154,27 @@ def reckon(
     account.stock_in = expected_stock(plan, set())
     want_stats = expected_stats(plan, log)
     account.stats = {c: (want_stats[c], stats.get(c)) for c in want_stats}
-    _check_counts(account, plan, placed, log)
+    _check_counts(account, plan, placed, log, fail_fast)
     _check_state(account, fail_fast)
     return account
 
 
-def _check_counts(account: Account, plan: Plan, placed: list[Placed], log: EventLog) -> None:
+def _check_counts(
+    account: Account, plan: Plan, placed: list[Placed], log: EventLog, fail_fast: Placed | None
+) -> None:
     a = account
     accepted = {p.order_id for p in placed if p.accepted}
     confirmed, cancelled = log.ids(CONFIRMED), log.ids(CANCELLED)
     a.check("every call answered", a.failed_calls == 0, f"{a.failed_calls} calls failed")
+    # requested: the requests on the topic; the plan says how many were sent and how many
+    # of them inventory must refuse (short of stock, or stopped for the fail-fast one)
+    extra = 1 if fail_fast is not None else 0
+    sent, refused = len(plan.orders) + extra, plan.count(Outcome.REJECTED) + extra
     a.check(
         "requested = placed + rejected",
-        a.requested == a.placed + a.rejected,
-        f"{a.requested} = {a.placed} + {a.rejected}",
+        a.requested == sent == a.placed + a.rejected and a.rejected == refused,
+        f"{a.requested} requests on {PLACE_ORDER} (sent: {sent}) = {a.placed} + {a.rejected}"
+        f" (planned rejections: {refused})",
     )
     a.check(
         "placed = confirmed + cancelled",

@@ -22,6 +22,7 @@ from services.shop_demo import state
 from services.shop_demo.account import (
     CANCELLED,
     CONFIRMED,
+    PLACE_ORDER,
     Account,
     Held,
     expected_stats,
@@ -163,6 +164,16 @@ async def fail_fast(client: Client, fleet: Fleet, plan: Plan, say: Callable[[str
     return result
 
 
+async def read_requests(log: EventLog, order_ids: set[str], timeout: float = 15.0) -> None:
+    """Read the log until it holds the request of each of these orders on
+    orders.place_order (the account counts the requests there), or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await asyncio.to_thread(log.drain)
+        if order_ids <= log.ids(PLACE_ORDER) or time.monotonic() > deadline:
+            return
+
+
 @dataclass
 class _Seen:
     """What the async part of a run collected, for the account."""
@@ -195,7 +206,8 @@ async def _scenario(plan: Plan, fleet: Fleet, options: ShopOptions, seen: _Seen)
             seen.held = await settle(client, plan, seen.placed, log, stock, options, notes)
             if options.fail_fast:
                 seen.fail_fast = await fail_fast(client, fleet, plan, say)
-            await asyncio.to_thread(log.drain)
+            calls = [*seen.placed, *([seen.fail_fast] if seen.fail_fast else [])]
+            await read_requests(log, {p.order_id for p in calls})
         finally:
             await asyncio.to_thread(stock.close)
     return log

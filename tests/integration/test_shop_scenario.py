@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +22,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from kit import Client, load_settings
 from services.orders.events import OrderCancelled
+from services.shop_demo.account import Account, Held, expected_stock, reckon
+from services.shop_demo.drive import Placed
 from services.shop_demo.observe import EventLog
-from services.shop_demo.plan import Outcome, build_plan
+from services.shop_demo.plan import Outcome, Plan, build_plan
 from services.shop_demo.run import ShopOptions, run_shop
 
 pytestmark = pytest.mark.integration
@@ -130,3 +133,61 @@ def test_the_event_log_reads_a_record_written_while_it_picks_its_start(
                 log.close()
 
     assert asyncio.run(scenario()) == {f"{run}-1"}
+
+
+def _as_planned(plan: Plan) -> tuple[list[Placed], EventLog, Placed, Held]:
+    """A run that went exactly as `plan` says (no broker): the replies, the event log
+    (this run's records per topic), the fail-fast call and what the owners of state hold."""
+    log = EventLog.__new__(EventLog)  # its records only: no consumer
+    log.run, log.records, log.undecodable = plan.run, defaultdict(dict), Counter()
+    placed, stats = [], {c: (0, 0) for c in plan.customers}
+    for order in plan.orders:
+        value = {"order_id": order.order_id, "customer": order.customer}
+        value["total_cents"] = order.total_cents
+        log.records["orders.place_order"][order.order_id] = [value]
+        accepted = order.outcome is not Outcome.REJECTED
+        reason = None if accepted else "not enough saffron"
+        placed.append(Placed(order.order_id, accepted, reason, order.total_cents, 10.0))
+        if not accepted:
+            continue
+        log.records["orders.OrderPlaced"][order.order_id] = [value]
+        paid = order.outcome is Outcome.CONFIRMED
+        payment = "payments.PaymentCompleted" if paid else "payments.PaymentFailed"
+        log.records[payment][order.order_id] = [value]
+        log.records["orders.OrderConfirmed" if paid else "orders.OrderCancelled"][
+            order.order_id
+        ] = [value]
+        if paid:
+            n, total = stats[order.customer]
+            stats[order.customer] = (n + 1, total + order.total_cents)
+    fail_fast = Placed(f"{plan.run}-failfast", False, "inventory unavailable: x", 0, 5.0)
+    log.records["orders.place_order"][fail_fast.order_id] = [{"order_id": fail_fast.order_id}]
+    confirmed = set(log.records["orders.OrderConfirmed"])
+    stock = expected_stock(plan, confirmed)
+    notified = Counter(confirmed | set(log.records["orders.OrderCancelled"]))
+    held = Held({sku: stock[sku] for sku in plan.skus}, dict(stats), notified)
+    return placed, log, fail_fast, held
+
+
+def _failing(account: Account) -> list[str]:
+    return [check.name for check in account.checks if not check.ok]
+
+
+def test_the_account_holds_for_a_run_as_planned_and_counts_requests_on_the_topic() -> None:
+    plan = build_plan("acct", ORDERS)
+    placed, log, fail_fast, held = _as_planned(plan)
+    assert _failing(reckon(plan, placed, log, fail_fast, held)) == []
+
+    # a request that never reached orders.place_order, though every reply adds up
+    del log.records["orders.place_order"][fail_fast.order_id]
+    account = reckon(plan, placed, log, fail_fast, held)
+    assert _failing(account) == ["requested = placed + rejected"]
+    assert account.requested == ORDERS
+
+    # a rejection the plan did not make: the replies alone still add up (21 = 17 + 4)
+    placed, log, fail_fast, held = _as_planned(plan)
+    first = plan.orders[0]
+    placed[0] = Placed(first.order_id, False, "not enough tea", first.total_cents, 10.0)
+    account = reckon(plan, placed, log, fail_fast, held)
+    assert account.requested == account.placed + account.rejected
+    assert "requested = placed + rejected" in _failing(account)
