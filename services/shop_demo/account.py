@@ -11,7 +11,7 @@ from services.shop_demo.drive import Placed
 from services.shop_demo.observe import EventLog
 from services.shop_demo.plan import Outcome, Plan
 
-__all__ = ["Account", "Check", "Held", "percentile", "reckon"]
+__all__ = ["Account", "Check", "Held", "misstated", "percentile", "reckon"]
 
 CONFIRMED = "orders.OrderConfirmed"
 CANCELLED = "orders.OrderCancelled"
@@ -89,13 +89,29 @@ def expected_stock(plan: Plan, confirmed: set[str]) -> dict[str, int]:
     return stock
 
 
-def expected_stats(plan: Plan, log: EventLog) -> dict[str, tuple[int, int]]:
-    """(confirmed orders, their total in cents) per customer, from OrderConfirmed events."""
+def expected_stats(plan: Plan, confirmed: set[str]) -> dict[str, tuple[int, int]]:
+    """(confirmed orders, their total in cents) per customer: the plan's customer and total
+    of each confirmed order (not the events': the Faust table counts those)."""
+    by_id = plan.by_id()
     stats = {customer: (0, 0) for customer in plan.customers}
-    for value in log.first(CONFIRMED).values():
-        count, total = stats.get(value["customer"], (0, 0))
-        stats[value["customer"]] = (count + 1, total + int(value["total_cents"]))
+    for order in (by_id[i] for i in confirmed if i in by_id):
+        count, total = stats[order.customer]
+        stats[order.customer] = (count + 1, total + order.total_cents)
     return stats
+
+
+def misstated(plan: Plan, log: EventLog) -> list[str]:
+    """OrderConfirmed events (every one, duplicates too) whose customer or total is not the
+    plan's for that order: "id: customer, total" as the event has them."""
+    by_id = plan.by_id()
+    wrong = []
+    for order_id, values in log.records[CONFIRMED].items():
+        order = by_id.get(order_id)
+        for value in values:
+            said = (value.get("customer"), value.get("total_cents"))
+            if order is None or said != (order.customer, order.total_cents):
+                wrong.append(f"{order_id}: {said[0]}, {said[1]}")
+    return wrong
 
 
 def _why(reason: str | None) -> str:
@@ -152,10 +168,10 @@ def reckon(
     want_stock = expected_stock(plan, confirmed)
     account.stock = {sku: (want_stock[sku], stock.get(sku)) for sku in want_stock}
     account.stock_in = expected_stock(plan, set())
-    want_stats = expected_stats(plan, log)
+    want_stats = expected_stats(plan, confirmed)
     account.stats = {c: (want_stats[c], stats.get(c)) for c in want_stats}
     _check_counts(account, plan, placed, log, fail_fast)
-    _check_state(account, fail_fast)
+    _check_state(account, plan, log, fail_fast)
     return account
 
 
@@ -206,7 +222,7 @@ def _check_counts(
     )
 
 
-def _check_state(account: Account, fail_fast: Placed | None) -> None:
+def _check_state(account: Account, plan: Plan, log: EventLog, fail_fast: Placed | None) -> None:
     a = account
     bad_stock = {s: v for s, v in a.stock.items() if v[0] != v[1]}
     a.check(
@@ -214,6 +230,12 @@ def _check_state(account: Account, fail_fast: Placed | None) -> None:
         not bad_stock,
         "; ".join(f"{s}: expected {w}, inventory {h}" for s, (w, h) in bad_stock.items())
         or f"{len(a.stock)} SKUs",
+    )
+    wrong = misstated(plan, log)
+    a.check(
+        "OrderConfirmed totals as planned",
+        not wrong,
+        "; ".join(wrong[:5]) or f"{a.confirmed} orders",
     )
     bad_stats = {c: v for c, v in a.stats.items() if v[0] != v[1]}
     a.check(

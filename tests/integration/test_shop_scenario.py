@@ -45,7 +45,7 @@ def test_the_shop_runs_end_to_end_and_every_count_adds_up(
     account, _ = run_shop(ShopOptions(orders=ORDERS, log_dir=tmp_path, say=say))
     transcript = "\n".join(lines)
     assert [c for c in account.checks if not c.ok] == [], transcript
-    assert len(account.checks) == 11, transcript
+    assert len(account.checks) == 12, transcript
 
     plan = build_plan("any", ORDERS)  # the mix depends only on the number of orders
     confirmed, cancelled = plan.count(Outcome.CONFIRMED), plan.count(Outcome.CANCELLED)
@@ -191,3 +191,18 @@ def test_the_account_holds_for_a_run_as_planned_and_counts_requests_on_the_topic
     account = reckon(plan, placed, log, fail_fast, held)
     assert account.requested == account.placed + account.rejected
     assert "requested = placed + rejected" in _failing(account)
+
+
+def test_the_faust_totals_are_checked_against_the_plan_not_against_their_input() -> None:
+    plan = build_plan("acct", ORDERS)
+    placed, log, fail_fast, held = _as_planned(plan)
+    order = next(o for o in plan.orders if o.outcome is Outcome.CONFIRMED)
+    event = log.records["orders.OrderConfirmed"][order.order_id][0]
+    log.records["orders.OrderConfirmed"][order.order_id] = [{**event, "total_cents": 1}]
+    count, total = held.stats[order.customer] or (0, 0)  # the table counts what it read
+    held.stats[order.customer] = (count, total - order.total_cents + 1)
+    account = reckon(plan, placed, log, fail_fast, held)
+    assert _failing(account) == [
+        "OrderConfirmed totals as planned",
+        "Faust totals = confirmed orders",
+    ]
