@@ -184,7 +184,7 @@ def test_an_attempt_that_failed_leaves_nothing_behind_for_the_next_one() -> None
 def test_request_without_a_requester_says_the_transport_cannot() -> None:
     ctx = context(RECORD)
     with pytest.raises(RuntimeError, match="does not support requests"):
-        asyncio.run(ctx.request("inventory.check_stock", order(1), reply=StockLevel))
+        asyncio.run(ctx.request("stockroom.check_stock", order(1), reply=StockLevel))
 
 
 def test_request_goes_to_the_dispatchers_requester() -> None:
@@ -202,10 +202,10 @@ def test_request_goes_to_the_dispatchers_requester() -> None:
     d.requester = factory
     ctx = Context(d, RECORD)
     level = asyncio.run(
-        ctx.request("inventory.check_stock", order(1), reply=StockLevel, timeout=2.0, key="o-1")
+        ctx.request("stockroom.check_stock", order(1), reply=StockLevel, timeout=2.0, key="o-1")
     )
     assert level == StockLevel(sku="tea", available=1, enough=True)
-    assert asked == [("inventory.check_stock", order(1), StockLevel, 2.0, "o-1")]
+    assert asked == [("stockroom.check_stock", order(1), StockLevel, 2.0, "o-1")]
 
 
 def test_header_finds_the_first_value_of_a_name() -> None:

@@ -329,8 +329,8 @@ def test_the_transient_errors_are_the_documented_ones() -> None:
 
 
 TRANSIENT = [
-    ServiceUnavailable("inventory"),
-    RequestTimeout("inventory", "check_stock", "c-1", 2.0),
+    ServiceUnavailable("stockroom"),
+    RequestTimeout("stockroom", "check_stock", "c-1", 2.0),
     DeliveryError("broker unreachable"),
     DeliveryRefused("too large"),  # a subclass: still a failure of a dependency
 ]
@@ -357,7 +357,7 @@ def test_transient_errors_are_retried_past_the_retry_count_within_the_window(err
 
 
 def test_a_transient_failure_that_outlasts_its_window_is_dead_lettered() -> None:
-    svc, calls = failing_service(ServiceUnavailable("inventory"), transient_timeout=0.05)
+    svc, calls = failing_service(ServiceUnavailable("stockroom"), transient_timeout=0.05)
     d = dispatcher(svc, retries=0, retry_backoff=0.01)
     started = time.monotonic()
     run(d.handle_batch(inputs(CODEC.encode(order(1))), Ticket()))
@@ -369,7 +369,7 @@ def test_a_transient_failure_that_outlasts_its_window_is_dead_lettered() -> None
 
 
 def test_a_retry_wait_never_outlasts_the_transient_window() -> None:
-    svc, calls = failing_service(RequestTimeout("inventory", "check_stock", "c-1", 1.0))
+    svc, calls = failing_service(RequestTimeout("stockroom", "check_stock", "c-1", 1.0))
     d = dispatcher(
         svc, retries=0, retry_backoff=60.0, retry_backoff_max=60.0, transient_timeout=0.05
     )
@@ -385,7 +385,7 @@ def test_a_retry_wait_never_outlasts_the_transient_window() -> None:
 def test_a_zero_transient_timeout_counts_transient_errors_as_ordinary_failures(
     setting, option
 ) -> None:
-    svc, calls = failing_service(ServiceUnavailable("inventory"), transient_timeout=option)
+    svc, calls = failing_service(ServiceUnavailable("stockroom"), transient_timeout=option)
     d = dispatcher(svc, retries=1, transient_timeout=setting)
     run(d.handle_batch(inputs(CODEC.encode(order(1))), Ticket()))
     assert calls == ["o-1", "o-1"]
@@ -632,8 +632,8 @@ def test_handle_raises_abandoned_when_stopping_before_a_retry() -> None:
 # --- responders ----------------------------------------------------------------------------
 
 
-def inventory(**options: Any) -> tuple[Service, list[str]]:
-    svc = Service("inventory")
+def stockroom(**options: Any) -> tuple[Service, list[str]]:
+    svc = Service("stockroom")
     calls: list[str] = []
 
     @svc.responder(**options)
@@ -657,12 +657,12 @@ def request(
     reply_to: str = "_kit.replies.me",
 ) -> MemoryMessage:
     deadline = int(time.time() * 1000) + 60_000 if deadline_ms is None else deadline_ms
-    headers = request_headers(corr, reply_to, deadline, "inventory", "check_stock")
-    return MemoryBroker().append("inventory.check_stock", value, b"key", headers)
+    headers = request_headers(corr, reply_to, deadline, "stockroom", "check_stock")
+    return MemoryBroker().append("stockroom.check_stock", value, b"key", headers)
 
 
 def test_a_responder_replies_with_the_encoded_result_after_its_outputs() -> None:
-    svc, calls = inventory()
+    svc, calls = stockroom()
     d = dispatcher(svc)
     ticket = Ticket()
     run(d.handle_batch([request(CODEC.encode(CheckStock(sku="tea", quantity=2)), "c-7")], ticket))
@@ -671,14 +671,14 @@ def test_a_responder_replies_with_the_encoded_result_after_its_outputs() -> None
     assert checked.topic == "shop.OrderChecked"
     assert reply.topic == "_kit.replies.me" and reply.headers == [("kit-correlation-id", b"c-7")]
     assert CODEC.decode(reply.value, StockLevel) == StockLevel(sku="tea", available=12, enough=True)
-    assert ticket.offsets == {("inventory.check_stock", 0): 1} and ticket.pending == 0
+    assert ticket.offsets == {("stockroom.check_stock", 0): 1} and ticket.pending == 0
 
 
 @pytest.mark.parametrize("tracebacks", [False, True])
 def test_a_failing_responder_sends_the_error_to_its_caller_instead_of_a_dead_letter(
     tracebacks,
 ) -> None:
-    svc, calls = inventory()
+    svc, calls = stockroom()
     d = dispatcher(svc, retries=3, remote_tracebacks=tracebacks)
     run(d.handle_batch([request(CODEC.encode(CheckStock(sku="caviar", quantity=1)))], Ticket()))
     assert calls == ["caviar"]  # responders do not retry: the caller's deadline is running
@@ -696,7 +696,7 @@ def test_a_failing_responder_sends_the_error_to_its_caller_instead_of_a_dead_let
 
 
 def test_a_responder_does_not_retry_transient_errors_by_default() -> None:
-    svc, calls = inventory()
+    svc, calls = stockroom()
     d = dispatcher(svc, transient_timeout=30.0)
     run(d.handle_batch([request(CODEC.encode(CheckStock(sku="down", quantity=1)))], Ticket()))
     assert calls == ["down"]
@@ -704,31 +704,31 @@ def test_a_responder_does_not_retry_transient_errors_by_default() -> None:
 
 
 def test_a_request_that_cannot_be_decoded_is_dead_lettered_and_its_caller_told() -> None:
-    svc, calls = inventory()
+    svc, calls = stockroom()
     d = dispatcher(svc)
     run(d.handle_batch([request(b"garbage")], Ticket()))
     assert calls == []
     (letter, reply) = d.sink.produced
-    assert letter.topic == "inventory.check_stock.dlt"
+    assert letter.topic == "stockroom.check_stock.dlt"
     assert letter.header["kit-dlt-reason"] == b"decode"
     assert reply.topic == "_kit.replies.me" and reply.header["kit-error"] == b"DecodeError"
 
 
 def test_a_failing_responder_without_a_caller_is_dead_lettered() -> None:
-    svc, _ = inventory()
+    svc, _ = stockroom()
     d = dispatcher(svc)
     msg = MemoryBroker().append(
-        "inventory.check_stock", CODEC.encode(CheckStock(sku="caviar", quantity=1))
+        "stockroom.check_stock", CODEC.encode(CheckStock(sku="caviar", quantity=1))
     )
     run(d.handle_batch([msg], Ticket()))
     (letter,) = d.sink.produced
-    assert letter.topic == "inventory.check_stock.dlt"
+    assert letter.topic == "stockroom.check_stock.dlt"
     assert letter.header["kit-dlt-reason"] == b"handler"
     assert letter.header["kit-dlt-handler"] == b"check_stock"
 
 
 def test_replies_go_to_the_reply_sink_and_a_failed_reply_is_only_counted() -> None:
-    svc, _ = inventory()
+    svc, _ = stockroom()
     replies = RecordingSink(confirm=False)
     d = dispatcher(svc)
     d.reply_sink = replies
@@ -742,7 +742,7 @@ def test_replies_go_to_the_reply_sink_and_a_failed_reply_is_only_counted() -> No
 
 
 def test_a_reply_to_a_topic_that_is_gone_is_dropped() -> None:
-    svc, calls = inventory()
+    svc, calls = stockroom()
     d = dispatcher(svc)
 
     async def gone(topic: str) -> bool:
@@ -753,24 +753,24 @@ def test_a_reply_to_a_topic_that_is_gone_is_dropped() -> None:
     run(d.handle_batch([request(CODEC.encode(CheckStock(sku="tea", quantity=1)))], ticket))
     assert calls == ["tea"] and d.replies_dropped == 1
     assert [p.topic for p in d.sink.produced] == ["shop.OrderChecked"]
-    assert ticket.offsets == {("inventory.check_stock", 0): 1}
+    assert ticket.offsets == {("stockroom.check_stock", 0): 1}
 
 
 def test_an_expired_request_is_skipped_but_counted_as_handled() -> None:
-    svc, calls = inventory()
+    svc, calls = stockroom()
     d = dispatcher(svc)
     ticket = Ticket()
     past = int(time.time() * 1000) - 1
     value = CODEC.encode(CheckStock(sku="tea", quantity=1))
     run(d.handle_batch([request(value, "old", deadline_ms=past)], ticket))
     assert calls == [] and d.sink.produced == [] and d.expired == 1
-    assert ticket.offsets == {("inventory.check_stock", 0): 1}
+    assert ticket.offsets == {("stockroom.check_stock", 0): 1}
     run(d.handle_batch([request(value, "new")], Ticket()))
     assert calls == ["tea"] and d.expired == 1
 
 
 def test_a_responder_returning_something_else_than_an_event_tells_its_caller() -> None:
-    svc = Service("inventory")
+    svc = Service("stockroom")
 
     @svc.responder()
     async def check_stock(request: CheckStock) -> StockLevel:

@@ -32,17 +32,17 @@ from tests.fixtures.events import CheckStock, OrderPlaced, StockLevel
 
 CODEC = Codec(SchemaRepository(SCHEMAS))
 
-inventory = Service("inventory")
+stockroom = Service("stockroom")
 
 
-@inventory.responder()
+@stockroom.responder()
 async def check_stock(request: CheckStock) -> StockLevel:
     if request.sku != "tea":
         raise KeyError(f"unknown sku {request.sku!r}")
     return StockLevel(sku="tea", available=100, enough=request.quantity <= 100)
 
 
-@inventory.responder("stock.reserve.v2")
+@stockroom.responder("stock.reserve.v2")
 async def reserve(request: CheckStock) -> StockLevel:
     raise PermissionError("reservations are closed")
 
@@ -55,11 +55,11 @@ def reply(*headers: tuple[str, bytes], value: bytes | None = None) -> MemoryMess
 
 
 def test_request_headers_say_who_asks_where_to_reply_and_by_when() -> None:
-    assert request_headers("c-1", "_kit.replies.i-1", 1_767_225_600_123, "inventory", "check") == [
+    assert request_headers("c-1", "_kit.replies.i-1", 1_767_225_600_123, "stockroom", "check") == [
         ("kit-correlation-id", b"c-1"),
         ("kit-reply-to", b"_kit.replies.i-1"),
         ("kit-deadline", b"1767225600123"),
-        ("kit-method", b"inventory.check"),
+        ("kit-method", b"stockroom.check"),
     ]
 
 
@@ -73,7 +73,7 @@ def test_each_requesting_instance_has_its_own_reply_topic() -> None:
 
 def test_a_reply_without_an_error_is_returned_as_it_is() -> None:
     ok = reply(("kit-correlation-id", b"c-1"), value=b"bytes")
-    assert check_reply(ok, "inventory", "check_stock", "c-1") is ok
+    assert check_reply(ok, "stockroom", "check_stock", "c-1") is ok
 
 
 def test_an_error_reply_raises_remote_error_with_type_message_and_traceback() -> None:
@@ -84,18 +84,18 @@ def test_an_error_reply_raises_remote_error_with_type_message_and_traceback() ->
         ("kit-error-trace", b"Traceback (most recent call last):\n  ...\nKeyError: 'x'\n"),
     )
     with pytest.raises(RemoteError) as caught:
-        check_reply(failed, "inventory", "check_stock", "c-1")
+        check_reply(failed, "stockroom", "check_stock", "c-1")
     err = caught.value
     assert isinstance(err, RequestError)
-    assert (err.service, err.method, err.correlation_id) == ("inventory", "check_stock", "c-1")
+    assert (err.service, err.method, err.correlation_id) == ("stockroom", "check_stock", "c-1")
     assert (err.error_type, err.message) == ("KeyError", "\"unknown sku 'x'\"")
     assert err.remote_traceback.endswith("KeyError: 'x'\n")
-    assert str(err) == "inventory.check_stock raised KeyError: \"unknown sku 'x'\""
+    assert str(err) == "stockroom.check_stock raised KeyError: \"unknown sku 'x'\""
 
 
 def test_an_error_reply_without_message_or_traceback_still_raises() -> None:
     with pytest.raises(RemoteError) as caught:
-        check_reply(reply(("kit-error", b"DecodeError")), "inventory", "check_stock", "c-2")
+        check_reply(reply(("kit-error", b"DecodeError")), "stockroom", "check_stock", "c-2")
     assert (caught.value.error_type, caught.value.message) == ("DecodeError", "")
     assert caught.value.remote_traceback is None
 
@@ -103,7 +103,7 @@ def test_an_error_reply_without_message_or_traceback_still_raises() -> None:
 def test_an_error_message_that_is_not_utf8_is_still_readable() -> None:
     bad = reply(("kit-error", b"ValueError"), ("kit-error-message", b"caf\xe9"))
     with pytest.raises(RemoteError) as caught:
-        check_reply(bad, "inventory", "check_stock", "c-3")
+        check_reply(bad, "stockroom", "check_stock", "c-3")
     assert caught.value.message == "caf\ufffd"
 
 
@@ -112,12 +112,12 @@ def test_an_error_message_that_is_not_utf8_is_still_readable() -> None:
 
 def test_a_responder_function_names_its_service_method_topic_and_reply() -> None:
     assert resolve_target(check_stock, None) == (
-        "inventory",
+        "stockroom",
         "check_stock",
-        "inventory.check_stock",
+        "stockroom.check_stock",
         StockLevel,
     )
-    assert resolve_target(reserve, None) == ("inventory", "reserve", "stock.reserve.v2", StockLevel)
+    assert resolve_target(reserve, None) == ("stockroom", "reserve", "stock.reserve.v2", StockLevel)
 
 
 def test_reply_given_with_a_responder_function_wins() -> None:
@@ -128,15 +128,15 @@ def test_reply_given_with_a_responder_function_wins() -> None:
 
 
 def test_a_service_method_string_needs_the_reply_class() -> None:
-    assert resolve_target("inventory.check_stock", StockLevel) == (
-        "inventory",
+    assert resolve_target("stockroom.check_stock", StockLevel) == (
+        "stockroom",
         "check_stock",
         None,  # the request topic is then <service>.<method>
         StockLevel,
     )
-    assert resolve_target("shop.inventory.check", StockLevel)[:2] == ("shop.inventory", "check")
+    assert resolve_target("shop.stockroom.check", StockLevel)[:2] == ("shop.stockroom", "check")
     with pytest.raises(ConfigError, match="reply=<the reply Event class>") as caught:
-        resolve_target("inventory.check_stock", None)
+        resolve_target("stockroom.check_stock", None)
     assert caught.value.setting == "reply"
 
 
@@ -180,28 +180,28 @@ class MemoryRequester(BaseRequester):
 
 
 def test_a_request_to_a_responder_function_returns_the_typed_reply() -> None:
-    requester = MemoryRequester(inventory)
+    requester = MemoryRequester(stockroom)
     level = asyncio.run(requester.request(check_stock, CheckStock(sku="tea", quantity=3), key="k"))
     assert level == StockLevel(sku="tea", available=100, enough=True)
     (sent,) = requester.sent
-    assert sent.topic() == "inventory.check_stock" and sent.key() == b"k"
+    assert sent.topic() == "stockroom.check_stock" and sent.key() == b"k"
     assert CODEC.decode(sent.value(), CheckStock) == CheckStock(sku="tea", quantity=3)
-    assert dict(sent.headers())["kit-method"] == b"inventory.check_stock"
+    assert dict(sent.headers())["kit-method"] == b"stockroom.check_stock"
 
 
 def test_a_request_by_name_goes_to_the_service_dot_method_topic() -> None:
-    requester = MemoryRequester(inventory)
+    requester = MemoryRequester(stockroom)
     level = asyncio.run(
         requester.request(
-            "inventory.check_stock", CheckStock(sku="tea", quantity=500), reply=StockLevel
+            "stockroom.check_stock", CheckStock(sku="tea", quantity=500), reply=StockLevel
         )
     )
     assert isinstance(level, StockLevel) and level.enough is False
-    assert requester.sent[0].topic() == "inventory.check_stock"
+    assert requester.sent[0].topic() == "stockroom.check_stock"
 
 
 def test_a_responder_on_its_own_topic_is_reached_through_its_function() -> None:
-    requester = MemoryRequester(inventory)
+    requester = MemoryRequester(stockroom)
     with pytest.raises(RemoteError, match="PermissionError: reservations are closed"):
         asyncio.run(requester.request(reserve, CheckStock(sku="tea", quantity=1)))
     assert requester.sent[0].topic() == "stock.reserve.v2"
@@ -209,11 +209,11 @@ def test_a_responder_on_its_own_topic_is_reached_through_its_function() -> None:
 
 @pytest.mark.parametrize("tracebacks", [False, True])
 def test_a_responder_that_raises_is_a_remote_error_for_its_caller(tracebacks) -> None:
-    requester = MemoryRequester(inventory, remote_tracebacks=tracebacks)
+    requester = MemoryRequester(stockroom, remote_tracebacks=tracebacks)
     with pytest.raises(RemoteError) as caught:
         asyncio.run(requester.request(check_stock, CheckStock(sku="caviar", quantity=1)))
     err = caught.value
-    assert (err.service, err.method, err.correlation_id) == ("inventory", "check_stock", "c-1")
+    assert (err.service, err.method, err.correlation_id) == ("stockroom", "check_stock", "c-1")
     assert (err.error_type, err.message) == ("KeyError", "\"unknown sku 'caviar'\"")
     if tracebacks:
         assert "in check_stock" in err.remote_traceback
@@ -223,7 +223,7 @@ def test_a_responder_that_raises_is_a_remote_error_for_its_caller(tracebacks) ->
 
 
 def test_a_request_the_responder_cannot_decode_is_a_remote_decode_error() -> None:
-    requester = MemoryRequester(inventory)
+    requester = MemoryRequester(stockroom)
     with pytest.raises(RemoteError) as caught:
-        asyncio.run(requester.request_raw("inventory", "check_stock", b"not avro"))
+        asyncio.run(requester.request_raw("stockroom", "check_stock", b"not avro"))
     assert caught.value.error_type == "DecodeError"

@@ -61,7 +61,7 @@ def test_handler_options_are_kept_and_the_topic_can_be_named() -> None:
 
 
 def test_a_responder_is_addressed_as_service_dot_function_and_fails_fast_by_default() -> None:
-    svc = Service("inventory")
+    svc = Service("stockroom")
 
     @svc.responder()
     async def check_stock(request: CheckStock, ctx: Context) -> StockLevel:
@@ -69,10 +69,10 @@ def test_a_responder_is_addressed_as_service_dot_function_and_fails_fast_by_defa
 
     (r,) = svc.handlers
     assert isinstance(r, Responder) and svc.responders() == [r]
-    assert r.topic == "inventory.check_stock"
+    assert r.topic == "stockroom.check_stock"
     assert (r.event_type, r.reply_type, r.takes_context) == (CheckStock, StockLevel, True)
     assert (r.retries, r.transient_timeout) == (0, 0)  # the caller's deadline is running
-    assert check_stock.__kit_responder__ == ("inventory", r)  # callers find it by the function
+    assert check_stock.__kit_responder__ == ("stockroom", r)  # callers find it by the function
 
 
 def test_topics_are_listed_in_declaration_order() -> None:
@@ -106,7 +106,7 @@ def test_events_defined_in_a_function_can_be_annotated() -> None:
         quantity: int
         request_id: str | None = None
 
-    svc = Service("inventory")
+    svc = Service("stockroom")
 
     @svc.handler(topic="local")
     async def on_stock(request: LocalStock) -> None:
@@ -184,7 +184,7 @@ def test_a_handler_of_an_event_without_a_schema_is_a_declaration_error() -> None
 
 
 def test_a_responder_replying_with_an_event_without_a_schema_is_a_declaration_error() -> None:
-    svc = Service("inventory")
+    svc = Service("stockroom")
 
     async def check_stock(request: CheckStock) -> OrderLine:
         raise NotImplementedError
@@ -211,9 +211,9 @@ def test_two_handlers_on_one_topic_are_refused_naming_both() -> None:
 
 
 def test_a_responder_and_a_handler_cannot_share_a_topic() -> None:
-    svc = Service("inventory")
+    svc = Service("stockroom")
 
-    @svc.handler(topic="inventory.check_stock")
+    @svc.handler(topic="stockroom.check_stock")
     async def audit(request: CheckStock) -> None:
         pass
 
@@ -257,15 +257,15 @@ async def returns_an_optional_event(request: CheckStock) -> StockLevel | None:
     "func", [returns_nothing_declared, returns_none, returns_a_dict, returns_an_optional_event]
 )
 def test_a_responder_must_be_annotated_to_return_an_event(func) -> None:
-    svc = Service("inventory")
+    svc = Service("stockroom")
     with pytest.raises(ConfigError, match="must be annotated to return an Event") as caught:
         svc.responder()(func)
-    assert caught.value.setting == f"inventory.{func.__name__}"
+    assert caught.value.setting == f"stockroom.{func.__name__}"
     assert svc.handlers == [] and not hasattr(func, "__kit_responder__")
 
 
 def test_a_responder_with_a_wrong_request_parameter_is_refused() -> None:
-    svc = Service("inventory")
+    svc = Service("stockroom")
 
     async def check(request: str) -> StockLevel:
         raise NotImplementedError
@@ -277,7 +277,7 @@ def test_a_responder_with_a_wrong_request_parameter_is_refused() -> None:
 @pytest.mark.parametrize("value", [-1, -0.001])
 @pytest.mark.parametrize("kind", ["handler", "responder"])
 def test_a_negative_transient_timeout_is_refused_when_declared(kind, value) -> None:
-    svc = Service("inventory")
+    svc = Service("stockroom")
 
     async def check_stock(request: CheckStock) -> StockLevel:
         raise NotImplementedError
