@@ -12,7 +12,8 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from services.shop_demo.observe import EventLog
 from services.shop_demo.plan import TEA_PRICE, Outcome, Plan, PlannedOrder, build_plan
 from services.shop_demo.report import describe_services, render
 
-__all__ = ["ShopOptions", "run_shop"]
+__all__ = ["SERVICES", "ShopOptions", "run_shop", "running"]
 
 NOTIFICATIONS_FILE = "notifications.txt"
 """Where the notifications service writes its lines in the log folder (the run checks them)."""
@@ -82,22 +83,26 @@ def declare(fleet: Fleet, log_dir: Path, service_env: dict[str, dict[str, str]])
         fleet.add_kit_service(name, service_env.get(name))
     faust_env = {**fleet.env, **service_env.get(state.FAUST_NAME, {})}
     fleet.add(state.faust_spec(faust_env, log_dir))
-    return [*KIT_SERVICES, state.FAUST_NAME]
+    return list(SERVICES)
 
 
-async def discover(say: Callable[[str], None], timeout: float = 30.0) -> list[str]:
-    """Wait until each service (the Faust app too: its bridge announces it) has a live
-    instance in the registry; describe them all."""
-    names = [*KIT_SERVICES, state.FAUST_NAME]
+SERVICES = (*KIT_SERVICES, state.FAUST_NAME)
+"""Every service of the shop (the Faust app too: its bridge announces it)."""
+
+
+async def discover(
+    say: Callable[[str], None], timeout: float = 30.0
+) -> tuple[list[str], list[str]]:
+    """Wait until each service has a live instance in the registry; describe them all.
+    The descriptions, and the services still missing at the deadline (the account checks)."""
     async with Registry() as registry:
         deadline = time.monotonic() + timeout
-        while not all(registry.has_live(name) for name in names):
+        while missing := [n for n in SERVICES if not registry.has_live(n)]:
             if time.monotonic() > deadline:
-                missing = [n for n in names if not registry.has_live(n)]
                 say(f"not in the registry after {timeout:g}s: {', '.join(missing)}")
                 break
             await asyncio.sleep(0.1)  # poll interval of a wait with a deadline
-        return describe_services(registry.instances())
+        return describe_services(registry.instances()), missing
 
 
 async def settle(
@@ -179,6 +184,8 @@ class _Seen:
     """What the async part of a run collected, for the account."""
 
     services: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=lambda: list(SERVICES))
+    """Services not found live in the registry (all of them until discovery ran)."""
     placed: list[Placed] = field(default_factory=list)
     fail_fast: Placed | None = None
     held: Held = field(default_factory=Held)
@@ -189,7 +196,7 @@ async def _scenario(plan: Plan, fleet: Fleet, options: ShopOptions, seen: _Seen)
     say = options.say
     since_ms = int(time.time() * 1000) - 2000
     async with Client(load_settings()) as client:
-        seen.services = await discover(say)
+        seen.services, seen.missing = await discover(say)
         say(f"registry: {len(seen.services)} live instances (listed in the account)")
         await restock(client, plan.initial_stock)
         say("stock: " + ", ".join(f"{q} x {s}" for s, q in plan.initial_stock.items()))
@@ -200,17 +207,33 @@ async def _scenario(plan: Plan, fleet: Fleet, options: ShopOptions, seen: _Seen)
 
         seen.placed = await place_all(client, plan, say, hook)
         log = EventLog(client.settings, client.codec, plan.run, since_ms)
-        stock = state.StockReader(client.settings, client.codec, plan.run)
-        try:
-            notes = fleet.log_dir / NOTIFICATIONS_FILE
-            seen.held = await settle(client, plan, seen.placed, log, stock, options, notes)
-            if options.fail_fast:
-                seen.fail_fast = await fail_fast(client, fleet, plan, say)
-            calls = [*seen.placed, *([seen.fail_fast] if seen.fail_fast else [])]
-            await read_requests(log, {p.order_id for p in calls})
+        try:  # the log's records stay readable once its consumer is closed
+            stock = state.StockReader(client.settings, client.codec, plan.run)
+            try:
+                notes = fleet.log_dir / NOTIFICATIONS_FILE
+                seen.held = await settle(client, plan, seen.placed, log, stock, options, notes)
+                if options.fail_fast:
+                    seen.fail_fast = await fail_fast(client, fleet, plan, say)
+                calls = [*seen.placed, *([seen.fail_fast] if seen.fail_fast else [])]
+                await read_requests(log, {p.order_id for p in calls})
+            finally:
+                await asyncio.to_thread(stock.close)
         finally:
-            await asyncio.to_thread(stock.close)
+            await asyncio.to_thread(log.close)
     return log
+
+
+@contextmanager
+def running(fleet: Fleet) -> Iterator[Fleet]:
+    """The fleet, stopped at the end however the block ends: SIGTERM and bounded waits
+    (`stop_all`), then SIGKILL for whatever still runs, even if `stop_all` raised."""
+    try:
+        yield fleet
+    finally:
+        try:
+            fleet.stop_all()
+        finally:
+            fleet.close()
 
 
 def run_shop(options: ShopOptions) -> tuple[Account, list[str]]:
@@ -240,19 +263,18 @@ def run_shop(options: ShopOptions) -> tuple[Account, list[str]]:
         "saffron (to reject)" + (", then one with inventory stopped" if options.fail_fast else "")
     )
     seen = _Seen()
-    log: EventLog | None = None
-    try:
+    with running(fleet):  # SIGTERM, bounded waits, SIGKILL; after a failure too
         if state.ensure_faust_changelog(load_settings()):  # see its docstring
             say("created customer_stats' changelog topic (a first run on this broker)")
         for line in fleet.start(names):
             say(f"up: {line}")
         log = asyncio.run(_scenario(plan, fleet, options, seen))
-    finally:
-        fleet.stop_all()  # SIGTERM, bounded waits; after a failure too
-        fleet.close()
-    assert log is not None  # the scenario ran to its end
     account = reckon(plan, seen.placed, log, seen.fail_fast, seen.held)
-    log.close()
+    account.check(
+        f"all {len(SERVICES)} services found in the registry",
+        not seen.missing,
+        f"missing: {', '.join(seen.missing)}" if seen.missing else ", ".join(SERVICES),
+    )
     account.exits = fleet.exits
     unclean = [f"{name} {code}" for name, code in fleet.exits if code != 0]
     account.check(

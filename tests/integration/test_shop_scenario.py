@@ -9,6 +9,8 @@ the same broker (the shop's topics and groups have fixed names).
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -24,9 +26,10 @@ from kit import Client, load_settings
 from services.orders.events import OrderCancelled
 from services.shop_demo.account import Account, Held, expected_stock, reckon
 from services.shop_demo.drive import Placed
+from services.shop_demo.fleet import Fleet, Spec
 from services.shop_demo.observe import EventLog
 from services.shop_demo.plan import Outcome, Plan, build_plan
-from services.shop_demo.run import ShopOptions, run_shop
+from services.shop_demo.run import ShopOptions, run_shop, running
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +48,7 @@ def test_the_shop_runs_end_to_end_and_every_count_adds_up(
     account, _ = run_shop(ShopOptions(orders=ORDERS, log_dir=tmp_path, say=say))
     transcript = "\n".join(lines)
     assert [c for c in account.checks if not c.ok] == [], transcript
-    assert len(account.checks) == 12, transcript
+    assert len(account.checks) == 13, transcript
 
     plan = build_plan("any", ORDERS)  # the mix depends only on the number of orders
     confirmed, cancelled = plan.count(Outcome.CONFIRMED), plan.count(Outcome.CANCELLED)
@@ -206,3 +209,26 @@ def test_the_faust_totals_are_checked_against_the_plan_not_against_their_input()
         "OrderConfirmed totals as planned",
         "Faust totals = confirmed orders",
     ]
+
+
+def test_the_fleet_is_killed_when_its_graceful_stop_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`running` kills what still runs even when stop_all raises (Proc.finish's
+    TimeoutError, say): no process of the run outlives it."""
+    fleet = Fleet(tmp_path, os.environ)
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('up', flush=True); time.sleep(120)"
+    )
+    argv = [sys.executable, "-c", code]
+    fleet.add(Spec("sleeper", argv, lambda line: "up" in line, dict(os.environ), tmp_path))
+
+    def stop_all(timeout: float = 40.0) -> None:
+        raise TimeoutError("sleeper: end of output")
+
+    monkeypatch.setattr(fleet, "stop_all", stop_all)
+    with pytest.raises(TimeoutError), running(fleet):
+        fleet.start(["sleeper"], 30.0)
+    assert not fleet.procs["sleeper"].alive
+    assert fleet.killed == [("sleeper", -9)]
