@@ -264,8 +264,6 @@ def run_shop(options: ShopOptions) -> tuple[Account, list[str]]:
     )
     seen = _Seen()
     with running(fleet):  # SIGTERM, bounded waits, SIGKILL; after a failure too
-        if state.ensure_faust_changelog(load_settings()):  # see its docstring
-            say("created customer_stats' changelog topic (a first run on this broker)")
         for line in fleet.start(names):
             say(f"up: {line}")
         log = asyncio.run(_scenario(plan, fleet, options, seen))

@@ -22,8 +22,7 @@ from kit import Client
 from kit.codec import Codec
 from kit.config import Settings
 from kit.errors import DecodeError, KitError
-from kit.transport.admin import TopicSpec, ensure_topics
-from kit.transport.kafka import admin_client, make_consumer
+from kit.transport.kafka import make_consumer
 from services.customer_stats.api import get
 from services.customer_stats.events import GetStats
 from services.shop_demo.fleet import Spec
@@ -34,7 +33,6 @@ __all__ = [
     "FAUST_NAME",
     "StockReader",
     "ask_stats",
-    "ensure_faust_changelog",
     "faust_spec",
     "notifications",
     "stock_topic",
@@ -60,24 +58,6 @@ def faust_command() -> list[str]:
     """`faust` of this interpreter's environment, else `python -m faust`."""
     script = Path(sys.executable).with_name("faust")
     return [str(script)] if script.exists() else [sys.executable, "-m", "faust"]
-
-
-def ensure_faust_changelog(settings: Settings) -> bool:
-    """Create the customer_stats table's changelog topic if it is missing; True if created.
-
-    A workaround: on a broker that has never run the app, the worker finds no
-    `customer-stats-stats-changelog` (kit's brokers do not create topics on first use),
-    logs "Ignoring missing topic", and waits for it without end: never ready, never
-    announced. The topic as Faust would make it: the app's partitions, compacted.
-    """
-    app_id = settings.group_id or "customer-stats"
-    spec = TopicSpec(
-        f"{app_id}-stats-changelog",
-        settings.topic_partitions,
-        settings.topic_replication,
-        (("cleanup.policy", "compact"),),
-    )
-    return bool(ensure_topics(admin_client(settings), [spec]))
 
 
 def faust_spec(env: Mapping[str, str], log_dir: Path) -> Spec:

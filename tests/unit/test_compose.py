@@ -13,7 +13,7 @@ import yaml
 
 import kit.registry  # noqa: F401  (its RegistryConfig: KIT_REGISTRY_* are known variables)
 from kit.broker import KAFKA_VERSION
-from kit.config import known_variables, load_settings
+from kit.config import known_variables
 from kit.loading import load_service
 from kit.service import Service
 
@@ -31,15 +31,6 @@ def compose() -> dict[str, Any]:  # Any: YAML
 def _services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The shop's services: every service built from the repository (not Kafka's image)."""
     return {name: spec for name, spec in compose["services"].items() if "build" in spec}
-
-
-def _kafka_tools(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """One-shot services that run a Kafka command-line tool against the broker."""
-    return {
-        name: spec
-        for name, spec in compose["services"].items()
-        if name != "kafka" and "build" not in spec
-    }
 
 
 def _default(value: str) -> str:
@@ -156,27 +147,7 @@ def test_addresses_and_ports_agree(compose: dict[str, Any]) -> None:
         assert host == "localhost" and published.get(port) == port
 
 
-def test_the_changelog_workaround_makes_the_topic_the_faust_app_waits_for(
-    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tools = _kafka_tools(compose)
-    assert set(tools) == {"customer-stats-topics"}
-    spec = tools["customer-stats-topics"]
-    assert spec["image"] == compose["services"]["kafka"]["image"]
-    assert spec["depends_on"]["kafka"]["condition"] == "service_healthy"
-    command = spec["command"]
-    option = {command[i]: command[i + 1] for i in range(len(command) - 1)}
-    worker = compose["services"]["customer-stats"]
-    for key, value in worker["environment"].items():  # as in the worker's container
-        monkeypatch.setenv(key, _default(str(value)))
-    settings = load_settings()
-    assert option["--topic"] == f"{settings.group_id or 'customer-stats'}-stats-changelog"
-    assert int(option["--partitions"]) == settings.topic_partitions
-    assert option["--config"] == "cleanup.policy=compact"
-    advertised = _listeners(
-        compose["services"]["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
-    )
-    assert option["--bootstrap-server"] == "{}:{}".format(*advertised["INTERNAL"])
-    assert worker["depends_on"]["customer-stats-topics"]["condition"] == (
-        "service_completed_successfully"
-    )
+def test_every_service_but_kafka_is_built_from_the_repository(compose: dict[str, Any]) -> None:
+    """No one-shot Kafka tool beside them: the Faust worker's kit bridge creates its
+    table's changelog topic as it starts (kit.faust), as the kit services create theirs."""
+    assert set(compose["services"]) - set(_services(compose)) == {"kafka"}
