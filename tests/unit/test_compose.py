@@ -86,6 +86,17 @@ def test_the_faust_worker_runs_an_app_that_imports(
     assert isinstance(app, faust.App)
 
 
+def test_docs_shop_runs_the_faust_worker_as_compose_does(compose: dict[str, Any]) -> None:
+    """Each `faust -A ... worker` command in docs/shop.md has compose's options (among them
+    --without-web: docs/faust.md says why)."""
+    worker = next(s for s in _services(compose).values() if s["command"][0] == "faust")
+    text = " ".join((ROOT / "docs" / "shop.md").read_text(encoding="utf-8").split())
+    commands = re.findall(r"`(faust -A [^`]*)`", text)
+    assert commands, "docs/shop.md shows how the Faust worker runs"
+    for command in commands:
+        assert command.split() == worker["command"], command
+
+
 def test_every_kit_variable_is_one_kit_reads(compose: dict[str, Any]) -> None:
     known = known_variables()
     named = {
