@@ -109,6 +109,22 @@ def test_every_kit_variable_is_one_kit_reads(compose: dict[str, Any]) -> None:
     assert named <= known, f"not kit settings: {sorted(named - known)}"
 
 
+def test_every_shop_variable_is_one_a_service_reads(compose: dict[str, Any]) -> None:
+    """Each SHOP_* setting compose gives a service is read by the code under services/.
+    (SHOP_BOOTSTRAP_SERVERS, in `${...}`, is compose's own: it sets no container variable.)"""
+    named = {
+        key
+        for spec in _services(compose).values()
+        for key in spec.get("environment", {})
+        if key.startswith("SHOP_")
+    }
+    assert named, "the shop's own settings are SHOP_* variables"
+    code = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "services").rglob("*.py"))
+    for name in sorted(named):
+        read = rf"os\.(?:environ\.get|getenv)\(\s*\"{name}\"|os\.environ\[\s*\"{name}\"\]"
+        assert re.search(read, code), f"{name}: no code under services/ reads it"
+
+
 def test_services_start_after_the_broker_is_healthy(compose: dict[str, Any]) -> None:
     assert "healthcheck" in compose["services"]["kafka"]
     for name, spec in _services(compose).items():
