@@ -1,9 +1,10 @@
 """The Faust bridge: kit's wire format as a Faust codec, and a Faust app as a kit service.
 
 `KitCodec` (a Faust codec of one kit Event type), `KitBridge.topic` (a Faust topic of kit
-events: writer schemas resolved and published through `_kit_schemas`), and `KitBridge`
-(the app in kit's registry, answering kit requests). Guide: docs/faust.md. No threads of
-its own: blocking calls run in worker threads or before the worker's loop starts.
+events: writer schemas resolved and published through `_kit_schemas`; both in
+kit.faust_topics), and `KitBridge` (the app in kit's registry, answering kit requests; no
+failure of a request stops its agent). Guide: docs/faust.md. No threads of its own:
+blocking calls run in worker threads or before the worker's loop starts.
 """
 
 from __future__ import annotations
@@ -18,16 +19,15 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import faust
-from faust.serializers import codecs
-from faust.types import AppT, StreamT
-from faust.types.tuples import Message as FaustMessage
+from faust.types import StreamT
 
 from kit.codec import Codec, fingerprint_of
 from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.dead_letters import dead_letter_headers, dead_letter_topic
 from kit.errors import ConfigError, DecodeError, EncodeError
 from kit.event import Event
-from kit.protocol import CORRELATION_ID, DEADLINE, REPLY_TO, Headers, header
+from kit.faust_topics import KitCodec, KitSchema, KitTopic, WriterSchemaLookupFailed, _Record
+from kit.protocol import CORRELATION_ID, DEADLINE, REPLY_TO, header
 from kit.registry import Announcer
 from kit.requests import reply_headers, request_expired
 from kit.schema import Schema
@@ -36,7 +36,14 @@ from kit.transport.admin import TopicSpec, ensure_topics
 from kit.transport.kafka import admin_client
 from kit.transport.schema_topic import SchemaTopic
 
-__all__ = ["KitBridge", "KitCodec", "KitSchema", "KitTopic", "broker_url"]
+__all__ = [
+    "KitBridge",
+    "KitCodec",
+    "KitSchema",
+    "KitTopic",
+    "WriterSchemaLookupFailed",
+    "broker_url",
+]
 
 log = logging.getLogger("kit.faust")
 
@@ -59,97 +66,6 @@ def broker_url(settings: Settings | None = None, *, fallback: str | None = None)
             raise
         return fallback
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
-
-
-class KitCodec(codecs.Codec):
-    """A Faust codec of one kit Event type, in kit's wire format: `dumps` is `kit.Codec.encode`
-    (of an `event_type` only), `loads` decodes into `event_type` through Avro schema
-    resolution, with writer schemas `codec` knows (`KitBridge.topic` looks others up)."""
-
-    def __init__(
-        self,
-        event_type: type[Event],
-        codec: Codec | None = None,
-        children: tuple[codecs.Codec, ...] | None = None,
-    ) -> None:
-        # Faust's clone() rebuilds a codec from its kwargs, so both go in there.
-        super().__init__(children, event_type=event_type, codec=codec or Codec())
-        self.event_type = event_type
-        self.codec: Codec = self.kwargs["codec"]
-
-    def _loads(self, s: bytes) -> Event:
-        return self.codec.decode(s, self.event_type)
-
-    def _dumps(self, s: object) -> bytes:
-        if not isinstance(s, self.event_type):
-            raise EncodeError(f"expected a {self.event_type.__qualname__}, got {type(s).__name__}")
-        return self.codec.encode(s)
-
-
-class KitSchema(faust.Schema[str, Event]):
-    """Faust's schema of a topic of kit events: str keys, `KitCodec` values; its decode
-    looks an unknown writer schema up (schema topic, worker thread) before Faust decodes."""
-
-    def __init__(self, event_type: type[Event], bridge: KitBridge) -> None:
-        super().__init__(key_type=str, value_serializer=KitCodec(event_type, bridge.codec))
-        self.event_type = event_type
-        self.bridge = bridge
-
-    # Any: Faust's compile() keywords and decode function, passed through unchanged
-    def compile(self, app: AppT, **options: Any) -> Callable[..., Awaitable[Any]]:
-        """Faust's decode function, preceded by the writer schema's look-up."""
-        decode, bridge, reader = super().compile(app, **options), self.bridge, self.event_type
-
-        # Any: Faust's event (EventT) or None for a record it skips
-        async def resolving(message: FaustMessage, **kwargs: Any) -> Any:
-            await bridge.resolve(message.value, reader)
-            return await decode(message, **kwargs)
-
-        return resolving
-
-
-class KitTopic(faust.Topic):
-    """A Faust topic of kit events (`KitBridge.topic`). Before it sends a record it makes
-    sure the record's writer schema is on the schema topic, as kit's producers do. A record
-    that does not decode goes to `<topic>.dlt` with kit's headers, and the agent goes on
-    (Faust's default crashes the agent, whose restart then receives nothing)."""
-
-    async def on_value_decode_error(self, exc: Exception, message: FaustMessage) -> None:
-        """Dead-letter the record (Faust has acked it already) instead of crashing."""
-        schema = self.schema
-        if not isinstance(schema, KitSchema):
-            return await super().on_value_decode_error(exc, message)
-        await schema.bridge.dead_letter(_Record(message), exc.__cause__ or exc, "faust-agent")
-
-    # Any: Faust's FutureMessage in, its awaitable of RecordMetadata out
-    async def publish_message(self, fut: Any, wait: bool = False) -> Any:
-        """Publish the writer schema (once), then the record (Faust's `publish_message`)."""
-        schema = self.schema
-        if isinstance(schema, KitSchema):
-            await schema.bridge.publish_schemas([schema.event_type.kit_schema()])
-        return await super().publish_message(fut, wait=wait)
-
-
-class _Record:
-    """A Faust message seen as kit's `MessageLike`, for kit's header and dead-letter helpers."""
-
-    __slots__ = ("_message", "key", "offset", "partition", "topic", "value")
-
-    def __init__(self, message: FaustMessage) -> None:
-        self._message = message
-        self.topic: Callable[[], str | None] = lambda: message.topic
-        self.partition: Callable[[], int | None] = lambda: message.partition
-        self.offset: Callable[[], int | None] = lambda: message.offset
-        self.key: Callable[[], bytes | None] = lambda: message.key
-        self.value: Callable[[], bytes | None] = lambda: message.value
-
-    def headers(self) -> Headers | None:
-        raw = self._message.headers
-        items = raw.items() if isinstance(raw, Mapping) else raw or ()
-        return [(str(k), bytes(v or b"")) for k, v in items] or None
-
-    def timestamp(self) -> tuple[int, int]:
-        return self._message.timestamp_type, int(self._message.timestamp * 1000)
 
 
 Answer = Callable[[Q], Awaitable[P]]
@@ -187,6 +103,7 @@ class KitBridge:
         self.failed = 0  # requests answered with an error (the caller's RemoteError)
         self.expired = 0  # requests skipped: their caller's deadline had passed
         self.dead_lettered = 0  # records sent to their dead-letter topic
+        self.dead_letters_lost = 0  # records whose dead letter could not be written
         self._topics: dict[str, TopicSpec] = {}
         self._schemas: dict[bytes, Schema] = {}
         self._published: set[bytes] = set()
@@ -266,7 +183,8 @@ class KitBridge:
         async def answer(stream: StreamT[bytes]) -> None:
             source = stream.group_by(key_of, name="routed", topic=routed) if route else stream
             async for event in source.events():
-                await self._answer(declared, func, _Record(event.message))
+                msg = _Record(event.message)
+                await _logged("answer", msg, self._answer(declared, func, msg))
 
         self.app.agent(requests, name=f"kit-responder-{declared.topic}")(answer)
 
@@ -285,7 +203,13 @@ class KitBridge:
         if fp is None or fp == event_type.kit_schema().fingerprint:
             return  # not single-object encoded (decode says so), or the reader's own
         if self.codec.writer_schema(fp) is None:
-            await self.codec.resolve(fp)
+            try:
+                await self.codec.resolve(fp)
+            except Exception as exc:  # e.g. BrokerError: the schema topic could not be read
+                raise WriterSchemaLookupFailed(
+                    f"writer schema {fp.hex()} could not be looked up on the schema topic: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
 
     async def publish_schemas(self, schemas: Iterable[Schema]) -> None:
         """Put writer schemas on the schema topic (once each, in a worker thread)."""
@@ -315,9 +239,8 @@ class KitBridge:
             return
         try:
             request = await self.decode(msg.value(), declared.event_type)
-        except DecodeError as exc:
-            await self.dead_letter(msg, exc, declared.name, declared)
-            await self._reply(msg, None, exc)
+        except Exception as exc:  # DecodeError, or another: dead letter and error reply
+            await self._settle(msg, declared, None, exc, dead=True)
             return
         try:
             result = await func(request)
@@ -332,31 +255,44 @@ class KitBridge:
             self.failed += 1
             log.warning(
                 "%s.%s failed: %s: %s", self.service.name, declared.name, type(exc).__name__, exc
-            )
-            if header(msg, REPLY_TO):
-                await self._reply(msg, None, exc)
-            else:  # nobody waits for the error: keep the request, as kit does
-                await self.dead_letter(msg, exc, declared.name, declared)
+            )  # nobody waits for the error: keep the request (dead letter), as kit does
+            await self._settle(msg, declared, None, exc, dead=not header(msg, REPLY_TO))
             return
         self.answered += 1
-        await self._reply(msg, value, None)
+        await self._settle(msg, declared, value, None, dead=False)
+
+    async def _settle(
+        self,
+        msg: _Record,
+        declared: Responder,
+        value: bytes | None,
+        exc: BaseException | None,
+        *,
+        dead: bool,
+    ) -> None:
+        """Dead-letter the request (`dead`), then reply `value` or `exc`. A failure of either
+        is logged, never raised: a Faust agent that crashed would receive nothing more."""
+        if dead and exc is not None:
+            await _logged("dead letter", msg, self.dead_letter(msg, exc, declared.name, declared))
+        await _logged("reply", msg, self._reply(msg, value, exc))
 
     async def _reply(self, msg: _Record, value: bytes | None, error: BaseException | None) -> None:
+        """Send the reply (or the error) to the request's reply topic, if it has one that
+        exists, before the request's deadline; one that cannot be sent is logged, dropped."""
         reply_to, correlation = header(msg, REPLY_TO), header(msg, CORRELATION_ID)
         if not reply_to or not correlation:
             return  # not sent by a kit requester: nobody to answer
-        headers = reply_headers(correlation, error, with_trace=self.settings.remote_tracebacks)
         topic = reply_to.decode(errors="replace")
-        deadline = header(msg, DEADLINE)  # a reply after it is useless: wait no longer
-        left = int(deadline) / 1000 - time.time() if deadline and deadline.isdigit() else 10.0
-        send = self.app.producer.send_and_wait(topic, None, value, None, None, headers)
         try:  # Faust's producer would wait minutes for a topic that does not exist
+            headers = reply_headers(correlation, error, with_trace=self.settings.remote_tracebacks)
+            deadline = header(msg, DEADLINE)  # a reply after it is useless: wait no longer
+            left = int(deadline) / 1000 - time.time() if deadline and deadline.isdigit() else 10.0
             if topic not in self._reply_topics and not await self._topic_exists(topic):
                 raise LookupError("the topic does not exist (its requester stopped)")
+            send = self.app.producer.send_and_wait(topic, None, value, None, None, headers)
             await asyncio.wait_for(send, max(left, 0.1))
             self._reply_topics.add(topic)
         except Exception as exc:
-            send.close()
             log.warning("reply to %s dropped: %s: %s", topic, type(exc).__name__, exc)
 
     async def _topic_exists(self, topic: str) -> bool:
@@ -370,20 +306,34 @@ class KitBridge:
         self, msg: _Record, exc: BaseException, handler: str, declared: Responder | None = None
     ) -> None:
         """Send a failed record to `<topic>.dlt` with kit's kit-dlt-* headers, once (Faust
-        reports a record that does not decode once per channel); `handler`: who failed."""
+        reports a record that does not decode once per channel); `handler`: who failed.
+        Waits at most KIT_DELIVERY_TIMEOUT; a dead letter not written is logged, counted in
+        `dead_letters_lost`, never raised (Faust commits the record's offset all the same)."""
         where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
         if where in self._dead:
             return
         self._dead.append(where)
-        self.dead_lettered += 1
         suffix = self.settings.dead_letter_suffix
         topic = dead_letter_topic(declared, suffix) if declared else f"{msg.topic()}{suffix}"
-        headers = (msg.headers() or []) + dead_letter_headers(
-            msg, exc, 0 if isinstance(exc, DecodeError) else 1, self.service.name,
-            str(self.app.conf.id), handler,
-        )  # fmt: skip
-        log.warning("dead-lettering %s to %s: %s", where, topic, exc)
-        await self.app.producer.send_and_wait(topic, msg.key(), msg.value(), None, None, headers)
+        try:  # Faust's producer would wait minutes for a topic without a leader
+            headers = (msg.headers() or []) + dead_letter_headers(
+                msg, exc, 0 if isinstance(exc, DecodeError) else 1, self.service.name,
+                str(self.app.conf.id), handler,
+            )  # fmt: skip
+            log.warning("dead-lettering %s to %s: %s", where, topic, exc)
+            send = self.app.producer.send_and_wait(
+                topic, msg.key(), msg.value(), None, None, headers
+            )
+            await asyncio.wait_for(send, self.settings.delivery_timeout)
+        except Exception as failure:
+            self.dead_letters_lost += 1
+            log.error(
+                "%s NOT dead-lettered to %s (%s: %s), within KIT_DELIVERY_TIMEOUT=%ss: the "
+                "record is skipped, its offset committed (it failed with: %s)", where, topic,
+                type(failure).__name__, failure, self.settings.delivery_timeout, exc,
+            )  # fmt: skip
+            return
+        self.dead_lettered += 1
 
     # Any: mode's signal-receiver signature (sender, *args, signal=..., **kwargs), all unused
     def _on_worker_init(self, _app: Any, *_args: Any, **_kwargs: Any) -> None:
@@ -418,3 +368,15 @@ class KitBridge:
         log.info(
             "kit bridge: %s stopped: %s %s (%s)", self.service.name, self.instance_id, done, counts
         )
+
+
+async def _logged(what: str, msg: _Record, step: Awaitable[None]) -> None:
+    """Await `step` about the request `msg`; an exception is logged, never raised (in a
+    responder's Faust agent: one that crashed would receive nothing more)."""
+    try:
+        await step
+    except Exception as failure:
+        log.error(
+            "%s of request %s[%s]@%s failed: %s: %s", what, msg.topic(), msg.partition(),
+            msg.offset(), type(failure).__name__, failure,
+        )  # fmt: skip

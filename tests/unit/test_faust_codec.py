@@ -16,7 +16,8 @@ from faust.types.tuples import Message
 
 from kit import Codec, Service
 from kit.codec import UnknownWriterSchema
-from kit.errors import ConfigError, EncodeError
+from kit.config import load_settings
+from kit.errors import BrokerError, ConfigError, DecodeError, EncodeError
 from kit.faust import KitBridge, KitCodec, KitSchema, KitTopic, _Record, broker_url
 from kit.protocol import CORRELATION_ID, DEADLINE, ERROR_MESSAGE, ERROR_TYPE, REPLY_TO
 from kit.schema import Schema
@@ -280,3 +281,96 @@ def test_broker_url_lists_every_bootstrap_server() -> None:
     assert broker_url(settings) == "kafka://a:9092;kafka://b:9093"
     app = faust.App("url-test", broker=broker_url(settings))
     assert [str(u) for u in app.conf.broker] == ["kafka://a:9092", "kafka://b:9093"]
+
+
+def unreadable_schema_topic(bridge: KitBridge) -> None:
+    """The schema topic's look-up fails, as SchemaTopic's does when it cannot be read."""
+
+    async def lookup(fp: bytes) -> Schema | None:
+        raise BrokerError("cannot read the end offset of _kit_schemas: timed out")
+
+    bridge.codec.async_resolver = lookup
+
+
+def test_a_schema_topic_that_cannot_be_read_is_a_decode_error_of_the_topic_not_a_crash() -> None:
+    bridge = bridge_of()
+    unreadable_schema_topic(bridge)
+    topic = bridge.topic(OrderConfirmed)
+    producer = Producer()
+    bridge.app = SimpleNamespace(producer=producer, conf=bridge.app.conf)  # type: ignore[assignment]
+    data = newer_bytes(newer_writer())
+    with pytest.raises(ValueDecodeError, match="could not be looked up") as raised:
+        asyncio.run(topic.decode(message(data), propagate=True))  # as Faust's conductor asks
+    assert isinstance(raised.value.__cause__, DecodeError)
+    assert isinstance(raised.value.__cause__.__cause__, BrokerError)
+    assert asyncio.run(topic.decode(message(data))) is None  # Faust's own error path
+    ((dlt, _key, value, headers),) = producer.sent
+    assert (dlt, value) == ("orders.OrderConfirmed.dlt", data)
+    assert dict(headers)["kit-dlt-exception-type"] == b"WriterSchemaLookupFailed"
+    assert b"BrokerError" in dict(headers)["kit-dlt-exception-message"]
+
+
+def newer_request() -> bytes:
+    """A GetStats request written with a writer schema the bridge does not know."""
+    definition = copy.deepcopy(GetStats.kit_schema().definition)
+    definition["fields"].append({"name": "channel", "type": "string", "default": "web"})
+    return Codec().encode_datum(Schema.from_json(definition), {"customer": "ada", "channel": "x"})
+
+
+def test_a_request_whose_writer_schema_cannot_be_looked_up_gets_an_error_reply() -> None:
+    bridge = bridge_of()
+    unreadable_schema_topic(bridge)
+    producer = answer(bridge, newer_request(), request_headers())  # no exception escapes
+    (dead, reply) = producer.sent
+    assert dead[0] == "customer_stats.get.dlt" and dead[2] == newer_request()
+    assert dict(reply[3])[ERROR_TYPE] == b"WriterSchemaLookupFailed"  # the caller's RemoteError
+    assert b"BrokerError" in dict(reply[3])[ERROR_MESSAGE]
+
+
+def test_failures_to_dead_letter_or_to_reply_are_logged_and_the_agent_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bridge = bridge_of()
+    replies: list[BaseException | None] = []
+
+    async def dead_letter_fails(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("producer closed")
+
+    async def reply(msg: _Record, value: bytes | None, error: BaseException | None) -> None:
+        replies.append(error)
+
+    bridge.dead_letter = dead_letter_fails  # type: ignore[method-assign]
+    bridge._reply = reply  # type: ignore[method-assign]
+    answer(bridge, b"not avro", request_headers())
+    assert len(replies) == 1 and isinstance(replies[0], DecodeError)  # told despite the dlt
+
+    async def reply_fails(msg: _Record, value: bytes | None, error: BaseException | None) -> None:
+        raise RuntimeError("no reply")
+
+    bridge._reply = reply_fails  # type: ignore[method-assign]
+    answer(bridge, b"not avro", request_headers())  # neither failure escapes
+    answer(bridge, Codec().encode(GetStats(customer="boom")), [])  # dead-lettered: fails too
+    assert "producer closed" in caplog.text and "no reply" in caplog.text
+
+
+def test_a_dead_letter_the_producer_never_confirms_is_given_up_at_the_delivery_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bridge = KitBridge(
+        faust.App("dlt-test", broker="kafka://127.0.0.1:1"),
+        api.service,
+        load_settings(delivery_timeout=0.2),
+    )
+    topic = bridge.topic(OrderConfirmed)
+
+    class Stuck:
+        async def send_and_wait(self, *args: Any) -> None:
+            await asyncio.Event().wait()  # a topic with no leader: Faust waits minutes
+
+    bridge.app = SimpleNamespace(producer=Stuck(), conf=bridge.app.conf)  # type: ignore[assignment]
+    error = ValueDecodeError("junk")
+    started = time.monotonic()
+    asyncio.run(topic.on_value_decode_error(error, message(b"junk")))  # returns: no crash
+    assert time.monotonic() - started < 2
+    assert bridge.dead_lettered == 0 and bridge.dead_letters_lost == 1
+    assert "NOT dead-lettered" in caplog.text and "orders.OrderConfirmed[0]@7" in caplog.text
