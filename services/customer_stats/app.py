@@ -13,8 +13,8 @@ its consumer group and its table's changelog topic)::
   `customer_stats.CustomerStats`.
 - `get` answers the kit request `customer_stats.get` from the table. Requests are
   re-keyed by customer too (`route=`, through `<app id>-customer_stats.get-routed`), so
-  the worker that holds a customer's row answers for that customer, with several workers
-  as with one (tests/integration/test_faust_bridge.py runs two).
+  the worker that holds a customer's row answers for that customer. Run one worker: with
+  two, a test saw wrong answers after a rebalance (docs/faust.md, `route=`).
 
 Limits: counting is at-least-once (an OrderConfirmed delivered twice, after a crash, is
 counted twice).

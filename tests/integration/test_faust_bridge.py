@@ -28,7 +28,6 @@ from typing import TypeVar
 import pytest
 
 from kit import Client, Service, Settings
-from kit.errors import RequestTimeout
 from kit.registry import Registry
 from kit.schema import Schema
 from kit.testing.process import OutputLines, spawn_python
@@ -196,55 +195,3 @@ async def gone(settings: Settings, instance: str) -> None:
     """After the graceful stop, a new reader does not see the instance (its tombstone)."""
     async with Registry(settings, ttl=3600) as registry:  # not aged out: removed
         assert [r.instance_id for r in registry.instances() if r.instance_id == instance] == []
-
-
-def test_with_two_workers_every_customer_is_answered_by_the_worker_holding_its_row(
-    kafka_bootstrap: str, kit_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
-) -> None:
-    """`route=` sends each request to the worker that owns the customer's table partition;
-    without it about half of the answers would be another worker's empty row."""
-    app_id = unique_name("customer-stats")
-    workers = []
-    try:
-        for n in range(2):
-            (tmp_path / str(n)).mkdir()
-            workers.append(start_worker(app_id, tmp_path / str(n)))
-        asyncio.run(
-            ask_every_customer(kit_settings, [f"c{n}-{uuid.uuid4().hex[:6]}" for n in range(8)])
-        )
-    finally:
-        for proc, _out, _instance in workers:
-            proc.send_signal(signal.SIGTERM)
-        for proc, out, _instance in workers:
-            assert proc.wait(timeout=60) == 0, "".join(out.lines)
-
-
-async def ask_every_customer(settings: Settings, customers: list[str]) -> None:
-    """Two orders each; then every answer right, in four rounds in a row."""
-    async with Client(settings) as client:
-        at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-        for customer in customers:
-            for n in range(2):
-                order_id = f"{customer}-{n}"
-                await client.publish(
-                    OrderConfirmed(
-                        order_id=order_id, customer=customer, total_cents=10, confirmed_at=at
-                    ),
-                    key=order_id,
-                )
-
-        async def wrong() -> list[CustomerStats]:
-            answers = [
-                await client.request(get, GetStats(customer=c), timeout=10) for c in customers
-            ]
-            return [a for a in answers if (a.orders, a.total_cents) != (2, 20)]
-
-        async def counted() -> bool | None:  # both workers have caught up
-            try:
-                return True if not await wrong() else None
-            except RequestTimeout:  # a request met the workers' rebalance: ask again
-                return None
-
-        await until(counted, 90, "every customer counted")
-        for _ in range(3):  # each request lands on a random partition of customer_stats.get
-            assert await wrong() == []
