@@ -9,9 +9,9 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kit.errors import ConfigError
@@ -24,6 +24,7 @@ __all__ = [
     "known_variables",
     "load_settings",
     "load_tool_settings",
+    "registry_client_config",
     "resolve_bootstrap",
     "unknown_variables",
     "warn_unknown_variables",
@@ -81,6 +82,52 @@ class Settings(BaseSettings):
     transactional_id: str | None = Field(
         None, description="Transactional id of an exactly-once instance; unset: per host slot."
     )
+    schema_registry_url: str | None = Field(
+        None,
+        description="Schema registry URL (http(s)://..., or mock://<scope> in tests); set: "
+        "values are read in both wire formats and written in the Confluent one.",
+    )
+    schema_registry_subject_strategy: Literal["topic", "record"] = Field(
+        "topic",
+        description="Subject of a writer schema: topic = '<topic>-value' "
+        "(TopicNameStrategy), record = the schema's full name (RecordNameStrategy).",
+    )
+    schema_registry_write: bool = Field(
+        True,
+        description="With a registry URL, write the Confluent format; false: read both "
+        "formats but write single-object (the first step of a migration).",
+    )
+    schema_registry_basic_auth_user_info: str | None = Field(
+        None, description="Registry basic auth, 'user:password' (basic.auth.user.info)."
+    )
+    schema_registry_ssl_ca_location: str | None = Field(
+        None, description="CA file to verify the registry's certificate (ssl.ca.location)."
+    )
+    schema_registry_ssl_certificate_location: str | None = Field(
+        None, description="Client certificate for the registry (ssl.certificate.location)."
+    )
+    schema_registry_ssl_key_location: str | None = Field(
+        None, description="Client key for the registry (ssl.key.location)."
+    )
+    schema_registry_ssl_key_password: str | None = Field(
+        None, description="Password of the registry client key (ssl.key.password)."
+    )
+    schema_registry_config: str | None = Field(
+        None,
+        description="JSON object of other schema registry client settings "
+        "(bearer.auth.*, proxy, timeout, ...).",
+    )
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _check_registry_url(cls, url: str | None) -> str | None:
+        """Each comma-separated URL is http(s)://... or mock://...; blank is unset."""
+        if url is None or not url.strip():
+            return None
+        for part in url.split(","):
+            if not part.strip().startswith(("http://", "https://", "mock://")):
+                raise ValueError(f"expected http(s)://... or mock://..., got {part.strip()!r}")
+        return url.strip()
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -117,6 +164,26 @@ class ToolSettings(BaseSettings):
     kafka_image: str | None = Field(
         None,
         description="The tests' Kafka testcontainer image; unset: kit.testing.broker.KAFKA_IMAGE.",
+    )
+    schema_registry_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "kit" / "schema-registry",
+        description="The local schema registry's files and state; "
+        "unset: ~/.cache/kit/schema-registry.",
+    )
+    schema_registry_port: int = Field(
+        8081, ge=1, le=65535, description="The local schema registry's HTTP port."
+    )
+    apicurio_version: str = Field(
+        "3.3.3", description="Apicurio Registry release the local schema registry runs."
+    )
+    schema_registry_java_home: Path | None = Field(
+        None,
+        description="JDK (21 or later) that runs the local schema registry; "
+        "unset: JAVA_HOME or java on PATH, if 21 or later.",
+    )
+    keep_schema_registry: bool = Field(
+        False,
+        description="The tests' schema registry fixture leaves running a registry it started.",
     )
 
     @property
@@ -188,6 +255,41 @@ def client_config(settings: Settings, env: Mapping[str, str] | None = None) -> d
             config[key[len(_PASSTHROUGH_PREFIX) :].lower().replace("_", ".")] = value
     if settings.client_id:
         config["client.id"] = settings.client_id
+    return config
+
+
+def registry_client_config(settings: Settings) -> dict[str, Any]:  # Any: as the client takes
+    """The configuration of confluent-kafka's SchemaRegistryClient from KIT_SCHEMA_REGISTRY_*.
+
+    `url`, the basic auth and SSL settings, then KIT_SCHEMA_REGISTRY_CONFIG (JSON, for
+    bearer.auth.*, proxy, ...). Unless that JSON gives them: `timeout` is
+    KIT_CONNECT_TIMEOUT, `max.retries` 2 and `retries.wait.ms` 200, so an unreachable
+    registry fails within about KIT_CONNECT_TIMEOUT rather than the client's 7 s of retries.
+    """
+    if not settings.schema_registry_url:
+        raise ConfigError("KIT_SCHEMA_REGISTRY_URL", "not set")
+    config: dict[str, Any] = {  # Any: as the return type
+        "url": settings.schema_registry_url,
+        "timeout": settings.connect_timeout,
+        "max.retries": 2,
+        "retries.wait.ms": 200,
+    }
+    passed = {
+        "basic.auth.user.info": settings.schema_registry_basic_auth_user_info,
+        "ssl.ca.location": settings.schema_registry_ssl_ca_location,
+        "ssl.certificate.location": settings.schema_registry_ssl_certificate_location,
+        "ssl.key.location": settings.schema_registry_ssl_key_location,
+        "ssl.key.password": settings.schema_registry_ssl_key_password,
+    }
+    config.update({k: v for k, v in passed.items() if v is not None})
+    if settings.schema_registry_config:
+        try:
+            extra = json.loads(settings.schema_registry_config)
+        except ValueError as exc:
+            raise ConfigError("KIT_SCHEMA_REGISTRY_CONFIG", f"not valid JSON: {exc}") from None
+        if not isinstance(extra, dict):
+            raise ConfigError("KIT_SCHEMA_REGISTRY_CONFIG", "must be a JSON object")
+        config.update(extra)
     return config
 
 

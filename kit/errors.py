@@ -24,6 +24,37 @@ class SchemaError(KitError):
     """A schema file is invalid, or a model and its schema disagree."""
 
 
+class SchemaRefused(SchemaError):
+    """A schema registry refused a writer schema (HTTP 409: incompatible with the versions
+    under its subject, or 422: invalid). The message names the subject, the compatibility
+    rule, each incompatibility found, and what the registry said."""
+
+    def __init__(
+        self,
+        schema: str,
+        subject: str,
+        rule: str,
+        incompatibilities: list[str],
+        registry_message: str = "",
+    ) -> None:
+        self.schema = schema
+        """The full name of the refused schema."""
+        self.subject = subject
+        """The subject it was registered under, e.g. "shop.OrderPlaced-value"."""
+        self.rule = rule
+        """The subject's compatibility rule (BACKWARD, FULL_TRANSITIVE, ...), or "unknown"."""
+        self.incompatibilities = incompatibilities
+        """Each difference that breaks the rule, e.g. "field 'coupon' has no default"."""
+        self.registry_message = registry_message
+        """What the registry answered, as it said it."""
+        diffs = "; ".join(incompatibilities) or "no incompatibility found locally"
+        said = f"; registry said: {registry_message}" if registry_message else ""
+        super().__init__(
+            f'schema registry refused {schema} for subject "{subject}" '
+            f"(compatibility {rule}): {diffs}{said}"
+        )
+
+
 class DecodeError(KitError):
     """A record's bytes could not be decoded into an event."""
 

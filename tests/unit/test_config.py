@@ -41,6 +41,46 @@ def test_tool_settings_from_the_environment() -> None:
     assert load_tool_settings({"KIT_KEEP_BROKER": "1"}, broker_port=1).keep_broker
 
 
+def test_schema_registry_tool_settings() -> None:
+    tools = load_tool_settings({})
+    assert tools.schema_registry_dir == Path.home() / ".cache" / "kit" / "schema-registry"
+    assert (tools.schema_registry_port, tools.apicurio_version) == (8081, "3.3.3")
+    assert tools.schema_registry_java_home is None and not tools.keep_schema_registry
+    tools = load_tool_settings(
+        {
+            "KIT_SCHEMA_REGISTRY_DIR": "/r",
+            "KIT_SCHEMA_REGISTRY_PORT": "18081",
+            "KIT_APICURIO_VERSION": "3.0.9",
+            "KIT_SCHEMA_REGISTRY_JAVA_HOME": "/usr/lib/jvm/temurin-25-jdk-amd64",
+            "KIT_KEEP_SCHEMA_REGISTRY": "1",
+        }
+    )
+    assert (tools.schema_registry_dir, tools.schema_registry_port) == (Path("/r"), 18081)
+    assert tools.apicurio_version == "3.0.9" and tools.keep_schema_registry
+    assert tools.schema_registry_java_home == Path("/usr/lib/jvm/temurin-25-jdk-amd64")
+    with pytest.raises(ConfigError, match="KIT_SCHEMA_REGISTRY_PORT"):
+        load_tool_settings({"KIT_SCHEMA_REGISTRY_PORT": "0"})
+
+
+def test_schema_registry_settings() -> None:
+    settings = load_settings({})
+    assert settings.schema_registry_url is None
+    assert settings.schema_registry_subject_strategy == "topic" and settings.schema_registry_write
+    settings = load_settings(
+        {
+            "KIT_SCHEMA_REGISTRY_URL": "http://a:8081,https://b:8081",
+            "KIT_SCHEMA_REGISTRY_SUBJECT_STRATEGY": "record",
+            "KIT_SCHEMA_REGISTRY_WRITE": "false",
+        }
+    )
+    assert settings.schema_registry_url == "http://a:8081,https://b:8081"
+    assert settings.schema_registry_subject_strategy == "record"
+    assert not settings.schema_registry_write
+    assert load_settings({"KIT_SCHEMA_REGISTRY_URL": " "}).schema_registry_url is None
+    with pytest.raises(ConfigError, match=r"KIT_SCHEMA_REGISTRY_URL: .*'b:8081'"):
+        load_settings({"KIT_SCHEMA_REGISTRY_URL": "http://a:8081,b:8081"})
+
+
 @pytest.mark.parametrize(
     ("env", "name"),
     [

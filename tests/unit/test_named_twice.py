@@ -16,7 +16,9 @@ import pytest
 from pydantic import BaseModel
 
 from kit import Codec, Event, SchemaRepository
+from kit.config import load_settings
 from kit.schema import Schema
+from kit.transport.registry_format import RegistryFormat, forget_client
 
 ADDRESS = {
     "type": "record",
@@ -196,3 +198,36 @@ def test_events_bind_and_round_trip_with_a_type_used_twice(
     got = reader.decode(data, CustomerV2)
     assert got.billing_address == Address(street="c", city="d")
     assert got.email is None and got.kind is Kind.WORK
+
+
+def test_a_type_used_twice_round_trips_through_a_schema_registry(
+    versions: tuple[SchemaRepository, SchemaRepository],
+) -> None:
+    """The registry format (mock://): the registered text parses back, and resolves."""
+    v1, v2 = versions
+    customer_v1, customer_v2 = v1.get("twice.Customer"), v2.get("twice.Customer")
+    url = "mock://named-twice"
+    settings = load_settings({}, schema_registry_url=url)
+    try:
+        writer_format, reader_format = RegistryFormat(settings), RegistryFormat(settings)
+        headers = {customer_v1.fingerprint: writer_format.register(customer_v1, "customers")}
+        writer = Codec(v1, headers=headers)
+        reader = Codec(v2, resolver=reader_format.lookup, registry=True)
+        record = {
+            "id": "c-3",
+            "address": {"street": "a", "city": "b"},
+            "billing_address": {"street": "c", "city": "d"},
+            "previous": [{"street": "e", "city": "f"}],
+            "by_label": {"x": {"street": "g", "city": "h"}},
+            "kind": "HOME",
+            "other_kind": "WORK",
+            "phone": {"number": "1"},
+            "fax": None,
+        }
+        data = writer.encode_datum(customer_v1, record)
+        assert data[:5] == headers[customer_v1.fingerprint]
+        assert reader.decode_dict(data, customer_v2) == {**record, "email": None}
+        found = reader_format.lookup(data[:5])
+        assert found is not None and found.fingerprint == customer_v1.fingerprint
+    finally:
+        forget_client(url)

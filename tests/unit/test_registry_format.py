@@ -1,0 +1,333 @@
+"""The Confluent Schema Registry wire format over confluent-kafka's mock:// registry.
+
+No broker and no registry server: `mock://` is confluent-kafka's in-process registry, one
+store per URL (kit shares the client per URL in a process). A real registry is exercised
+by tests/integration.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from confluent_kafka.schema_registry import (
+    SchemaRegistryClient,
+    record_subject_name_strategy,
+    topic_subject_name_strategy,
+)
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from kit import Codec, ConfigError, DecodeError, EncodeError
+from kit.codec import UnknownWriterSchema, registry_header, registry_id, writer_key
+from kit.config import Settings, known_variables, load_settings, registry_client_config
+from kit.errors import SchemaRefused
+from kit.schema import Schema
+from kit.transport.registry_format import RegistryFormat, forget_client, registry_client
+from tests.fixtures.events import OrderLine, OrderPlaced
+
+TOPIC = "shop.OrderPlaced"
+
+
+def order() -> OrderPlaced:
+    return OrderPlaced(
+        order_id="o-1",
+        customer="ada",
+        lines=[OrderLine(sku="tea", quantity=2, unit_price_cents=350)],
+        placed_at=datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC),
+    )
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    """A mock:// registry of this test's own."""
+    name = f"mock://kit-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    forget_client(name)
+
+
+def settings_for(url: str, **overrides: Any) -> Settings:  # Any: Settings field values
+    return load_settings(
+        env={}, bootstrap_servers="unused:9092", schema_registry_url=url, **overrides
+    )
+
+
+def registry_codec(fmt: RegistryFormat, *schemas: Schema, topic: str = TOPIC) -> Codec:
+    """A codec writing the registry format for `schemas`, reading ids through `fmt`."""
+    headers = {s.fingerprint: fmt.register(s, topic) for s in schemas}
+    return Codec(OrderPlaced.__kit_repository__, resolver=fmt.lookup, headers=headers)
+
+
+# --- 1. the framing ----------------------------------------------------------------------
+
+
+def test_a_registry_value_is_00_id_and_the_single_object_body(url: str) -> None:
+    fmt = RegistryFormat(settings_for(url))
+    schema = OrderPlaced.kit_schema()
+    header = fmt.register(schema, TOPIC)
+    schema_id = fmt.client.get_latest_version(f"{TOPIC}-value").schema_id
+    assert header == b"\x00" + (schema_id or 0).to_bytes(4, "big")
+    single = Codec(OrderPlaced.__kit_repository__).encode(order())
+    framed = registry_codec(fmt, schema).encode(order())
+    assert framed == header + single[10:]
+    assert registry_id(framed[:5]) == schema_id
+    assert registry_header(schema_id or 0) == header
+
+
+# --- 2. interop with confluent's own serializer and deserializer -------------------------
+
+
+def test_confluents_deserializer_reads_kit_and_kit_reads_confluents_serializer(url: str) -> None:
+    fmt = RegistryFormat(settings_for(url))
+    schema = OrderPlaced.kit_schema()
+    codec = registry_codec(fmt, schema)
+    ctx = SerializationContext(TOPIC, MessageField.VALUE)
+    confluent_reads = AvroDeserializer(fmt.client)(codec.encode(order()), ctx)
+    assert confluent_reads == Codec(OrderPlaced.__kit_repository__).decode_any(
+        Codec(OrderPlaced.__kit_repository__).encode(order())
+    )
+    # the serializer registers its own text of the schema: kit finds it by id
+    serializer = AvroSerializer(fmt.client, schema.text)
+    written = serializer(order().model_dump(by_alias=True), ctx)
+    assert written is not None and written[:1] == b"\x00"
+    reader = Codec(OrderPlaced.__kit_repository__, resolver=fmt.lookup, registry=True)
+    assert reader.decode(written, OrderPlaced) == order()
+
+
+# --- 3. first-byte dispatch --------------------------------------------------------------
+
+
+def test_the_first_byte_tells_the_formats_apart(url: str) -> None:
+    fmt = RegistryFormat(settings_for(url))
+    schema = OrderPlaced.kit_schema()
+    framed = registry_codec(fmt, schema).encode(order())
+    single = Codec(OrderPlaced.__kit_repository__).encode(order())
+    reader = Codec(OrderPlaced.__kit_repository__, resolver=fmt.lookup, registry=True)
+    assert reader.decode(framed, OrderPlaced) == reader.decode(single, OrderPlaced) == order()
+    assert writer_key(single) == schema.fingerprint
+    assert writer_key(framed) == framed[:5]
+    with pytest.raises(DecodeError, match=r"GUID framing \(magic 1\) is not supported"):
+        reader.decode(b"\x01" + bytes(16) + framed[5:], OrderPlaced)
+    with pytest.raises(DecodeError, match=r"expected magic c3 01 .* or 00"):
+        reader.decode(b"\x07junk", OrderPlaced)
+
+
+def test_a_registry_framed_value_without_a_registry_names_the_setting(url: str) -> None:
+    fmt = RegistryFormat(settings_for(url))
+    framed = registry_codec(fmt, OrderPlaced.kit_schema()).encode(order())
+    schema_id = registry_id(framed[:5])
+    plain = Codec(OrderPlaced.__kit_repository__)
+    with pytest.raises(DecodeError, match=f"schema id {schema_id}.*KIT_SCHEMA_REGISTRY_URL"):
+        plain.decode(framed, OrderPlaced)
+
+
+async def test_an_unknown_id_is_not_resolved_and_names_the_id(url: str) -> None:
+    fmt = RegistryFormat(settings_for(url))
+    codec = Codec(OrderPlaced.__kit_repository__, resolver=fmt.lookup, registry=True)
+    value = registry_header(4242) + b"\x00"
+    with pytest.raises(UnknownWriterSchema, match="schema id 4242") as caught:
+        codec.decode_any(value)
+    assert await codec.resolve(caught.value.fingerprint) is False
+
+
+def test_encoding_a_schema_that_is_not_registered_is_refused(url: str) -> None:
+    codec = Codec(OrderPlaced.__kit_repository__, headers={})
+    with pytest.raises(EncodeError, match=r"shop\.OrderPlaced is not registered"):
+        codec.encode(order())
+
+
+# --- 4, 5. subjects and caching ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["topic", "record"])
+def test_subjects_match_confluents_strategies(url: str, strategy: str) -> None:
+    fmt = RegistryFormat(settings_for(url, schema_registry_subject_strategy=strategy))
+    schema = OrderPlaced.kit_schema()
+    ctx = SerializationContext("orders", MessageField.VALUE)
+    function = topic_subject_name_strategy if strategy == "topic" else record_subject_name_strategy
+    assert fmt.subject("orders", schema) == function(ctx, schema.full_name)
+    fmt.register(schema, "orders")
+    assert fmt.client.get_subjects() == [function(ctx, schema.full_name)]
+
+
+def counting(client: SchemaRegistryClient, name: str, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Count calls of the client's method `name` (Any: its arguments)."""
+    calls: list[Any] = []  # Any: the arguments of each call
+    original = getattr(client, name)
+
+    def counted(*args: Any) -> Any:  # Any: the method's own arguments and result
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(client, name, counted)
+    return calls
+
+
+def test_ids_are_cached(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    fmt = RegistryFormat(settings_for(url))
+    registers = counting(fmt.client, "register_schema", monkeypatch)
+    schema = OrderPlaced.kit_schema()
+    header = fmt.register(schema, TOPIC)
+    assert fmt.register(schema, TOPIC) == header
+    fmt.register(schema, "other")
+    assert len(registers) == 2  # one per subject
+    reader = RegistryFormat(settings_for(url))  # another service in the same process
+    gets = counting(reader.client, "get_schema", monkeypatch)
+    found = reader.lookup(header)
+    assert found is not None and found.fingerprint == schema.fingerprint
+    assert reader.lookup(header) is found
+    assert reader.schema_by_id(9999) is None
+    assert [args[0] for args in gets] == [registry_id(header), 9999]
+
+
+# --- 6. settings ---------------------------------------------------------------------------
+
+
+def test_settings_are_passed_to_the_client() -> None:
+    settings = load_settings(
+        env={
+            "KIT_SCHEMA_REGISTRY_URL": "https://registry:8081",
+            "KIT_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": "me:secret",
+            "KIT_SCHEMA_REGISTRY_SSL_CA_LOCATION": "/ca.pem",
+            "KIT_SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION": "/cert.pem",
+            "KIT_SCHEMA_REGISTRY_SSL_KEY_LOCATION": "/key.pem",
+            "KIT_SCHEMA_REGISTRY_SSL_KEY_PASSWORD": "pw",
+            "KIT_SCHEMA_REGISTRY_CONFIG": '{"proxy": "http://proxy:3128", "max.retries": 5}',
+            "KIT_CONNECT_TIMEOUT": "4",
+        }
+    )
+    assert registry_client_config(settings) == {
+        "url": "https://registry:8081",
+        "basic.auth.user.info": "me:secret",
+        "ssl.ca.location": "/ca.pem",
+        "ssl.certificate.location": "/cert.pem",
+        "ssl.key.location": "/key.pem",
+        "ssl.key.password": "pw",
+        "proxy": "http://proxy:3128",
+        "timeout": 4.0,
+        "max.retries": 5,
+        "retries.wait.ms": 200,
+    }
+    names = {f"KIT_SCHEMA_REGISTRY_{n}" for n in ("URL", "WRITE", "SUBJECT_STRATEGY", "CONFIG")}
+    assert names <= known_variables()
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"KIT_SCHEMA_REGISTRY_URL": "registry:8081"}, "KIT_SCHEMA_REGISTRY_URL"),
+        ({"KIT_SCHEMA_REGISTRY_SUBJECT_STRATEGY": "topic_record"}, "KIT_SCHEMA_REGISTRY_SUBJECT_"),
+        ({"KIT_SCHEMA_REGISTRY_URL": "mock://x", "KIT_SCHEMA_REGISTRY_CONFIG": "[1]"}, "_CONFIG"),
+        (
+            {"KIT_SCHEMA_REGISTRY_URL": "mock://x", "KIT_SCHEMA_REGISTRY_CONFIG": '{"nope": 1}'},
+            "_CONFIG",
+        ),
+    ],
+)
+def test_bad_registry_settings_name_their_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        RegistryFormat(load_settings(env=env))
+
+
+def test_a_missing_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "confluent_kafka.schema_registry", None)
+    with pytest.raises(
+        ConfigError, match=r"KIT_SCHEMA_REGISTRY_URL.*pip install 'kit\[schema-registry\]'"
+    ):
+        registry_client(settings_for("mock://no-extra"))
+
+
+# --- 7. errors -----------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_unreachable_registry_fails_within_the_connect_timeout() -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    fmt = RegistryFormat(settings_for(url, connect_timeout=3))
+    started = time.monotonic()
+    try:
+        with pytest.raises(
+            ConfigError, match=f"KIT_SCHEMA_REGISTRY_URL: schema registry {url} unreachable"
+        ):
+            fmt.check()
+        with pytest.raises(ConfigError, match="unreachable"):
+            fmt.register(OrderPlaced.kit_schema(), TOPIC)
+    finally:
+        forget_client(url)
+    assert time.monotonic() - started < 2 * 3
+
+
+def test_refused_credentials_name_the_auth_setting(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fmt = RegistryFormat(settings_for(url))
+
+    def unauthorized(*_args: object) -> None:
+        raise SchemaRegistryError(401, 40101, "Unauthorized")
+
+    monkeypatch.setattr(fmt.client, "get_subjects", unauthorized)
+    with pytest.raises(ConfigError, match="KIT_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"):
+        fmt.check()
+
+
+def coupon_version() -> Schema:
+    """shop.OrderPlaced with a new field `coupon` that has no default: not BACKWARD."""
+    definition = OrderPlaced.kit_schema().definition
+    definition["fields"].append({"name": "coupon", "type": "string"})
+    return Schema.from_json(definition)
+
+
+APICURIO_409 = (
+    "io.apicurio.registry.rules.violation.RuleViolationException: Incompatible artifact: "
+    "shop.OrderPlaced-value [AVRO], num of incompatible diffs: {1}, list of diff types: "
+    "[READER_FIELD_MISSING_DEFAULT_VALUE at /fields/5]"
+)
+CONFLUENT_409 = (
+    'Schema being registered is incompatible with an earlier schema for subject "'
+    "shop.OrderPlaced-value\", details: [{errorType:'READER_FIELD_MISSING_DEFAULT_VALUE', "
+    "description:'The field 'coupon' at path '/fields/5' in the new schema has no default "
+    "value and is missing in the old schema', additionalInfo:'coupon'}]"
+)
+
+
+@pytest.mark.parametrize("said", [APICURIO_409, CONFLUENT_409])
+def test_a_compatibility_refusal_names_subject_rule_and_incompatibility(
+    url: str, said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fmt = RegistryFormat(settings_for(url))
+    fmt.register(OrderPlaced.kit_schema(), TOPIC)  # version 1, in the mock's store
+
+    def refuse(*_args: object) -> int:
+        raise SchemaRegistryError(409, 409, said)
+
+    def rule(subject: str | None = None) -> str:
+        if subject is not None:  # as Confluent: no rule of the subject's own
+            raise SchemaRegistryError(404, 40408, "Subject does not have subject-level config")
+        return "BACKWARD"
+
+    monkeypatch.setattr(fmt.client, "register_schema", refuse)
+    monkeypatch.setattr(fmt.client, "get_compatibility", rule)
+    with pytest.raises(SchemaRefused) as caught:
+        fmt.register(coupon_version(), TOPIC)
+    refused = caught.value
+    assert (refused.subject, refused.rule) == (f"{TOPIC}-value", "BACKWARD")
+    assert refused.incompatibilities == [
+        "cannot read version 1: reader_field_missing_default_value at /fields/5 (coupon)"
+    ]
+    assert str(refused) == (
+        'schema registry refused shop.OrderPlaced for subject "shop.OrderPlaced-value" '
+        "(compatibility BACKWARD): cannot read version 1: reader_field_missing_default_value "
+        f"at /fields/5 (coupon); registry said: {said}"
+    )
