@@ -29,9 +29,10 @@ def broker_dir() -> Path:
     return path.resolve()
 
 
-def pid_file(node_dir: Path) -> Path:
-    """The file holding the pid of the node's JVM while it runs."""
-    return node_dir / "broker.pid"
+def pid_file(node_dir: Path, name: str = "broker") -> Path:
+    """The file holding the pid of the node's JVM while it runs (``<name>.pid``; the local
+    schema registry's is ``registry.pid``)."""
+    return node_dir / f"{name}.pid"
 
 
 def state_file(data_dir: Path) -> Path:
@@ -39,9 +40,9 @@ def state_file(data_dir: Path) -> Path:
     return data_dir / "state.json"
 
 
-def log_file(node_dir: Path) -> Path:
-    """The node's stdout and stderr (log4j writes to stdout)."""
-    return node_dir / "broker.log"
+def log_file(node_dir: Path, name: str = "broker") -> Path:
+    """The node's stdout and stderr (log4j writes to stdout): ``<name>.log``."""
+    return node_dir / f"{name}.log"
 
 
 def write_private(path: Path, text: str) -> None:
@@ -52,10 +53,10 @@ def write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def read_pid(node_dir: Path) -> int | None:
+def read_pid(node_dir: Path, name: str = "broker") -> int | None:
     """The pid the node's pid file names, or None."""
     try:
-        return int(pid_file(node_dir).read_text().strip())
+        return int(pid_file(node_dir, name).read_text().strip())
     except (OSError, ValueError):
         return None
 
@@ -69,17 +70,17 @@ def read_state(data_dir: Path) -> dict[str, Any] | None:  # Any: JSON values
     return state if isinstance(state, dict) else None
 
 
-def forget(data_dir: Path, pid: int | None) -> None:
+def forget(data_dir: Path, pid: int | None, name: str = "broker") -> None:
     """Remove the pid and state files, but only if they still describe ``pid``."""
-    if read_pid(data_dir) in (pid, None):
-        pid_file(data_dir).unlink(missing_ok=True)
+    if read_pid(data_dir, name) in (pid, None):
+        pid_file(data_dir, name).unlink(missing_ok=True)
         state_file(data_dir).unlink(missing_ok=True)
 
 
-def tail(path: Path, lines: int = 20) -> str:
-    """The last ``lines`` lines of a broker log, or a note that there is none."""
+def tail(path: Path, lines: int = 20, what: str = "broker") -> str:
+    """The last ``lines`` lines of a ``what`` log, or a note that there is none."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
-        return "(no broker log)"
-    return "\n".join(text.strip().splitlines()[-lines:]) or "(broker log is empty)"
+        return f"(no {what} log)"
+    return "\n".join(text.strip().splitlines()[-lines:]) or f"({what} log is empty)"

@@ -1,30 +1,42 @@
-"""Kafka jars from Maven Central, cached outside the repo by version, and the JVM that runs them."""
+"""Kafka jars from Maven Central, cached outside the repo by version, and the JVMs that run
+them: the broker's (Java 17+) and the local schema registry's (Java 21+, chosen explicitly)."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from kit.config import load_tool_settings
 from kit.errors import BrokerError
 
 __all__ = [
+    "JDK_ROOTS",
     "KAFKA_VERSION",
     "LOG4J_CONFIG",
     "POM_PATH",
+    "Java",
+    "JavaCandidate",
     "cache_root",
+    "choose_java",
     "ensure_jars",
+    "home_java",
+    "installed_jdks",
     "jars_dir",
     "java_command",
+    "java_major",
     "kafka_version",
     "locked",
+    "path_java",
     "require_java",
+    "run_maven",
 ]
 
 KAFKA_VERSION = "4.4.0"
@@ -81,17 +93,40 @@ def locked(path: Path, timeout: float, what: str) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _require_mvn() -> str:
+def _require_mvn(why: str = "kit's local broker needs Maven to download the Kafka jars") -> str:
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise BrokerError(
-            "mvn not found on PATH: kit's local broker needs Maven to download the Kafka jars"
-        )
+        raise BrokerError(f"mvn not found on PATH: {why}")
     return mvn
 
 
 def _tail(text: str, lines: int = 20) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def run_maven(args: Sequence[str], cwd: Path, timeout: float, what: str, why: str) -> None:
+    """Run ``mvn -q -B ARGS`` in ``cwd``; raise BrokerError with Maven's last lines on failure.
+
+    ``what`` names the download in errors ("Kafka 4.4.0"); ``why`` says who needs Maven.
+    """
+    command = [_require_mvn(why), "-q", "-B", "-Dstyle.color=never", *args]
+    try:
+        done = subprocess.run(
+            command,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise BrokerError(
+            f"downloading {what} with Maven took longer than {timeout:.0f}s"
+        ) from None
+    if done.returncode != 0:
+        output = _tail(done.stdout + "\n" + done.stderr)
+        raise BrokerError(f"Maven could not download {what} (exit {done.returncode}):\n{output}")
 
 
 def ensure_jars(version: str | None = None, *, timeout: float = _DOWNLOAD_TIMEOUT) -> Path:
@@ -113,16 +148,12 @@ def ensure_jars(version: str | None = None, *, timeout: float = _DOWNLOAD_TIMEOU
         if marker.is_file() and broker_jar.is_file():  # another process just finished
             return libs
         marker.unlink(missing_ok=True)
-        mvn = _require_mvn()
+        _require_mvn()
         if libs.exists():
             shutil.rmtree(libs)
         pom = home / "pom.xml"
         shutil.copyfile(POM_PATH, pom)
-        command = [
-            mvn,
-            "-q",
-            "-B",
-            "-Dstyle.color=never",
+        args = [
             "dependency:copy-dependencies",
             f"-DoutputDirectory={libs}",
             "-DincludeScope=runtime",
@@ -130,34 +161,69 @@ def ensure_jars(version: str | None = None, *, timeout: float = _DOWNLOAD_TIMEOU
             "-f",
             str(pom),
         ]
-        try:
-            done = subprocess.run(
-                command,
-                cwd=home,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise BrokerError(
-                f"downloading Kafka {version} jars with Maven took longer than {timeout:.0f}s"
-            ) from None
-        if done.returncode != 0 or not broker_jar.is_file():
-            output = _tail(done.stdout + "\n" + done.stderr)
-            raise BrokerError(
-                f"Maven could not download Kafka {version} (exit {done.returncode}):\n{output}"
-            )
+        what = f"Kafka {version}"
+        run_maven(
+            args, home, timeout, what, "kit's local broker needs Maven to download the Kafka jars"
+        )
+        if not broker_jar.is_file():
+            raise BrokerError(f"Maven could not download {what}: {broker_jar} is missing")
         marker.write_text(f"{version}\n")
     return libs
 
 
-def require_java() -> str:
-    """Return the path of a Java 17+ ``java`` on PATH, or raise BrokerError saying what is wrong."""
+@dataclass(frozen=True)
+class JavaCandidate:
+    """One place a ``java`` may come from, tried in order by :func:`choose_java`.
+
+    ``java`` is None when the place is empty (a variable unset, no java on PATH); ``label``
+    names it in messages ("JAVA_HOME (/opt/jdk)", "java on PATH (/usr/bin/java)"). A
+    ``binding`` candidate is one the user set on purpose: if it does not fit, that is an
+    error, not a reason to try the next one.
+    """
+
+    source: str
+    java: str | None
+    label: str
+    binding: bool = False
+
+
+@dataclass(frozen=True)
+class Java:
+    """The chosen ``java``: its path, major version, and the candidate's source."""
+
+    path: str
+    major: int
+    source: str
+
+    def describe(self) -> str:
+        """``/usr/lib/jvm/x/bin/java (Java 25, from JAVA_HOME)``."""
+        return f"{self.path} (Java {self.major}, from {self.source})"
+
+
+JDK_ROOTS = (Path("/usr/lib/jvm"), Path("/Library/Java/JavaVirtualMachines"))
+"""Where :func:`installed_jdks` looks for JDKs to suggest; nothing there is used unasked."""
+
+
+def path_java() -> JavaCandidate:
+    """The ``java`` on PATH as a candidate."""
     java = shutil.which("java")
     if java is None:
-        raise BrokerError("java not found on PATH: kit's local broker needs Java 17+")
+        return JavaCandidate("PATH", None, "java not found on PATH")
+    return JavaCandidate("PATH", java, f"java on PATH ({java})")
+
+
+def home_java(variable: str, home: str | Path | None, *, binding: bool = False) -> JavaCandidate:
+    """``<home>/bin/java`` as a candidate named after ``variable`` (unset when ``home`` is)."""
+    if home is None or not str(home).strip():
+        return JavaCandidate(variable, None, f"{variable} unset")
+    home = Path(home).expanduser()
+    return JavaCandidate(variable, str(home / "bin" / "java"), f"{variable} ({home})", binding)
+
+
+def java_major(java: str) -> int:
+    """The major version ``java -version`` reports (8 for "1.8.0_392"); BrokerError if unknown."""
+    if not os.access(java, os.X_OK):
+        raise BrokerError(f"{java} does not exist or is not executable")
     try:
         done = subprocess.run(
             [java, "-version"], capture_output=True, text=True, timeout=30, check=False
@@ -170,9 +236,66 @@ def require_java() -> str:
     major = int(found.group(1))
     if major == 1 and found.group(2):  # "1.8.0_392" style
         major = int(found.group(2))
-    if major < 17:
-        raise BrokerError(f"{java} is Java {major}: kit's local broker needs Java 17+")
-    return java
+    return major
+
+
+def choose_java(min_major: int, candidates: Sequence[JavaCandidate], user: str) -> Java:
+    """The first candidate that is Java ``min_major`` or later, or BrokerError listing them all
+    (or naming the first ``binding`` one that does not fit).
+
+    ``user`` names what needs Java ("Apicurio Registry 3.3.3").
+    """
+    notes: list[str] = []
+    for candidate in candidates:
+        if candidate.java is None:
+            notes.append(candidate.label)
+            continue
+        try:
+            major = java_major(candidate.java)
+        except BrokerError as exc:
+            note = f"{candidate.label}: {exc}"
+        else:
+            if major >= min_major:
+                return Java(candidate.java, major, candidate.source)
+            note = f"{candidate.label} is Java {major}"
+        if candidate.binding:
+            raise BrokerError(f"{user} needs Java {min_major}+; {note}")
+        notes.append(note)
+    if len(notes) == 1:
+        raise BrokerError(f"{notes[0]}: {user} needs Java {min_major}+")
+    raise BrokerError(f"{user} needs Java {min_major}+; {', '.join(notes)}")
+
+
+def installed_jdks(min_major: int) -> list[tuple[Path, int]]:
+    """JDK homes under :data:`JDK_ROOTS` of Java ``min_major`` or later, newest first, with
+    their versions: suggestions for an error message, never chosen by themselves."""
+    found: dict[Path, tuple[Path, int]] = {}
+    for root in JDK_ROOTS:
+        for home in sorted(root.glob("*")) if root.is_dir() else []:
+            if (home / "Contents" / "Home").is_dir():  # macOS bundles
+                home = home / "Contents" / "Home"
+            java = home / "bin" / "java"
+            if home.is_symlink() or home.resolve() in found or not java.is_file():
+                continue
+            try:
+                major = java_major(str(java))
+            except BrokerError:
+                continue
+            if major >= min_major:
+                found[home.resolve()] = (home, major)
+    return sorted(found.values(), key=lambda pair: (-pair[1], str(pair[0])))
+
+
+def require_java(
+    min_major: int = 17,
+    candidates: Sequence[JavaCandidate] | None = None,
+    *,
+    user: str = "kit's local broker",
+) -> str:
+    """Return the path of the first Java ``min_major``+ among ``candidates`` (default: the
+    ``java`` on PATH), or raise BrokerError saying what each one is."""
+    chosen = choose_java(min_major, [path_java()] if candidates is None else candidates, user)
+    return chosen.path
 
 
 def java_command(java: str, libs: Path, main: str, *args: str, heap: str = "1g") -> list[str]:

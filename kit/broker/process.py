@@ -27,6 +27,7 @@ __all__ = [
     "answers",
     "free_port",
     "is_our_broker",
+    "is_our_process",
     "kafka_uuid",
     "launch",
     "listening",
@@ -81,12 +82,17 @@ def _command_line(pid: int) -> str:
     return done.stdout
 
 
-def is_our_broker(pid: int, node_dir: Path) -> bool:
-    """True when ``pid`` is alive and is a kafka.Kafka process of the node in ``node_dir``."""
+def is_our_process(pid: int, *parts: str) -> bool:
+    """True when ``pid`` is alive and its command line holds every one of ``parts``."""
     if not pid_alive(pid):
         return False
     command = _command_line(pid)
-    return "kafka.Kafka" in command and str(node_dir / "server.properties") in command
+    return all(part in command for part in parts)
+
+
+def is_our_broker(pid: int, node_dir: Path) -> bool:
+    """True when ``pid`` is alive and is a kafka.Kafka process of the node in ``node_dir``."""
+    return is_our_process(pid, "kafka.Kafka", str(node_dir / "server.properties"))
 
 
 def port_free(port: int) -> bool:
@@ -175,10 +181,11 @@ def run_format(command: Sequence[str], what: str = "the broker storage") -> None
 
 
 def launch(
-    command: Sequence[str], node_dir: Path, *, append: bool = False
+    command: Sequence[str], node_dir: Path, *, append: bool = False, name: str = "broker"
 ) -> subprocess.Popen[bytes]:
-    """Start a node's JVM in its own session, output to its log, and write its pid file."""
-    with open(log_file(node_dir), "ab" if append else "wb") as log:
+    """Start a node's JVM in its own session, output to its log, and write its pid file
+    (``<name>.log`` and ``<name>.pid`` in ``node_dir``)."""
+    with open(log_file(node_dir, name), "ab" if append else "wb") as log:
         proc = subprocess.Popen(
             list(command),
             cwd=node_dir,
@@ -188,7 +195,7 @@ def launch(
             start_new_session=True,
         )
     _CHILDREN[proc.pid] = proc
-    pid_file(node_dir).write_text(f"{proc.pid}\n")
+    pid_file(node_dir, name).write_text(f"{proc.pid}\n")
     return proc
 
 
