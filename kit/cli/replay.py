@@ -101,6 +101,12 @@ class _Count(click.ParamType):
 @click.option(
     "--codec", type=click.Choice(["deflate", "null"]), default="deflate", show_default=True
 )
+@click.option(
+    "--registry",
+    metavar="URL",
+    default=None,
+    help="schema registry of registry-framed values (default: KIT_SCHEMA_REGISTRY_URL)",
+)
 @click.option("-q", "--quiet", is_flag=True, help="no progress line")
 @guarded("kit record")
 def record(
@@ -111,10 +117,13 @@ def record(
     max_records: int | None,
     bootstrap: str | None,
     codec: str,
+    registry: str | None,
     quiet: bool,
 ) -> int:
     """Record topics from a live cluster into a recording file (Avro OCF).
 
+    The file carries the writer schema of every value; for registry-framed values also
+    their ids, with the schemas looked up in the schema registry (--registry).
     Exit 0 when done (also after Ctrl-C), 1 when it stopped for lack of records.
     """
     from kit.replay.record import record as record_topics
@@ -131,6 +140,7 @@ def record(
         max_records=max_records,
         codec=codec,
         progress=None if quiet else Progress("kit record"),
+        registry=registry,
     )
     per = result.file_bytes / result.records if result.records else 0.0
     raw = result.raw_bytes / result.records if result.records else 0.0
@@ -140,11 +150,10 @@ def record(
         f"{raw:.1f} B raw; {result.schemas} writer schema(s)); stopped by {result.stopped_by}",
         file=sys.stderr,
     )
-    if result.unknown_fingerprints:
-        print(
-            "kit record: warning: no writer schema for " + ", ".join(result.unknown_fingerprints),
-            file=sys.stderr,
-        )
+    unknown = list(result.unknown_fingerprints)
+    unknown += [f"schema id {i} (not in the schema registry)" for i in result.unknown_schema_ids]
+    if unknown:
+        print("kit record: warning: no writer schema for " + ", ".join(unknown), file=sys.stderr)
     return Exit.FAILED if result.stopped_by == "idle" else Exit.OK
 
 
@@ -156,6 +165,7 @@ _REPLAY_ONLY = (
     "speed",
     "keep_timestamps",
     "verify",
+    "registry",
     "quiet",
 )
 _SHADOW_ONLY = ("inputs", "outputs", "ignore")
@@ -229,6 +239,12 @@ class _ReplayCommand(VariadicOptions):
 )
 @click.option("--keep-timestamps", is_flag=True, help="publish with the recorded timestamps")
 @click.option("--verify", is_flag=True, help="decode each value with its writer schema first")
+@click.option(
+    "--registry",
+    metavar="URL",
+    default=None,
+    help="target schema registry for registry-framed values (default: KIT_SCHEMA_REGISTRY_URL)",
+)
 @click.option("-q", "--quiet", is_flag=True, help="no progress line")
 @click.option(
     "--shadow",
@@ -288,6 +304,7 @@ def _replay(
     speed: float | None,
     keep_timestamps: bool,
     verify: bool,
+    registry: str | None,
     quiet: bool,
 ) -> int:
     from kit.replay.replay import replay as replay_file
@@ -303,6 +320,7 @@ def _replay(
         keep_timestamps=keep_timestamps,
         verify=verify,
         progress=None if quiet else Progress("kit replay"),
+        registry=registry,
     )
     for line in _summary(result):
         print(f"kit replay: {line}", file=sys.stderr)
@@ -325,6 +343,12 @@ def _summary(result: ReplayResult) -> list[str]:
         lines.append(f"  {target}: {result.counts.get(target, 0):,} ({'; '.join(notes)})")
     if result.skipped:
         lines.append(f"{result.skipped:,} record(s) of other topics not replayed (--only)")
+    if result.reframed:
+        ids = ", ".join(f"{a} -> {b}" for a, b in sorted(result.schema_ids.items()))
+        lines.append(
+            f"{result.reframed:,} registry-framed value(s) given the target registry's "
+            f"schema ids ({ids})"
+        )
     return lines
 
 

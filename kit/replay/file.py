@@ -1,33 +1,36 @@
-"""Write and read recordings: Avro container files of Kafka records and their writer schemas."""
+"""Read recordings: Avro container files of Kafka records and their writer schemas.
+
+The file's types (Record, RecordingError) are in kit.replay.format, and RecordingWriter in
+kit.replay.writer; all three are importable from here too.
+"""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 import fastavro
-from fastavro.write import Writer
 
-from kit.codec import Codec, fingerprint_of
-from kit.errors import DecodeError, KitError, SchemaError
+from kit.codec import Codec, registry_header
+from kit.errors import DecodeError, SchemaError
 from kit.replay.format import (
-    FORMAT_VERSION,
+    FORMAT_VERSIONS,
     META_CREATED,
     META_FORMAT,
     META_SOURCE,
     META_TOPICS,
     OCF_MAGIC,
-    PARSED_FILE_SCHEMA,
     RECORD_NAME,
     SCHEMA_ENTRY_NAME,
+    SCHEMA_ID_ENTRY_NAME,
+    Record,
+    RecordingError,
     RecordingInfo,
 )
+from kit.replay.writer import RecordingWriter
 from kit.schema import Schema
 
 __all__ = [
@@ -39,185 +42,27 @@ __all__ = [
 ]
 
 # Any: every Any here is Avro data, or a fastavro object its stubs do not describe (a Block's
-# bytes_, the (branch name, datum) tuples of return_record_name, the Writer).
-
-_CODEC = Codec()  # verifies recorded values against their writer schemas
-
-
-class RecordingError(KitError):
-    """A recording file is missing, corrupt, truncated or not a kit recording.
-
-    `path` names the file and `index` the record (0-based, counting Kafka records only)
-    that could not be read; `published` is set by `replay` to what it published before.
-    """
-
-    def __init__(self, path: Path | str, index: int | None, problem: str) -> None:
-        self.path = str(path)
-        self.index = index
-        self.problem = problem
-        self.published: int | None = None
-        where = f"{self.path}: record {index}" if index is not None else self.path
-        super().__init__(f"{where}: {problem}")
-
-    def cli_lines(self) -> list[str]:
-        """The problem, and how much a replay published before it."""
-        lines = [str(self)]
-        if self.published is not None:
-            lines.append(f"{self.published:,} record(s) were published before it")
-        return lines
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One recorded Kafka record; `timestamp` is in milliseconds since the epoch."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    timestamp_type: int = 1
-    key: bytes | None = None
-    headers: tuple[tuple[str, bytes | None], ...] = ()
-    value: bytes | None = None
-
-    @property
-    def fingerprint(self) -> bytes | None:
-        """The writer schema fingerprint of the value, if it is Avro single-object encoded."""
-        return fingerprint_of(self.value) if self.value is not None else None
-
-    def raw_size(self) -> int:
-        """Bytes of key, value, header names and header values: the payload on the wire."""
-        size = len(self.key or b"") + len(self.value or b"")
-        for name, value in self.headers:
-            size += len(name.encode()) + len(value or b"")
-        return size
-
-
-class RecordingWriter:
-    """Write records to a recording, flushing whole Avro blocks at least every `flush_interval`.
-
-    The file is valid after every flush: a process killed between flushes loses only the
-    records since the last one. Writer schemas go in as `kit.replay.WriterSchema` entries
-    of the same stream, each before the first record whose value needs it.
-    `topics` maps every topic the file will hold to its partition count.
-    """
-
-    def __init__(
-        self,
-        path: Path | str,
-        *,
-        topics: Mapping[str, int],
-        source: str = "",
-        codec: str = "deflate",
-        flush_interval: float = 1.0,
-    ) -> None:
-        self.path = Path(path)
-        self.topics = dict(topics)
-        self.flush_interval = flush_interval
-        self.count = 0
-        self._fingerprints: set[bytes] = set()
-        try:
-            self._fo: IO[bytes] = open(self.path, "wb")
-        except OSError as exc:
-            raise RecordingError(self.path, None, f"cannot create: {exc.strerror}") from None
-        metadata = {
-            META_FORMAT: FORMAT_VERSION,
-            META_CREATED: datetime.now(UTC).isoformat(timespec="milliseconds"),
-            META_SOURCE: source,
-            META_TOPICS: json.dumps(self.topics, sort_keys=True),
-        }
-        try:
-            # Any: fastavro's stubs do not know the (branch name, datum) tuple notation.
-            self._writer: Any = Writer(self._fo, PARSED_FILE_SCHEMA, codec=codec, metadata=metadata)
-            self._writer.flush()
-        except Exception as exc:
-            self._fo.close()
-            raise RecordingError(self.path, None, f"cannot write: {exc}") from exc
-        self._last_flush = time.monotonic()
-        self.closed = False
-
-    def __enter__(self) -> RecordingWriter:
-        return self
-
-    def __exit__(
-        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def has_schema(self, fp: bytes) -> bool:
-        """Whether a writer schema with this fingerprint is already in the file."""
-        return fp in self._fingerprints
-
-    def add_schema(self, schema: Schema) -> None:
-        """Add a writer schema (once per fingerprint) so later readers can decode values."""
-        if schema.fingerprint in self._fingerprints:
-            return
-        text = schema.text or json.dumps(schema.definition)
-        self._writer.write((SCHEMA_ENTRY_NAME, {"fingerprint": schema.fingerprint, "schema": text}))
-        self._fingerprints.add(schema.fingerprint)
-
-    def write(self, record: Record) -> None:
-        """Append one record; flushes a block when `flush_interval` has passed."""
-        partitions = self.topics.get(record.topic)
-        if partitions is None or not 0 <= record.partition < partitions:
-            raise RecordingError(
-                self.path,
-                self.count,
-                f"{record.topic}[{record.partition}] is not among the declared topics "
-                f"{self.topics}",
-            )
-        self._writer.write(
-            (
-                RECORD_NAME,
-                {
-                    "topic": record.topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                    "timestamp": record.timestamp,
-                    "timestamp_type": record.timestamp_type,
-                    "key": record.key,
-                    "headers": [{"name": n, "value": v} for n, v in record.headers],
-                    "value": record.value,
-                },
-            )
-        )
-        self.count += 1
-        self.flush_if_due()
-
-    def flush_if_due(self) -> None:
-        """Flush if `flush_interval` has passed since the last flush (cheap to call often)."""
-        if time.monotonic() - self._last_flush >= self.flush_interval:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the pending block and flush it to the operating system."""
-        self._writer.flush()
-        self._last_flush = time.monotonic()
-
-    def close(self) -> None:
-        """Flush the last block and close the file (idempotent)."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self._writer.flush()
-        finally:
-            self._fo.close()
+# bytes_, the (branch name, datum) tuples of return_record_name).
 
 
 class RecordingReader:
     """Read a recording: iterate `(index, Record)`; `schemas` fills in as entries are read.
 
-    Anything wrong with the file raises RecordingError naming the file and the index of
-    the first record that could not be read. With `verify_values`, each single-object
-    encoded value is also decoded with its writer schema from the file.
+    `schemas` maps each writer key to its schema: the 8-byte fingerprint of every
+    WriterSchema entry, and the 5-byte registry header (00 + id) of every SchemaId entry
+    (`schema_ids` maps those ids to fingerprints), so a Codec decodes both framings with
+    them and no registry. Anything wrong with the file raises RecordingError naming the
+    file and the index of the first record that could not be read. With `verify_values`,
+    each Avro value is also decoded with its writer schema from the file.
     """
 
     def __init__(self, path: Path | str, *, verify_values: bool = False) -> None:
         self.path = Path(path)
         self.verify_values = verify_values
         self.schemas: dict[bytes, Schema] = {}
+        self.schema_ids: dict[int, bytes] = {}
         self.unverified = 0
+        self._codec = Codec()  # verifies recorded values against their writer schemas
         try:
             self._fo: IO[bytes] = open(self.path, "rb")
         except OSError as exc:
@@ -246,9 +91,12 @@ class RecordingReader:
         version = meta.get(META_FORMAT)
         if version is None:
             raise RecordingError(self.path, None, "an Avro file, but not a kit recording")
-        if version != FORMAT_VERSION:
+        if version not in FORMAT_VERSIONS:
             raise RecordingError(
-                self.path, None, f"recording format {version} is not supported (expected 1)"
+                self.path,
+                None,
+                f"recording format {version} is not supported (this kit reads "
+                f"{' and '.join(FORMAT_VERSIONS)}: a newer kit wrote it?)",
             )
         names = {s.get("name") for s in self._blocks.writer_schema if isinstance(s, dict)}
         if RECORD_NAME not in names:
@@ -297,6 +145,9 @@ class RecordingReader:
                 if name == SCHEMA_ENTRY_NAME:
                     self._add_schema(index, datum)
                     continue
+                if name == SCHEMA_ID_ENTRY_NAME:
+                    self._add_schema_id(index, datum)
+                    continue
                 record = _record(datum)
                 partitions = self.info.topics.get(record.topic, 0)
                 if not 0 <= record.partition < partitions:
@@ -338,16 +189,41 @@ class RecordingReader:
             )
         self.schemas[fp] = schema
 
-    def _verify(self, index: int, record: Record) -> None:
-        fp = record.fingerprint
-        if fp is None:
-            return
+    def _add_schema_id(self, index: int, datum: dict[str, Any]) -> None:
+        schema_id, fp = datum["id"], bytes(datum["fingerprint"])
+        if self.info.format_version == "1":
+            raise RecordingError(self.path, index, "a SchemaId entry in a format 1 file")
         schema = self.schemas.get(fp)
         if schema is None:
-            self.unverified += 1
+            raise RecordingError(
+                self.path,
+                index,
+                f"schema id {schema_id} names fingerprint {fp.hex()}, "
+                "whose writer schema is not in the file before it",
+            )
+        known = self.schema_ids.get(schema_id)
+        if known is not None and known != fp:
+            raise RecordingError(
+                self.path,
+                index,
+                f"schema id {schema_id} is fingerprint {known.hex()} and {fp.hex()}",
+            )
+        self.schema_ids[schema_id] = fp
+        self.schemas[registry_header(schema_id)] = schema
+        self._codec.add_writer(registry_header(schema_id), schema)
+
+    def _verify(self, index: int, record: Record) -> None:
+        schema_id = record.schema_id
+        key = registry_header(schema_id) if schema_id is not None else record.fingerprint
+        if key is None:
+            return
+        schema = self.schemas.get(key)
+        if schema is None:
+            # a value starting with 00 in a file without registry ids is not taken for one
+            self.unverified += schema_id is None or bool(self.schema_ids)
             return
         try:
-            _CODEC.decode_dict(record.value, schema)
+            self._codec.decode_dict(record.value, schema)
         except DecodeError as exc:
             where = f"{record.topic}[{record.partition}]@{record.offset}"
             raise self._error(
@@ -370,7 +246,8 @@ def _record(datum: dict[str, Any]) -> Record:
 
 
 def read_schemas(path: Path | str) -> dict[bytes, Schema]:
-    """Every writer schema in a recording, by fingerprint (reads the whole file)."""
+    """Every writer schema in a recording, by writer key: fingerprint, and the 5-byte
+    header of each registry id (reads the whole file)."""
     with RecordingReader(path) as reader:
         for _ in reader:
             pass

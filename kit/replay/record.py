@@ -16,13 +16,14 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import TopicMetadata
 
-from kit.codec import fingerprint_of
 from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.errors import BrokerError
 from kit.replay.file import Record, RecordingWriter
+from kit.replay.schemas import SchemaFinder
 from kit.replay.terminal import Progress, stop_on_sigint
-from kit.schema import Schema, SchemaRepository, default_repository
+from kit.schema import SchemaRepository, default_repository
 from kit.transport.kafka import admin_client, check_reachable, make_consumer
+from kit.transport.registry_format import RegistryFormat
 from kit.transport.schema_topic import SchemaTopic
 
 __all__ = ["RecordResult", "parse_time", "record", "settings_for"]
@@ -78,6 +79,8 @@ class RecordResult:
     stopped_by: str
     schemas: int
     unknown_fingerprints: tuple[str, ...] = ()
+    unknown_schema_ids: tuple[int, ...] = ()
+    """Registry ids the schema registry did not know: their values are kept as bytes."""
 
     @property
     def rate(self) -> float:
@@ -98,6 +101,7 @@ def record(
     stop: threading.Event | None = None,
     codec: str = "deflate",
     idle_timeout: float = 30.0,
+    registry: str | None = None,
 ) -> RecordResult:
     """Record `topics` (every partition) into the recording file `path`.
 
@@ -105,8 +109,14 @@ def record(
     `max_records`, at the end of each partition (its high watermark when recording
     started), when `stop` is set, or on Ctrl-C. An `end` in the future records live
     traffic until then. The file is complete and valid whichever way it stops.
+
+    Registry-framed values get their schemas from `registry` (default
+    KIT_SCHEMA_REGISTRY_URL): the file holds each schema and the id it had there. Such a
+    value with no registry configured is a ConfigError.
     """
     settings = settings_for(settings, bootstrap)
+    if registry:
+        settings = settings.model_copy(update={"schema_registry_url": registry})
     source, _origin = resolve_bootstrap(settings)
     admin = admin_client(settings)
     check_reachable(admin, settings)
@@ -114,6 +124,9 @@ def record(
     partitions = _partition_counts(listed, topics, source)
     schema_topic = SchemaTopic(settings, admin) if settings.schema_topic in listed else None
     repository = SchemaRepository(settings.schemas_dir) if settings.schemas_dir else None
+    formats = RegistryFormat(settings) if settings.schema_registry_url else None
+    if formats is not None:
+        formats.check()
     stop = stop or threading.Event()
     consumer = make_consumer(
         settings,
@@ -128,13 +141,16 @@ def record(
             stop_on_sigint(stop),
         ):
             run = _Run(consumer, writer, pending, live, end, max_records, stop, progress)
-            run.schemas = _SchemaFinder(writer, repository or default_repository(), schema_topic)
+            repo = repository or default_repository()
+            run.schemas = SchemaFinder(writer, repo, schema_topic, formats)
             run.loop(idle_timeout)
             unknown = run.schemas.finish()
     finally:
         consumer.close()
         if schema_topic is not None:
             schema_topic.close()
+        if formats is not None:
+            formats.close()
     return run.result(path, unknown)
 
 
@@ -196,56 +212,10 @@ def _plan(
     return ends, starts
 
 
-class _SchemaFinder:
-    """Find the writer schema of each new fingerprint and put it in the file before its record."""
-
-    def __init__(
-        self, writer: RecordingWriter, repository: SchemaRepository, topic: SchemaTopic | None
-    ) -> None:
-        self.writer = writer
-        self.repository = repository
-        self.topic = topic
-        self.found: set[bytes] = set()
-        self.missing: set[bytes] = set()
-
-    def see(self, fp: bytes) -> None:
-        if fp in self.found or fp in self.missing:
-            return
-        schema = self._lookup(fp)
-        if schema is None:
-            self.missing.add(fp)
-            return
-        self.writer.add_schema(schema)
-        self.found.add(fp)
-
-    def _lookup(self, fp: bytes) -> Schema | None:
-        schema = self.repository.by_fingerprint(fp)
-        if schema is None and self.topic is not None:
-            schema = self.topic.lookup(fp)
-        return schema
-
-    def finish(self) -> list[bytes]:
-        """Look the missing ones up once more (they go at the end); return those still unknown."""
-        if self.missing and self.topic is not None:
-            self.topic.refresh()
-        for fp in list(self.missing):
-            schema = self._lookup(fp)
-            if schema is not None:
-                self.writer.add_schema(schema)
-                self.found.add(fp)
-                self.missing.discard(fp)
-        if self.missing:
-            log.warning(
-                "no writer schema found for fingerprint(s) %s; their values are kept as bytes",
-                ", ".join(sorted(fp.hex() for fp in self.missing)),
-            )
-        return sorted(self.missing)
-
-
 class _Run:
     """The consume loop of one recording."""
 
-    schemas: _SchemaFinder
+    schemas: SchemaFinder
 
     def __init__(
         self,
@@ -317,6 +287,7 @@ class _Run:
             self.stopped_by,
             len(self.schemas.found),
             tuple(fp.hex() for fp in unknown),
+            tuple(sorted(self.schemas.missing_ids)),
         )
 
     def _finish(self, tp: tuple[str, int]) -> None:
@@ -352,9 +323,8 @@ class _Run:
             self._finish(tp)
             return
         value = msg.value()
-        fp = fingerprint_of(value) if value is not None else None
-        if fp is not None:
-            self.schemas.see(fp)
+        if value is not None:
+            self.schemas.see(value, f"{tp[0]}[{tp[1]}]@{offset}")
         headers = tuple(msg.headers() or ())
         rec = Record(tp[0], tp[1], offset, ts, ts_type, msg.key(), headers, value)
         self.writer.write(rec)

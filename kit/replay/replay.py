@@ -17,6 +17,7 @@ from kit.config import Settings, resolve_bootstrap
 from kit.errors import ConfigError, DeliveryError
 from kit.replay.file import Record, RecordingError, RecordingReader
 from kit.replay.record import settings_for
+from kit.replay.schemas import Reframer, target_registry
 from kit.replay.terminal import Progress, stop_on_sigint
 from kit.transport.admin import TopicSpec, ensure_topics
 from kit.transport.kafka import admin_client, check_reachable
@@ -70,6 +71,10 @@ class ReplayResult:
     interrupted: bool = False
     counts: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
+    reframed: int = 0
+    """Registry-framed values published with the target registry's ids."""
+    schema_ids: dict[int, int] = field(default_factory=dict)
+    """Each recorded registry id replayed, to its id in the target registry."""
 
     @property
     def rate(self) -> float:
@@ -131,9 +136,11 @@ class _Publisher:
         topics: Mapping[str, int],
         targets: Mapping[str, str],
         keep_timestamps: bool,
+        reframer: Reframer | None = None,
     ) -> None:
         self.settings = settings
         self.keep_timestamps = keep_timestamps
+        self.reframer = reframer
         admin = admin_client(settings)
         check_reachable(admin, settings)
         self.targets = dict(targets)
@@ -164,9 +171,11 @@ class _Publisher:
     def send(self, rec: Record) -> None:
         """Queue one record; when librdkafka's queue is full, serve callbacks and retry."""
         keep_time = self.keep_timestamps and rec.timestamp_type and rec.timestamp >= 0
+        target = self.targets[rec.topic]
+        value = rec.value if self.reframer is None else self.reframer.value(target, rec.value)
         self.sink.produce(
-            self.targets[rec.topic],
-            rec.value,
+            target,
+            value,
             rec.key,
             list(rec.headers) or None,  # type: ignore[arg-type]  # a null header value is fine
             self._on_delivery,
@@ -201,6 +210,7 @@ class _Publisher:
 
     def result(self, path: Path | str, seconds: float, *, interrupted: bool) -> ReplayResult:
         """What this replay published and where."""
+        reframer = self.reframer
         return ReplayResult(
             str(path),
             self.delivered,
@@ -210,6 +220,8 @@ class _Publisher:
             tuple(self.targets[t] for t, same in self.same_partition.items() if not same),
             interrupted,
             dict(self.counts),
+            reframed=reframer.reframed if reframer is not None else 0,
+            schema_ids=reframer.ids if reframer is not None else {},
         )
 
 
@@ -227,6 +239,7 @@ def replay(
     keep_timestamps: bool = False,
     verify: bool = False,
     window: int = 100_000,
+    registry: str | None = None,
 ) -> ReplayResult:
     """Republish the recording at `path` into the cluster at `into` (default: settings).
 
@@ -239,6 +252,11 @@ def replay(
     `speed=None` publishes as fast as possible; `speed=X` keeps the original gaps between
     timestamps divided by X. A corrupt file raises RecordingError whose `published` counts
     the records confirmed before it; Ctrl-C (or `stop`) ends early and is reported.
+
+    A recording of registry-framed values (format 2) needs the target cluster's schema
+    registry (`registry`, else KIT_SCHEMA_REGISTRY_URL; ConfigError naming it otherwise):
+    each recorded schema is registered there under the target topic's subject, and the
+    values are published with the target's ids (Reframer).
     """
     if speed is not None and speed <= 0:
         raise ConfigError("--speed", f"must be positive or 'max', got {speed}")
@@ -249,31 +267,31 @@ def replay(
         recorded = reader.info.topics
         targets = choose_targets(recorded, topic_map or {}, only, into_original_topics)
         partitions = {t: recorded[t] for t in targets}
+        reframer = _reframer(reader, settings, registry)
         resolve_bootstrap(settings)
-        publisher = _Publisher(settings, partitions, targets, keep_timestamps)
+        publisher = _Publisher(settings, partitions, targets, keep_timestamps, reframer)
         tally: Counter[str] = Counter()
         items = _selected(iter(reader), targets, tally)
         if speed is not None:
             items = merge_by_time(items, window)
-        sent = 0
-        try:
-            with stop_on_sigint(stop):
-                sent = _publish(items, publisher, speed, stop, progress)
-        except RecordingError as exc:
-            publisher.finish()
-            exc.published = publisher.delivered
-            if progress is not None:
-                progress.done(publisher.delivered, "  stopped by a corrupt record")
-            raise
-        except BaseException:
-            publisher.finish()
-            raise
+        with stop_on_sigint(stop):
+            sent = _publish(items, publisher, speed, stop, progress)
     publisher.confirm(sent)
     seconds = time.monotonic() - started
     if progress is not None:
         progress.done(publisher.delivered, "  interrupted" if stop.is_set() else "")
     result = publisher.result(path, seconds, interrupted=stop.is_set())
     return dataclasses.replace(result, skipped=tally["skipped"])
+
+
+def _reframer(reader: RecordingReader, settings: Settings, registry: str | None) -> Reframer | None:
+    """For a recording of registry-framed values (format 2), what gives them the target
+    registry's ids; ConfigError if no target registry is set or it cannot be reached."""
+    if reader.info.format_version == "1":
+        return None
+    formats = target_registry(settings, registry, reader.path)
+    formats.check()
+    return Reframer(reader.schemas, formats)
 
 
 def choose_targets(
@@ -331,7 +349,31 @@ def _publish(
     stop: threading.Event,
     progress: Progress | None,
 ) -> int:
-    """Send every record, pacing by timestamp when `speed` is set; returns how many were sent."""
+    """Send every record, pacing by timestamp when `speed` is set; returns how many were sent.
+
+    Whatever stops it, waits for what was sent first; a corrupt file's RecordingError
+    then says how many records were published before it.
+    """
+    try:
+        return _send_all(items, publisher, speed, stop, progress)
+    except RecordingError as exc:
+        publisher.finish()
+        exc.published = publisher.delivered
+        if progress is not None:
+            progress.done(publisher.delivered, "  stopped by a corrupt record")
+        raise
+    except BaseException:
+        publisher.finish()
+        raise
+
+
+def _send_all(
+    items: Iterator[tuple[int, Record]],
+    publisher: _Publisher,
+    speed: float | None,
+    stop: threading.Event,
+    progress: Progress | None,
+) -> int:
     sent = 0
     base_ts: int | None = None
     base_clock = 0.0

@@ -290,7 +290,11 @@ def test_the_schema_constant_is_what_the_file_declares(tmp_path: Path) -> None:
     write_file(path, 1)
     with path.open("rb") as fo:
         declared = json.loads(fastavro.reader(fo).metadata["avro.schema"])
-    assert [s["name"] for s in declared] == ["kit.replay.Record", "kit.replay.WriterSchema"]
+    assert [s["name"] for s in declared] == [
+        "kit.replay.Record",
+        "kit.replay.WriterSchema",
+        "kit.replay.SchemaId",
+    ]
     names = [f["name"] for f in declared[0]["fields"]]
     assert names == [f["name"] for f in FILE_SCHEMA[0]["fields"]]
     assert names == [

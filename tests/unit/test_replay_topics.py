@@ -46,7 +46,9 @@ class Counting:
 
     made: list[Counting] = []
 
-    def __init__(self, _settings: Any, partitions: Any, targets: Any, _keep: bool) -> None:
+    def __init__(
+        self, _settings: Any, partitions: Any, targets: Any, _keep: bool, _reframer: Any = None
+    ) -> None:
         self.partitions = dict(partitions)
         self.targets = dict(targets)
         self.counts: Counter[str] = Counter()
