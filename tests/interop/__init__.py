@@ -1,0 +1,1 @@
+"""Interop harnesses: kit's events read and written by programs in other languages."""
