@@ -22,6 +22,7 @@ from kit.requests import LiveCheck
 from kit.schema import Schema, SchemaRepository, repository_for
 from kit.service import Caller, Endpoint
 from kit.transport.kafka import admin_client, check_reachable, make_consumer, make_producer
+from kit.transport.registry_format import RegistryFormat
 from kit.transport.requester import Requester
 from kit.transport.schema_topic import SchemaTopic
 from kit.transport.sink import KafkaSink
@@ -40,6 +41,10 @@ class Client(Caller):
     `publish` returns once the broker confirmed the record. The client owns one
     background thread ("kit-client-poll") that serves delivery reports, and a SchemaTopic
     (with its own producer, consumer and lookup thread); `close()` stops them.
+
+    With KIT_SCHEMA_REGISTRY_URL set, events are written in the schema registry format
+    (each schema registered once per subject, before its first record) unless
+    KIT_SCHEMA_REGISTRY_WRITE is false, and both formats are read.
     """
 
     def __init__(
@@ -60,10 +65,19 @@ class Client(Caller):
         self._admin = admin_client(self.settings)
         self._sink = KafkaSink(self._producer, self._admin, self.settings)
         self._schemas = SchemaTopic(self.settings, self._admin)
+        url = self.settings.schema_registry_url
+        self._format = RegistryFormat(self.settings) if url else None
+        """The schema registry, when KIT_SCHEMA_REGISTRY_URL is set."""
+        writes = self._format is not None and self.settings.schema_registry_write
+        self._headers: dict[bytes, bytes] | None = {} if writes else None
+        self._subjects: set[tuple[str, bytes]] = set()
+        """(topic, fingerprint) registered under the topic's subject (registry format)."""
         self._codec = Codec(
             repository or SchemaRepository(),
-            resolver=self._schemas.lookup,
-            async_resolver=self._schemas.lookup_async,
+            resolver=self._lookup,
+            async_resolver=self._lookup_async,
+            headers=self._headers,
+            registry=self._format is not None,
         )
         self._topic_lock = asyncio.Lock()
         self._requester: Requester | None = None
@@ -71,6 +85,18 @@ class Client(Caller):
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kit-client-poll", daemon=True)
         self._poller.start()
+
+    def _lookup(self, key: bytes) -> Schema | None:
+        """A writer schema by fingerprint (schema topic) or registry header (blocking)."""
+        if len(key) == 8 or self._format is None:
+            return self._schemas.lookup(key)
+        return self._format.lookup(key)
+
+    async def _lookup_async(self, key: bytes) -> Schema | None:
+        """`_lookup` without blocking the event loop."""
+        if len(key) == 8 or self._format is None:
+            return await self._schemas.lookup_async(key)
+        return await asyncio.to_thread(self._format.lookup, key)
 
     def _poll(self) -> None:
         while not self._closed.is_set():
@@ -110,6 +136,8 @@ class Client(Caller):
         self._closed.set()
         await asyncio.to_thread(self._poller.join, 5)
         await asyncio.to_thread(self._schemas.close)
+        if self._format is not None:
+            self._format.close()
 
     async def _request(
         self,
@@ -140,20 +168,42 @@ class Client(Caller):
             service, method, value, topic=topic, timeout=timeout, create_topic=create_topic
         )
 
-    async def ensure_schema(self, schema: Schema) -> None:
-        """Make sure a writer schema is on the schema topic (for raw publishing)."""
+    async def ensure_schema(self, schema: Schema, topic: str | None = None) -> None:
+        """Make sure readers can find a writer schema (call it before encoding, e.g. for
+        raw publishing): on the schema topic, or registered with the schema registry under
+        the subject of `topic` (default: the schema's full name), whose header the codec
+        then writes. SchemaRefused if the registry refuses it."""
         await self.connect()
-        if not self._schemas.is_published(schema):
-            await asyncio.to_thread(self._schemas.publish, [schema])
+        if self._headers is None:
+            if not self._schemas.is_published(schema):
+                await asyncio.to_thread(self._schemas.publish, [schema])
+            return
+        where = (topic or schema.full_name, schema.fingerprint)
+        if where not in self._subjects:
+            assert self._format is not None
+            header = await asyncio.to_thread(self._format.register, schema, where[0])
+            self._headers.setdefault(schema.fingerprint, header)
+            self._subjects.add(where)
+
+    def _schema_ready(self, schema: Schema, topic: str) -> bool:
+        if self._headers is None:
+            return self._schemas.is_published(schema)
+        return (topic, schema.fingerprint) in self._subjects
 
     def writer_schema(self, fingerprint: bytes) -> Schema | None:
         """A writer schema by fingerprint, from the schema topic."""
         return self._codec.writer_schema(fingerprint)
 
     def schema_named(self, full_name: str) -> Schema | None:
-        """The schema with this full name: the local repository's, else the schema topic's."""
+        """The schema with this full name: the local repository's, else the schema topic's
+        (or the registry's latest under its default topic's subject). Blocking."""
         repo = self._local_repository()
-        return repo.get(full_name) if full_name in repo else self._schemas.by_name(full_name)
+        if full_name in repo:
+            return repo.get(full_name)
+        found = self._schemas.by_name(full_name)
+        if found is None and self._format is not None:
+            found = self._format.latest(full_name)
+        return found
 
     def _local_repository(self, model: type[Event] | None = None) -> SchemaRepository:
         """The client's repository, else the one `model` is bound to, else `repository_for`."""
@@ -196,8 +246,12 @@ class Client(Caller):
         Calls made in program order are produced in that order (per partition, per key).
         """
         schema = event.kit_schema()
+        target = topic or schema.full_name
+        if self._headers is not None and schema.fingerprint not in self._headers:
+            async with self._topic_lock:  # registered before encoding: its id is in the value
+                await self.ensure_schema(schema, target)
         value = self._codec.encode(event)
-        await self._send(topic or schema.full_name, value, key, headers, schema)
+        await self._send(target, value, key, headers, schema)
 
     async def publish_raw(
         self,
@@ -231,7 +285,7 @@ class Client(Caller):
         sink = self._sink
         slow = (
             topic not in sink.known_topics
-            or (schema is not None and not self._schemas.is_published(schema))
+            or (schema is not None and not self._schema_ready(schema, topic))
             or self._topic_lock.locked()
         )
         if slow:
@@ -239,7 +293,7 @@ class Client(Caller):
             async with self._topic_lock:
                 await self.connect()
                 if schema is not None:
-                    await self.ensure_schema(schema)
+                    await self.ensure_schema(schema, topic)
                 if topic not in sink.known_topics:
                     await asyncio.to_thread(sink.ensure_topic, topic)
                 sink.produce(topic, value, raw_key, hdr_bytes, delivered)
@@ -260,7 +314,9 @@ class Client(Caller):
             self.settings, f"kit-client-{id(self)}", **{"enable.auto.commit": False}
         )
         repo = self._local_repository(model)
-        codec = Codec(repo, async_resolver=self._schemas.lookup_async)  # never blocks the loop
+        codec = Codec(  # never blocks the loop
+            repo, async_resolver=self._lookup_async, registry=self._format is not None
+        )
         try:
             idle_deadline = asyncio.get_running_loop().time() + timeout
             parts: dict[int, PartitionMetadata] = {}

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from kit.codec import Codec
@@ -164,20 +164,20 @@ class Runtime:
             dead_letter_topic=self._dead_letter_topic,
             auto_commit=not transactional,  # offsets are committed in the transactions
         )
-        self.sink = self.reply_sink = transport.reply_sink
+        schemas = {h.event_type.kit_schema() for h in self.service.handlers}
+        headers = await transport.publish_schemas(schemas | set(self.repository))
+        self.sink, self.reply_sink = transport.sink, transport.reply_sink
         if transactional:
             kafka = self._kafka("exactly-once processing (KIT_EXACTLY_ONCE)")
             self.transactions = Transactions(self)
             self.sink = kafka.sink_for(await self.transactions.start())
-        self.codec = self._codec or Codec(self.repository, async_resolver=transport.lookup)
+        self.codec = self._make_codec(headers)
         self.dispatcher = Dispatcher(self.service, self.codec, settings, self.sink)
         self.dispatcher.reply_sink = self.reply_sink
         if isinstance(transport, KafkaTransport):
             self.dispatcher.reply_topic_exists = self._topic_exists
         self.dispatcher.stopping = self._stopping
         self.commits = Commits(settings, self.dispatcher, self.sink, transport.poll)
-        schemas = {h.event_type.kit_schema() for h in self.service.handlers}
-        await transport.publish_schemas(schemas | set(self.repository))
         self.consumer = transport.consumer
         for extension in self.extensions:
             await extension.setup(self)
@@ -194,6 +194,23 @@ class Runtime:
             self.bootstrap,
             self.bootstrap_source,
         )
+
+    def _make_codec(self, headers: Mapping[bytes, bytes] | None) -> Codec:
+        """The runtime's codec (or the one given): both wire formats read, and with
+        `headers` (the registered schemas), the schema registry format written."""
+        registry = bool(self.settings.schema_registry_url)
+        codec = self._codec
+        if codec is None:
+            return Codec(
+                self.repository,
+                async_resolver=self.transport.lookup,
+                headers=headers,
+                registry=registry,
+            )
+        if headers is not None:  # a shared codec (the harness): it writes what was registered
+            codec.headers = {**(codec.headers or {}), **headers}
+        codec.registry = codec.registry or registry
+        return codec
 
     def _dead_letter_topic(self, handler: Handler) -> str:
         return dead_letter_topic(handler, self.settings.dead_letter_suffix)

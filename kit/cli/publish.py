@@ -56,6 +56,8 @@ async def _publish(
                 f"no schema named {schema_name!r} in schemas/ or the schema topic:"
                 " pass --schema FULL.NAME"
             )
+        if client.codec.headers is not None:  # the registry format: its id goes in the value
+            await client.ensure_schema(schema, topic)
         try:
             value = client.codec.encode_datum(schema, from_json(schema.parsed, document))
         except EncodeError as exc:
@@ -64,5 +66,5 @@ async def _publish(
             raise InvalidInput(
                 f"no topic {topic!r} (start the service that reads it, or pass --create)"
             )
-        await client.ensure_schema(schema)
+        await client.ensure_schema(schema, topic)
         await client.publish_raw(topic, value, key=key)

@@ -98,6 +98,8 @@ async def _call(
         schema = await asyncio.to_thread(client.schema_named, name)
         if schema is None:
             raise SchemaError(f"no schema named {name!r} in schemas/ or the schema topic")
+        if client.codec.headers is not None:  # the registry format: its id goes in the value
+            await client.ensure_schema(schema)
         try:
             value = client.codec.encode_datum(schema, from_json(schema.parsed, document))
         except EncodeError as exc:

@@ -21,8 +21,9 @@ from kit.config import Settings
 from kit.dlt.letters import REDRIVEN_FROM, DeadLetter, Where, parse_marker
 from kit.dlt.report import TopicCounts
 from kit.errors import BrokerError
-from kit.schema import SchemaRepository, repository_for
+from kit.schema import Schema, SchemaRepository, repository_for
 from kit.transport.kafka import admin_client, check_reachable, make_consumer
+from kit.transport.registry_format import RegistryFormat
 from kit.transport.schema_topic import SchemaTopic
 
 __all__ = ["Session"]
@@ -56,6 +57,7 @@ class Session:
             **{"enable.auto.commit": False, "enable.partition.eof": True},
         )
         self._schema_topic: SchemaTopic | None = None
+        self._registry: RegistryFormat | None = None
 
     def __enter__(self) -> Session:
         return self
@@ -90,13 +92,21 @@ class Session:
 
     def codec(self, repository: SchemaRepository | None = None) -> Codec:
         """A codec that finds writer schemas by fingerprint: in `repository` (default: the
-        project's, as kit.schema.repository_for finds it), then on the schema topic."""
+        project's, as kit.schema.repository_for finds it), then on the schema topic; and
+        those of registry-framed values by id, with KIT_SCHEMA_REGISTRY_URL set."""
         repo = repository if repository is not None else repository_for(settings=self.settings)
-        if self.settings.schema_topic not in self.partitions:
-            return Codec(repo)
-        if self._schema_topic is None:
+        if self._schema_topic is None and self.settings.schema_topic in self.partitions:
             self._schema_topic = SchemaTopic(self.settings, self.admin, timeout=self.timeout)
-        return Codec(repo, resolver=self._schema_topic.lookup)
+        if self._registry is None and self.settings.schema_registry_url:
+            self._registry = RegistryFormat(self.settings)
+        topic, registry = self._schema_topic, self._registry
+
+        def resolve(key: bytes) -> Schema | None:
+            if len(key) == 8:
+                return topic.lookup(key) if topic is not None else None
+            return registry.lookup(key) if registry is not None else None
+
+        return Codec(repo, resolver=resolve, registry=registry is not None)
 
     # --- reading -------------------------------------------------------------------------
 

@@ -136,7 +136,13 @@ class Announcer:
             self._producer = producer
 
     def _publish_schema(self) -> None:
-        """Put kit.Registration on the schema topic, for readers built on another version."""
+        """Put kit.Registration on the schema topic, for readers built on another version;
+        not when values are written in the schema registry format, where nothing goes
+        to the schema topic (the registrations stay single-object: readers of the same
+        version decode them without it)."""
+        settings = self.settings
+        if settings.schema_registry_url and settings.schema_registry_write:
+            return
         topic = self._schema_topic or SchemaTopic(
             self.settings, self._admin or admin_client(self.settings)
         )

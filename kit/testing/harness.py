@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kit.codec import Codec, fingerprint_of
+from kit.codec import Codec, fingerprint_of, writer_key
 from kit.config import Settings, load_settings
 from kit.context import header
 from kit.dead_letters import dead_letter_topic
@@ -26,6 +26,7 @@ from kit.runtime import Runtime, repository_of
 from kit.schema import Schema, SchemaRepository
 from kit.service import Caller, Endpoint, Handler, Responder, Service
 from kit.transport.memory import MemoryBroker, MemoryConsumer, MemoryMessage, MemoryTransport
+from kit.transport.registry_format import RegistryFormat
 
 if TYPE_CHECKING:
     from kit.replay.file import Record
@@ -96,13 +97,21 @@ class Harness(Caller):
         self.broker = MemoryBroker(partitions)
         self.repository = repository or repository_of(services, self.settings)
         self._extra_schemas: dict[bytes, Schema] = {}
-        self.codec = Codec(self.repository, resolver=self._extra_schemas.get)
+        self.registry = RegistryFormat(self.settings) if self.settings.schema_registry_url else None
+        """The schema registry (mock://, say) of KIT_SCHEMA_REGISTRY_URL, if set."""
+        self.codec = Codec(self.repository, resolver=self._writer, registry=bool(self.registry))
+        if self.registry is not None and self.settings.schema_registry_write:
+            # what send() encodes is framed too (meant for mock://: registering blocks)
+            registry = self.registry
+            self.codec.headers = {
+                s.fingerprint: registry.register(s, s.full_name) for s in self.repository
+            }
         self.services = list(services)
         self.transports: dict[str, MemoryTransport] = {}
         self.runtimes: dict[str, Runtime] = {}
         """Each service's Runtime, by service name (started by the first run or request)."""
         for svc in services:
-            transport = MemoryTransport(self.broker, svc.name, self._extra_schemas.get)
+            transport = MemoryTransport(self.broker, svc.name, self._writer, self.registry)
             self.transports[svc.name] = transport
             self.runtimes[svc.name] = Runtime(
                 svc,
@@ -118,6 +127,13 @@ class Harness(Caller):
         self._requests = 0
         self._requester_obj = _MemoryRequester(self)
         self._started = False
+
+    def _writer(self, key: bytes) -> Schema | None:
+        """A writer schema given to the harness, or one of the schema registry."""
+        found = self._extra_schemas.get(key)
+        if found is None and self.registry is not None:
+            found = self.registry.lookup(key)
+        return found
 
     async def start(self) -> None:
         """Start every service's runtime on the memory transport (run() does it first)."""
@@ -319,8 +335,11 @@ class Harness(Caller):
 
 
 def _is_type(item: Emitted, full_name: str, codec: Codec) -> bool:
-    fp = fingerprint_of(item.value) if item.value else None
-    schema = codec.writer_schema(fp) if fp else None
+    try:
+        key = writer_key(item.value) if item.value else None
+    except DecodeError:
+        key = None
+    schema = codec.writer_schema(key) if key else None
     return schema is not None and schema.full_name == full_name
 
 

@@ -9,7 +9,7 @@ implement `Transport` and its `Consuming`, and pass it as `Runtime(..., transpor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from kit.config import Settings
@@ -121,11 +121,13 @@ class Transport(Protocol):
         ...
 
     async def lookup(self, fingerprint: bytes) -> Schema | None:
-        """A writer schema the codec does not know, by fingerprint (None: unknown)."""
+        """A writer schema the codec does not know, by writer key: an 8-byte fingerprint
+        or a 5-byte schema registry header (None: unknown)."""
         ...
 
-    async def publish_schemas(self, schemas: Iterable[Schema]) -> None:
-        """Make the service's writer schemas known to every reader."""
+    async def publish_schemas(self, schemas: Iterable[Schema]) -> Mapping[bytes, bytes] | None:
+        """Make the service's writer schemas known to every reader; with the schema
+        registry format, the header of each (fingerprint -> 5 bytes) for the codec."""
         ...
 
     async def close(self) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ from kit.protocol import MessageLike
 from kit.schema import Schema
 from kit.service import Handler, Service
 from kit.transport.base import Partition, Rebalance
+from kit.transport.registry_format import RegistryFormat
 
 __all__ = ["MemoryBroker", "MemoryConsumer", "MemoryMessage", "MemorySink", "MemoryTransport"]
 
@@ -255,7 +257,8 @@ class MemoryTransport:
     """`Transport` on a MemoryBroker: what the Harness runs each service's Runtime on.
 
     Delivery is immediate and always succeeds; `lookup` asks `resolver` (e.g. the writer
-    schemas of a recording fed to the harness).
+    schemas of a recording fed to the harness). With a `registry` (a mock:// one, say),
+    `publish_schemas` registers the writer schemas there, as the Kafka transport does.
     """
 
     def __init__(
@@ -263,12 +266,15 @@ class MemoryTransport:
         broker: MemoryBroker,
         name: str,
         resolver: Callable[[bytes], Schema | None] | None = None,
+        registry: RegistryFormat | None = None,
     ) -> None:
         self.broker = broker
         self.sink = MemorySink(broker, name)
         self.reply_sink = self.sink
         self.consumer = MemoryConsumer(broker)
         self._resolver = resolver
+        self.registry = registry
+        self._write_registry = registry is not None and registry.settings.schema_registry_write
 
     async def open(
         self,
@@ -293,8 +299,19 @@ class MemoryTransport:
         """The resolver's schema for this fingerprint, if any."""
         return self._resolver(fingerprint) if self._resolver is not None else None
 
-    async def publish_schemas(self, schemas: Iterable[Schema]) -> None:
-        """Nothing to do: every reader in the harness shares one codec."""
+    async def publish_schemas(self, schemas: Iterable[Schema]) -> Mapping[bytes, bytes] | None:
+        """With a registry to write to, register the schemas under their default topic's
+        subject and return their headers; else nothing to do (the harness's readers share
+        one codec)."""
+        registry = self.registry
+        if registry is None or not self._write_registry:
+            return None
+        todo = list(schemas)
+
+        def register() -> dict[bytes, bytes]:  # a registry call may block: not on the loop
+            return {s.fingerprint: registry.register(s, s.full_name) for s in todo}
+
+        return await asyncio.to_thread(register)
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -25,7 +25,7 @@ from kit.schema import Schema
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-__all__ = ["RegistryFormat", "forget_client", "registry_client"]
+__all__ = ["RegistryFormat", "TopicRegistrar", "forget_client", "registry_client"]
 
 log = logging.getLogger("kit.registry_format")
 
@@ -168,6 +168,22 @@ class RegistryFormat:
             raise DecodeError(str(exc)) from None
         return self._by_id.setdefault(schema_id, schema)
 
+    def latest(self, full_name: str) -> Schema | None:
+        """The latest version of the schema named `full_name` under the subject of its
+        default topic (the topic of that name), or None (blocking)."""
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        subject = f"{full_name}-value" if self.strategy == "topic" else full_name
+        try:
+            registered = self.client.get_latest_version(subject)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                return None
+            raise self._failure(exc, f"read the latest version of {subject}") from None
+        except Exception as exc:
+            raise self._failure(exc, f"read the latest version of {subject}") from None
+        return Schema.from_json(registered.schema.schema_str or "", source=subject)
+
     def refusal(self, schema: Schema, subject: str, registry_message: str = "") -> SchemaRefused:
         """The SchemaRefused for `schema` under `subject` (blocking): the subject's rule
         (else the global one), the incompatibilities kit finds against the versions the
@@ -248,3 +264,49 @@ def _compare(reader: Any, writer: Any, what: str) -> list[str]:
     where = ", ".join(sorted(result.locations))
     detail = "; ".join(sorted(result.messages))
     return [f"{what}: {kinds} at {where} ({detail})"]
+
+
+class TopicRegistrar:
+    """TopicNameStrategy for topics other than an event's default one.
+
+    At start, a runtime registers its writer schemas under their default topic's subject
+    ("<full name>-value") and encodes with those ids (an id names a schema, whatever the
+    subject). Before the first record of a schema goes to another topic, the sink asks
+    `needs(topic, value)` (on the loop: no I/O); if so it raises TopicNotReady, and
+    `register(topic)` (in a worker thread, from `prepare`) registers the schema under
+    "<topic>-value". Only values framed with this service's own headers are registered:
+    a dead letter of someone else's record is not.
+    """
+
+    def __init__(self, registry: RegistryFormat, own: dict[bytes, Schema]) -> None:
+        self.registry = registry
+        self.own = own
+        """Registry header -> schema, of what this service registered and writes."""
+        self.ready: set[tuple[str, bytes]] = {(s.full_name, h) for h, s in own.items()}
+        """(topic, header) pairs registered under the topic's subject."""
+        self._pending: dict[str, set[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def needs(self, topic: str, value: bytes | None) -> bool:
+        """True if `value` is the first of its schema on `topic`: `register(topic)` first."""
+        if value is None or value[:1] != b"\x00":
+            return False
+        header = value[:5]
+        if (topic, header) in self.ready or header not in self.own:
+            return False
+        with self._lock:
+            self._pending.setdefault(topic, set()).add(header)
+        return True
+
+    def pending(self, topic: str) -> bool:
+        """Whether schemas wait to be registered under `topic`'s subject."""
+        return topic in self._pending
+
+    def register(self, topic: str) -> None:
+        """Register the schemas waiting for `topic` (blocking). SchemaRefused or
+        ConfigError as `RegistryFormat.register`."""
+        with self._lock:
+            headers = self._pending.pop(topic, set())
+        for header in headers:
+            self.registry.register(self.own[header], topic)
+            self.ready.add((topic, header))

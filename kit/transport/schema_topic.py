@@ -63,6 +63,7 @@ class SchemaTopic:
         producer: object = None,
         *,
         timeout: float = 10.0,
+        create: bool | None = None,
     ) -> None:
         # `producer` is accepted and ignored, for callers that still pass theirs (the runtime
         # does, until it drops the argument): publish() used to flush that shared producer
@@ -74,6 +75,11 @@ class SchemaTopic:
         self.topic = settings.schema_topic
         self.timeout = timeout
         """Deadline in seconds of one read to the end (and of the end-offset query)."""
+        writes_registry = bool(settings.schema_registry_url and settings.schema_registry_write)
+        self.create = not writes_registry if create is None else create
+        """Create the topic when it is missing. Not by default when values are written in the
+        schema registry format: the topic is then only read, for older single-object records,
+        and a missing topic holds no schema."""
         self.end_offset_queries = 0
         """End-offset queries made so far (one per read to the end)."""
         self.records_read = 0
@@ -111,6 +117,8 @@ class SchemaTopic:
             return
         with self._publish_lock:
             self._check_open()
+            if self._missing():
+                raise KitError(f"schema topic {self.topic} does not exist (and create is off)")
             self._ensure()
             if self._producer is None:
                 self._producer = make_producer(self.settings, low_latency=True)
@@ -229,6 +237,15 @@ class SchemaTopic:
         else:
             done.set_result(None)
 
+    def _missing(self) -> bool:
+        """With `create` off: whether the topic does not exist (yet). Lists every topic,
+        so that no broker auto-creates it; once found, it is not asked again."""
+        if self.create or self._ensured:
+            return False
+        meta = self.admin.list_topics(timeout=self.timeout).topics.get(self.topic)
+        self._ensured = meta is not None and meta.error is None
+        return not self._ensured
+
     def _ensure(self) -> None:
         if not self._ensured:
             spec = TopicSpec(
@@ -255,6 +272,8 @@ class SchemaTopic:
         """
         deadline = time.monotonic() + timeout
         if self._consumer is None:
+            if self._missing():
+                return
             self._ensure()
             self._consumer = self._make_consumer()
         consumer = self._consumer

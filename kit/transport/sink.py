@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
@@ -15,6 +15,9 @@ from kit.config import Settings, client_config
 from kit.context import TopicNotReady
 from kit.errors import DeliveryError
 from kit.transport.admin import TopicSpec, ensure_topics, topic_limits
+
+if TYPE_CHECKING:
+    from kit.transport.registry_format import TopicRegistrar
 
 __all__ = ["PRODUCER_MESSAGE_MAX_BYTES", "KafkaSink", "Unsent", "record_size"]
 
@@ -50,6 +53,9 @@ class KafkaSink:
         configured = client_config(settings).get("message.max.bytes")
         self.producer_limit = int(configured or producer_limit or PRODUCER_MESSAGE_MAX_BYTES)
         """The largest record the producer sends (librdkafka `message.max.bytes`)."""
+        self.registrar: TopicRegistrar | None = None
+        """With the schema registry format and TopicNameStrategy: registers a schema under
+        a topic's subject before its first record there (see TopicRegistrar)."""
 
     def ensure_topic(self, topic: str, partitions: int | None = None) -> None:
         """Create `topic` if the broker does not have it (blocking: not on the loop)."""
@@ -79,9 +85,13 @@ class KafkaSink:
         return meta is not None and meta.error is None
 
     async def prepare(self, topic: str) -> None:
-        """`ensure_topic` in a worker thread, so the event loop never waits on metadata."""
+        """`ensure_topic` in a worker thread, so the event loop never waits on metadata;
+        and the schemas waiting for the topic's subject, registered there the same way."""
         if topic not in self.known_topics:
             await asyncio.to_thread(self.ensure_topic, topic)
+        registrar = self.registrar
+        if registrar is not None and registrar.pending(topic):
+            await asyncio.to_thread(registrar.register, topic)
 
     def record_limit(self, topic: str) -> int | None:
         """The largest record this sink can put on `topic`: the smaller of the topic's
@@ -108,9 +118,12 @@ class KafkaSink:
         """Queue one record; when librdkafka's queue is full, serve callbacks and retry.
 
         `partition` None lets the partitioner choose (as does a partition the topic does
-        not have); `timestamp` 0 means now. Raises TopicNotReady for an unprepared topic.
+        not have); `timestamp` 0 means now. Raises TopicNotReady for an unprepared topic
+        (or a schema not yet registered under its subject, with a `registrar`).
         """
         if topic not in self.known_topics:
+            raise TopicNotReady(topic)
+        if self.registrar is not None and self.registrar.needs(topic, value):
             raise TopicNotReady(topic)
         if partition is not None and partition >= self.partitions.get(topic, partition + 1):
             partition = None

@@ -30,15 +30,22 @@ from kit.codec import UnknownWriterSchema, registry_header, registry_id, writer_
 from kit.config import Settings, known_variables, load_settings, registry_client_config
 from kit.errors import SchemaRefused
 from kit.schema import Schema
-from kit.transport.registry_format import RegistryFormat, forget_client, registry_client
-from tests.fixtures.events import OrderLine, OrderPlaced
+from kit.testing.harness import Harness
+from kit.transport.registry_format import (
+    RegistryFormat,
+    TopicRegistrar,
+    forget_client,
+    registry_client,
+)
+from tests.fixtures import billing
+from tests.fixtures.events import InvoiceIssued, OrderLine, OrderPlaced
 
 TOPIC = "shop.OrderPlaced"
 
 
-def order() -> OrderPlaced:
+def order(order_id: str = "o-1") -> OrderPlaced:
     return OrderPlaced(
-        order_id="o-1",
+        order_id=order_id,
         customer="ada",
         lines=[OrderLine(sku="tea", quantity=2, unit_price_cents=350)],
         placed_at=datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC),
@@ -331,3 +338,86 @@ def test_a_compatibility_refusal_names_subject_rule_and_incompatibility(
         "(compatibility BACKWARD): cannot read version 1: reader_field_missing_default_value "
         f"at /fields/5 (coupon); registry said: {said}"
     )
+
+
+# --- 9. a service in the registry format, in the harness -----------------------------------
+
+
+def harness_settings(url: str | None, **overrides: Any) -> Settings:  # Any: Settings values
+    return load_settings(
+        env={},
+        bootstrap_servers="memory",
+        schema_registry_url=url,
+        retry_backoff=0.0,
+        retry_backoff_max=0.0,
+        transient_timeout=0.0,
+        **overrides,
+    )
+
+
+def headers_of(item: Any) -> dict[str, bytes]:  # Any: a harness Emitted record
+    return {k: v for k, v in item.message.headers() or []}
+
+
+async def test_a_service_reads_both_formats_and_writes_the_registry_one(url: str) -> None:
+    h = Harness(billing.service, settings=harness_settings(url))
+    fmt = RegistryFormat(settings_for(url))
+    sent = h.send(order("framed"))  # the harness's codec writes the registry format
+    single = Codec(OrderPlaced.__kit_repository__).encode(order("single"))
+    h.send_raw(TOPIC, single)
+    h.send_raw(TOPIC, registry_header(4242) + b"\x02", key="unknown-id")
+    await h.run()
+    assert (sent.value() or b"")[:5] == fmt.register(OrderPlaced.kit_schema(), TOPIC)
+    invoices = [o for o in h.outputs if o.topic == "billing.InvoiceIssued"]
+    assert [o.key for o in invoices] == [b"framed", b"single"]
+    latest = fmt.client.get_latest_version("billing.InvoiceIssued-value")
+    ctx = SerializationContext("billing.InvoiceIssued", MessageField.VALUE)
+    for item in invoices:
+        assert item.value is not None and registry_id(item.value[:5]) == latest.schema_id
+        assert AvroDeserializer(fmt.client)(item.value, ctx)["order_id"] == item.key.decode()
+    (letter,) = h.dead_letters(TOPIC)
+    assert letter.key == b"unknown-id"
+    assert headers_of(letter)["kit-dlt-exception-message"].startswith(
+        b"unknown writer schema (schema id 4242)"
+    )
+
+
+async def test_with_registry_write_off_a_service_writes_single_object_and_reads_both(
+    url: str,
+) -> None:
+    h = Harness(billing.service, settings=harness_settings(url, schema_registry_write=False))
+    framed = registry_codec(RegistryFormat(settings_for(url)), OrderPlaced.kit_schema())
+    h.send_raw(TOPIC, framed.encode(order("framed")))
+    h.send(order("single"))
+    await h.run()
+    invoices = [o for o in h.outputs if o.topic == "billing.InvoiceIssued"]
+    assert [o.key for o in invoices] == [b"framed", b"single"]
+    assert all(o.value is not None and o.value[:2] == b"\xc3\x01" for o in invoices)
+    assert len(h.emitted(InvoiceIssued)) == 2
+
+
+async def test_without_a_registry_url_registry_framed_records_are_dead_lettered(url: str) -> None:
+    framed = registry_codec(RegistryFormat(settings_for(url)), OrderPlaced.kit_schema())
+    h = Harness(billing.service, settings=harness_settings(None))
+    h.send_raw(TOPIC, framed.encode(order()), key="framed")
+    await h.run()
+    (letter,) = h.dead_letters(TOPIC)
+    assert headers_of(letter)["kit-dlt-reason"] == b"decode"
+    assert b"KIT_SCHEMA_REGISTRY_URL is not set" in headers_of(letter)["kit-dlt-exception-message"]
+
+
+def test_a_schema_is_registered_under_another_topics_subject_before_its_first_record(
+    url: str,
+) -> None:
+    fmt = RegistryFormat(settings_for(url))
+    schema = OrderPlaced.kit_schema()
+    header = fmt.register(schema, schema.full_name)
+    registrar = TopicRegistrar(fmt, {header: schema})
+    value = header + b"body"
+    assert not registrar.needs(schema.full_name, value)  # its default topic: done at start
+    assert not registrar.needs("elsewhere", registry_header(4242) + b"x")  # not ours
+    assert not registrar.needs("elsewhere", b"\xc3\x01" + schema.fingerprint)
+    assert registrar.needs("elsewhere", value) and registrar.pending("elsewhere")
+    registrar.register("elsewhere")
+    assert not registrar.needs("elsewhere", value) and not registrar.pending("elsewhere")
+    assert sorted(fmt.client.get_subjects()) == ["elsewhere-value", f"{TOPIC}-value"]
