@@ -15,7 +15,19 @@ from collections.abc import Sequence
 
 import click
 
-from kit.cli import broker, dlt, publish, replay, replies, request, run, schemas, services, topics
+from kit.cli import (
+    broker,
+    dlt,
+    publish,
+    replay,
+    replies,
+    request,
+    run,
+    schema_registry,
+    schemas,
+    services,
+    topics,
+)
 from kit.cli.errors import guarded
 from kit.cli.options import LOG_LEVEL, configure_logging
 from kit.errors import ConfigError
@@ -101,6 +113,7 @@ for _command in (
     services.services,
     replies.replies,
     broker.broker,
+    schema_registry.schema_registry,
     replay.record,
     replay.replay,
     schemas.schemas,
