@@ -1,0 +1,170 @@
+"""The schema registry wire format on a real Kafka broker, with confluent-kafka's mock://
+registry (in-process, shared by every runtime and Client of the test's process).
+
+tests/integration/test_schema_registry.py runs the same format against a real registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from kit import Client, ConfigError, Context, Service, Settings
+from kit.codec import registry_id
+from kit.errors import SchemaRefused
+from kit.testing.wait import wait_until_async
+from kit.transport.registry_format import forget_client, registry_client
+from tests.fixtures.events import InvoiceIssued, OrderPlaced
+from tests.integration.helpers import order, read_raw, running
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def registry_settings(
+    kit_settings: Settings, unique_name: Callable[[str], str]
+) -> Iterator[Settings]:
+    """kit_settings with a mock:// registry and a schema topic of the test's own."""
+    url = f"mock://broker-{uuid.uuid4().hex[:8]}"
+    yield kit_settings.model_copy(
+        update={"schema_registry_url": url, "schema_topic": unique_name("schemas")}
+    )
+    forget_client(url)
+
+
+def topic_exists(settings: Settings, topic: str) -> bool:
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers or ""})
+    return topic in admin.list_topics(timeout=10).topics
+
+
+def invoicing(name: str, source: str, target: str, seen: list[str]) -> Service:
+    service = Service(name, group_id=f"{name}-group")
+
+    @service.handler(topic=source)
+    async def on_order(event: OrderPlaced, ctx: Context) -> None:
+        seen.append(event.order_id)
+        invoice = InvoiceIssued(
+            invoice_id=f"inv-{event.order_id}",
+            order_id=event.order_id,
+            total_cents=1,
+            issued_at=event.placed_at,
+        )
+        ctx.publish(invoice, topic=target, key=event.order_id)
+
+    return service
+
+
+def test_a_service_round_trips_in_the_registry_format_without_the_schema_topic(
+    registry_settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    source, target = unique_name("orders"), unique_name("invoices")
+    seen: list[str] = []
+    service = invoicing(unique_name("svc"), source, target, seen)
+
+    async def scenario() -> None:
+        async with Client(registry_settings) as client:
+            for n in range(3):
+                await client.publish(order(n), topic=source, key=f"o-{n}")
+        async with running(service, registry_settings):
+            await wait_until_async(lambda: len(seen) == 3, timeout=30, what="3 orders handled")
+
+    asyncio.run(scenario())
+    client = registry_client(registry_settings)
+    for topic, schema in ((source, "shop.OrderPlaced"), (target, "billing.InvoiceIssued")):
+        latest = client.get_latest_version(f"{topic}-value")  # TopicNameStrategy
+        assert (
+            latest.schema.schema_str is not None
+            and schema.split(".")[1] in latest.schema.schema_str
+        )
+        for msg in read_raw(registry_settings.bootstrap_servers or "", topic, 3):
+            value = msg.value() or b""
+            assert value[:1] == b"\x00"
+            schema_id = registry_id(value[:5])
+            assert schema_id is not None
+            assert client.get_schema(schema_id).schema_str is not None
+    ctx = SerializationContext(target, MessageField.VALUE)
+    invoices = read_raw(registry_settings.bootstrap_servers or "", target, 3)
+    read = sorted(AvroDeserializer(client)(m.value(), ctx)["order_id"] for m in invoices)
+    assert read == ["o-0", "o-1", "o-2"]
+    assert not topic_exists(registry_settings, registry_settings.schema_topic)
+
+
+def test_a_registry_mode_consumer_reads_a_topic_holding_both_formats(
+    registry_settings: Settings, kit_settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    source = unique_name("orders")
+    seen: list[str] = []
+    plain_seen: list[str] = []
+    reader = invoicing(unique_name("reader"), source, unique_name("out"), seen)
+    plain = kit_settings.model_copy(update={"schema_topic": registry_settings.schema_topic})
+    plain_reader = invoicing(unique_name("plain"), source, unique_name("plain-out"), plain_seen)
+
+    async def scenario() -> None:
+        async with Client(plain) as client:  # single-object, its schema on the schema topic
+            await client.publish(order(1), topic=source, key="single")
+        async with Client(registry_settings) as client:
+            await client.publish(order(2), topic=source, key="framed")
+        async with running(reader, registry_settings), running(plain_reader, plain):
+            await wait_until_async(
+                lambda: len(seen) == 2 and plain_seen, timeout=30, what="both read"
+            )
+
+    asyncio.run(scenario())
+    values = [m.value() or b"" for m in read_raw(plain.bootstrap_servers or "", source, 2)]
+    assert sorted(v[:1] for v in values) == [b"\x00", b"\xc3"]
+    assert sorted(seen) == ["o-1", "o-2"]
+    assert plain_seen == ["o-1"]  # a reader with no registry dead-letters the framed one
+    (letter,) = read_raw(plain.bootstrap_servers or "", f"{source}.dlt", 1)
+    reason = dict(letter.headers() or [])["kit-dlt-exception-message"]
+    assert b"KIT_SCHEMA_REGISTRY_URL is not set" in reason
+
+
+def test_a_refused_schema_fails_the_start_with_the_registrys_reason(
+    registry_settings: Settings, unique_name: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = registry_client(registry_settings)  # the one every runtime of the process uses
+
+    def refuse(*_args: object) -> int:
+        raise SchemaRegistryError(409, 409, "Schema being registered is incompatible")
+
+    monkeypatch.setattr(client, "register_schema", refuse)
+    monkeypatch.setattr(client, "get_compatibility", lambda subject=None: "BACKWARD")
+    service = invoicing(unique_name("svc"), unique_name("orders"), unique_name("out"), [])
+
+    async def scenario() -> None:
+        async with running(service, registry_settings):
+            pass
+
+    with pytest.raises(SchemaRefused, match=r"compatibility BACKWARD.*registry said: Schema being"):
+        asyncio.run(scenario())
+
+
+def test_an_unreachable_registry_fails_the_start_within_the_connect_timeout(
+    kit_settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = kit_settings.model_copy(update={"schema_registry_url": url, "connect_timeout": 3.0})
+    service = invoicing(unique_name("svc"), unique_name("orders"), unique_name("out"), [])
+
+    async def scenario() -> None:
+        async with running(service, settings):
+            pass
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConfigError, match=f"KIT_SCHEMA_REGISTRY_URL: schema registry {url}"):
+            asyncio.run(scenario())
+    finally:
+        forget_client(url)
+    assert time.monotonic() - started < 6
