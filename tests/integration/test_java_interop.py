@@ -3,7 +3,9 @@
 tests/interop/java/KitInterop.java uses nothing but kafka-clients and Apache Avro, as such a
 service would: single-object values decoded by BinaryMessageDecoder with writer schemas
 from `_kit_schemas`, and encoded by BinaryMessageEncoder with a schema published there as kit
-does. Every Avro type is checked field for field (tests/fixtures/interop.py: AllTypes).
+does. Every Avro type is checked field for field (tests/fixtures/interop.py: AllTypes). With
+a schema registry (marker `schema_registry` too), Java reads what a kit service writes in the
+Confluent wire format as Confluent's deserializer does.
 
 Java 17+ and Maven are needed (marker `java`): without them these tests fail, saying how to
 deselect them; they are never skipped.
@@ -19,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from kit import Client, Service, Settings
+from kit import Client, Context, Service, Settings
 from kit.jsonavro import from_json, to_json
 from kit.testing.wait import wait_until_async
 from tests.fixtures.interop import AllTypes, samples
@@ -135,3 +137,51 @@ def test_kit_service_handles_events_of_a_newer_java_producer(
     assert sorted(handled) == sorted(e.id for e in events)
     for event in events:
         assert handled[event.id] == event
+
+
+@pytest.mark.schema_registry
+def test_java_reads_kit_events_in_the_registry_format(
+    java_libs: tuple[str, Path],
+    kit_settings: Settings,
+    kit_registry_settings: Settings,
+    kit_schema_registry: str,
+    unique_name: Callable[[str], str],
+) -> None:
+    # A kit service with KIT_SCHEMA_REGISTRY_URL passes AllTypes events on: it reads them in
+    # kit's format and writes the registry's. Java reads those as Confluent's deserializer
+    # does: byte 0 is 0, a 4-byte big-endian id, the writer schema fetched from the
+    # registry by id, then the plain Avro body.
+    source, topic = unique_name("single"), unique_name("registry")
+    events = samples()
+    relay = Service("interop-registry-relay", group_id=unique_name("g"))
+
+    @relay.handler(topic=source)
+    async def pass_on(event: AllTypes, ctx: Context) -> None:
+        ctx.publish(event, topic=topic, key=event.id)
+
+    async def scenario() -> None:
+        async with Client(kit_settings) as client:
+            for event in events:
+                await client.publish(event, topic=source, key=event.id)
+        async with running(relay, kit_registry_settings):
+            args = ["--bootstrap", kit_settings.bootstrap_servers, "--topic", topic]
+            args += ["--count", str(len(events)), "--registry", kit_schema_registry]
+            lines.extend(
+                await asyncio.to_thread(run_interop, java, libs, "consume-registry", *args)
+            )
+
+    java, libs = java_libs
+    lines: list[dict[str, Any]] = []
+    asyncio.run(scenario())
+    assert [line.get("error") for line in lines] == [None] * len(events)
+    from confluent_kafka.schema_registry import SchemaRegistryClient  # the extra
+
+    registered = SchemaRegistryClient({"url": kit_schema_registry})
+    # TopicNameStrategy, kit's default: the subject is "<topic>-value"
+    schema_id = registered.get_latest_version(f"{topic}-value").schema_id
+    by_key = {line["key"]: line for line in lines}
+    assert sorted(by_key) == sorted(e.id for e in events)
+    for event in events:
+        line = by_key[event.id]
+        assert (line["schema_id"], line["schema"]) == (schema_id, "interop.AllTypes")
+        assert differences(line["value"], event) == [], event.id
