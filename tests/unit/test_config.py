@@ -41,7 +41,9 @@ def test_tool_settings_from_the_environment() -> None:
     assert load_tool_settings({"KIT_KEEP_BROKER": "1"}, broker_port=1).keep_broker
 
 
-def test_schema_registry_tool_settings() -> None:
+def test_schema_registry_tool_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DIR", "PORT", "JAVA_HOME"):  # ./dev test exports ..._JAVA_HOME
+        monkeypatch.delenv(f"KIT_SCHEMA_REGISTRY_{name}", raising=False)
     tools = load_tool_settings({})
     assert tools.schema_registry_dir == Path.home() / ".cache" / "kit" / "schema-registry"
     assert (tools.schema_registry_port, tools.apicurio_version) == (8081, "3.3.3")
