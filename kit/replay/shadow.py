@@ -28,7 +28,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from kit.codec import Codec, registry_id
+from kit.codec import Codec
 from kit.config import Settings, load_settings
 from kit.errors import ConfigError, DecodeError, KitError
 from kit.jsonavro import to_json
@@ -281,9 +281,6 @@ async def _run(
 
     while True:
         harness = Harness(*svcs, settings=_shadow_settings())
-        for key, schema in schemas.items():
-            if registry_id(key) is not None:  # registry-framed: decoded with no registry
-                harness.codec.add_writer(key, schema)
         fed = harness.feed_records(records, schemas, input_topics)
         await harness.run()
         internal = input_topics & {o.topic for o in harness.outputs}

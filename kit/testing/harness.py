@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kit.codec import Codec, fingerprint_of, writer_key
+from kit.codec import Codec, registry_id, writer_key
 from kit.config import Settings, load_settings
 from kit.context import header
 from kit.dead_letters import dead_letter_topic
@@ -198,8 +198,13 @@ class Harness(Caller):
         topics: Iterable[str] | None = None,
     ) -> int:
         """Feed recorded records (only `topics`, if given), decodable with their writer
-        `schemas` (fingerprint -> schema, as a recording holds them); returns the count."""
-        self._extra_schemas.update(schemas)
+        `schemas` (writer key -> schema, as a recording holds them: fingerprints, and the
+        5-byte headers of registry-framed values, decoded with no registry); returns the count."""
+        for key, schema in schemas.items():
+            if registry_id(key) is None:
+                self._extra_schemas[key] = schema
+            else:
+                self.codec.add_writer(key, schema)
         wanted = set(topics) if topics is not None else None
         count = 0
         for rec in records:
@@ -214,14 +219,20 @@ class Harness(Caller):
     def save_recording(self, path: Path | str) -> int:
         """Write every record on the memory topics to a recording file; returns the count."""
         from kit.replay.file import Record, RecordingWriter
+        from kit.replay.schemas import public_url
+
+        registry_url = self.settings.schema_registry_url or ""
 
         topics = {name: len(parts) for name, parts in self.broker.topics.items()}
         with RecordingWriter(path, topics=topics, source="kit harness") as writer:
             for m in self.broker.log:
                 value = m.value()
-                fp = fingerprint_of(value) if value else None
-                schema = self.codec.writer_schema(fp) if fp else None
-                if schema is not None and not writer.has_schema(schema.fingerprint):
+                key = _writer_key(value)
+                schema = self.codec.writer_schema(key) if key else None
+                schema_id = registry_id(key) if key else None
+                if schema is not None and schema_id is not None:
+                    writer.add_schema_id(schema_id, schema, public_url(registry_url))
+                elif schema is not None and not writer.has_schema(schema.fingerprint):
                     writer.add_schema(schema)
                 writer.write(
                     Record(
@@ -334,11 +345,16 @@ class Harness(Caller):
         return dead_letter_topic(handler, self.settings.dead_letter_suffix)
 
 
-def _is_type(item: Emitted, full_name: str, codec: Codec) -> bool:
+def _writer_key(value: bytes | None) -> bytes | None:
+    """The writer key of a value (fingerprint or registry header), None if it has none."""
     try:
-        key = writer_key(item.value) if item.value else None
+        return writer_key(value) if value else None
     except DecodeError:
-        key = None
+        return None
+
+
+def _is_type(item: Emitted, full_name: str, codec: Codec) -> bool:
+    key = _writer_key(item.value)
     schema = codec.writer_schema(key) if key else None
     return schema is not None and schema.full_name == full_name
 

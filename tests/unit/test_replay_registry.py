@@ -338,3 +338,27 @@ def test_shadow_replay_decodes_registry_framed_records_with_no_registry(tmp_path
     assert (same.inputs, same.recorded_outputs, same.shadow_outputs) == (6, 6, 6)
     changed = asyncio.run(shadow(billing_v2(), tmp_path / "framed.kitrec"))
     assert [c.path for d in changed.differences for c in d.changes] == ["total_cents"]
+
+
+async def test_a_harness_in_registry_mode_saves_a_recording_another_harness_replays(
+    registry: Settings, tmp_path: Path
+) -> None:
+    def harness(url: str | None) -> Harness:
+        settings = load_settings(
+            env={}, bootstrap_servers="memory", schema_registry_url=url, retry_backoff=0.0
+        )
+        return Harness(billing.service, settings=settings)
+
+    source = harness(registry.schema_registry_url)
+    source.send(order(1))
+    await source.run()
+    path = tmp_path / "framed.kitrec"
+    source.save_recording(path)
+    assert entries(path).count("SchemaId") == 2  # input and output: ids with their schemas
+
+    target = harness(None)  # no registry: the file's schemas decode the framed records
+    topic = order(1).kit_schema().full_name
+    assert target.feed_recording(path, topics=[topic]) == 1
+    await target.run()
+    assert [i.order_id for i in target.emitted(billing.InvoiceIssued)] == ["o-1"]
+    assert target.dead_letters(topic) == []
