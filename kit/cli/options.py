@@ -35,6 +35,9 @@ def configure_logging(level: str) -> None:
     """Log to stderr at ``level`` (a name such as INFO), with time, level and logger."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger().setLevel(level.upper())
+    # the schema registry client's HTTP library logs every request at INFO: shown at DEBUG only
+    http = logging.getLogger("httpx2")
+    http.setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
 
 
 def given(ctx: click.Context, name: str) -> bool:

@@ -99,13 +99,9 @@ _NEW = "no version yet; registering creates the subject"
 
 def _against(url: str, strategy: str | None, found: list[Schema], path: Path) -> int:
     """Print each record schema's verdict from the registry at `url`; the exit code."""
-    import logging
-
     from kit.config import load_settings
     from kit.transport.registry_format import RegistryFormat
 
-    http = logging.getLogger("httpx2")  # one INFO line per request: not this command's output
-    http.setLevel(max(http.getEffectiveLevel(), logging.WARNING))
     overrides: dict[str, object] = {"schema_registry_url": url}
     if strategy is not None:
         overrides["schema_registry_subject_strategy"] = strategy

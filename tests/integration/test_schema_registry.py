@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -392,3 +393,57 @@ def test_an_unreachable_registry_fails_the_start(
     assert caught.value.setting == "KIT_SCHEMA_REGISTRY_URL"
     assert "unreachable" in str(caught.value)
     assert time.monotonic() - began < 15
+
+
+SERVICE_MODULE = """
+from kit import Event, Service
+
+class Thing(Event, schema="evo.{name}"):
+    id: str
+    color: str
+
+service = Service("refused-run", group_id="{group}")
+
+@service.handler(topic="{topic}")
+async def on_thing(event: Thing) -> None:
+    pass
+"""
+
+
+def test_kit_run_exits_at_start_naming_the_refusal_or_the_unreachable_registry(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    kit_schema_registry: str,
+    unique_name: Callable[[str], str],
+) -> None:
+    from kit.testing.process import spawn_python
+
+    name = unique_record(unique_name)
+    full, repos = f"evo.{name}", thing_folders(tmp_path, name)
+    RegistryFormat(registry_settings(kit_schema_registry)).register(repos["v1"].get(full), full)
+    module = SERVICE_MODULE.format(name=name, group=unique_name("g"), topic=unique_name("in"))
+    (tmp_path / "refused_svc.py").write_text(module)
+    env = {
+        "PYTHONPATH": f"{tmp_path}:{ROOT}",
+        "KIT_SCHEMAS_DIR": str(tmp_path / "bad"),
+        "KIT_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "KIT_REGISTRY_ENABLED": "false",
+    }
+
+    def kit_run(url: str) -> tuple[int, str]:
+        argv = ["-m", "kit.cli", "run", "refused_svc:service"]
+        proc = spawn_python(argv, env={**env, "KIT_SCHEMA_REGISTRY_URL": url}, cwd=tmp_path)
+        output, _ = proc.communicate(timeout=90)
+        return proc.returncode, output
+
+    code, output = kit_run(kit_schema_registry)
+    assert code == 1, output
+    assert f'refused {full} for subject "{full}-value" (compatibility BACKWARD)' in output, output
+    assert "color" in output, output
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    code, output = kit_run(closed)
+    assert code == 2, output
+    assert "configuration error: KIT_SCHEMA_REGISTRY_URL" in output, output

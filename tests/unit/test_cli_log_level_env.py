@@ -29,3 +29,16 @@ def test_a_good_kit_log_level_any_case_is_taken(tmp_path: Path) -> None:
     code, lines, _took = run_kit(tmp_path, "broker", "status", KIT_LOG_LEVEL=" debug ")
     assert code == 1  # not running: the answer, not a configuration error
     assert lines == ["not running"]
+
+
+def test_the_registry_clients_request_lines_show_only_at_debug() -> None:
+    import logging
+
+    from kit.cli.options import configure_logging
+
+    http = logging.getLogger("httpx2")  # one INFO line per schema registry request
+    configure_logging("INFO")
+    assert not http.isEnabledFor(logging.INFO) and http.isEnabledFor(logging.WARNING)
+    configure_logging("DEBUG")
+    assert http.isEnabledFor(logging.DEBUG)
+    configure_logging("WARNING")
