@@ -198,13 +198,11 @@ class Harness(Caller):
         topics: Iterable[str] | None = None,
     ) -> int:
         """Feed recorded records (only `topics`, if given), decodable with their writer
-        `schemas` (writer key -> schema, as a recording holds them: fingerprints, and the
-        5-byte headers of registry-framed values, decoded with no registry); returns the count."""
+        `schemas` (writer key -> schema as a recording holds them, registry ids included:
+        decoded with no registry); returns the count."""
+        self._extra_schemas.update(schemas)
         for key, schema in schemas.items():
-            if registry_id(key) is None:
-                self._extra_schemas[key] = schema
-            else:
-                self.codec.add_writer(key, schema)
+            self.codec.add_writer(key, schema)
         wanted = set(topics) if topics is not None else None
         count = 0
         for rec in records:
@@ -221,7 +219,7 @@ class Harness(Caller):
         from kit.replay.file import Record, RecordingWriter
         from kit.replay.schemas import public_url
 
-        registry_url = self.settings.schema_registry_url or ""
+        registry_url = public_url(self.settings.schema_registry_url or "")
 
         topics = {name: len(parts) for name, parts in self.broker.topics.items()}
         with RecordingWriter(path, topics=topics, source="kit harness") as writer:
@@ -231,21 +229,14 @@ class Harness(Caller):
                 schema = self.codec.writer_schema(key) if key else None
                 schema_id = registry_id(key) if key else None
                 if schema is not None and schema_id is not None:
-                    writer.add_schema_id(schema_id, schema, public_url(registry_url))
+                    writer.add_schema_id(schema_id, schema, registry_url)
                 elif schema is not None and not writer.has_schema(schema.fingerprint):
                     writer.add_schema(schema)
-                writer.write(
-                    Record(
-                        m.topic(),
-                        m.partition(),
-                        m.offset(),
-                        m.timestamp()[1],
-                        1,
-                        m.key(),
-                        tuple(m.headers() or ()),
-                        m.value(),
-                    )
+                stamp, headers = m.timestamp()[1], tuple(m.headers() or ())
+                record = Record(
+                    m.topic(), m.partition(), m.offset(), stamp, 1, m.key(), headers, value
                 )
+                writer.write(record)
         return len(self.broker.log)
 
     # --- running -----------------------------------------------------------------------
