@@ -17,6 +17,7 @@ from kit.errors import (
     RequestError,
     RequestTimeout,
     SchemaError,
+    SchemaRefused,
     ServiceUnavailable,
 )
 from kit.event import Event
@@ -47,6 +48,7 @@ __all__ = [
     "Runtime",
     "Schema",
     "SchemaError",
+    "SchemaRefused",
     "SchemaRepository",
     "Service",
     "ServiceUnavailable",
