@@ -80,7 +80,8 @@ class RecordResult:
     schemas: int
     unknown_fingerprints: tuple[str, ...] = ()
     unknown_schema_ids: tuple[int, ...] = ()
-    """Registry ids the schema registry did not know: their values are kept as bytes."""
+    """Registry ids with no schema kit can record (unknown to the registry, or not a
+    self-contained Avro schema): their values are kept as bytes."""
 
     @property
     def rate(self) -> float:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from kit.codec import REGISTRY_MAGIC, fingerprint_of, registry_id
 from kit.config import Settings
-from kit.errors import ConfigError
+from kit.errors import ConfigError, DecodeError
 from kit.replay.writer import RecordingWriter
 from kit.schema import Schema, SchemaRepository
 from kit.transport.registry_format import RegistryFormat
@@ -86,7 +86,14 @@ class SchemaFinder:
                 "the schema registry these values were written with, so that the recording "
                 "carries their schemas (an id alone means nothing to another registry)",
             )
-        schema = self.registry.schema_by_id(schema_id)
+        try:
+            schema = self.registry.schema_by_id(schema_id)
+        except DecodeError as exc:  # Protobuf, JSON Schema, Avro with references: kept as bytes
+            self.missing_ids.add(schema_id)
+            log.warning(
+                "schema id %d cannot be recorded (%s); its values are kept as bytes", schema_id, exc
+            )
+            return
         if schema is None:
             self.missing_ids.add(schema_id)
             log.warning("the schema registry has no schema id %d", schema_id)

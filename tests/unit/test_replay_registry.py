@@ -362,3 +362,30 @@ async def test_a_harness_in_registry_mode_saves_a_recording_another_harness_repl
     await target.run()
     assert [i.order_id for i in target.emitted(billing.InvoiceIssued)] == ["o-1"]
     assert target.dead_letters(topic) == []
+
+
+def test_the_recorder_keeps_values_of_non_avro_ids_as_bytes_with_one_warning(
+    tmp_path: Path, registry: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    from confluent_kafka.schema_registry import Schema as RegistrySchema
+
+    source = RegistryFormat(registry)
+    json_id = source.client.register_schema("j-value", RegistrySchema('{"type": "object"}', "JSON"))
+    path = tmp_path / "r.kitrec"
+    with RecordingWriter(path, topics=TOPICS) as writer:
+        finder = SchemaFinder(writer, SchemaRepository(), None, RegistryFormat(registry))
+        for n in range(3):
+            value = registry_header(json_id) + b'{"n": %d}' % n
+            finder.see(value, f"j[0]@{n}")
+            writer.write(rec(n, value))
+    assert finder.missing_ids == {json_id}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"schema id {json_id} cannot be recorded (schema id {json_id} is a JSON schema); "
+        "its values are kept as bytes"
+    ]
+    assert entries(path) == ["Record", "Record", "Record"]
+    with RecordingReader(path, verify_values=True) as reader:
+        assert [r.value for _i, r in reader] == [
+            b"\x00" + json_id.to_bytes(4, "big") + b'{"n": %d}' % n for n in range(3)
+        ]
