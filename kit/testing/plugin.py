@@ -73,8 +73,11 @@ def kit_schema_registry() -> Iterator[str]:
     KIT_SCHEMA_REGISTRY_URL, else kit's running local registry, else one started for the
     session (stopped at its end unless KIT_KEEP_SCHEMA_REGISTRY is set).
 
-    KIT_SCHEMA_REGISTRY_URL is not set for the tests: a service reading it would switch its
-    wire format. Mark such tests ``integration`` and ``schema_registry``. When no registry
+    The fixture never sets KIT_SCHEMA_REGISTRY_URL, and ``kit_settings`` ignores it: give
+    services ``kit_registry_settings`` to write the registry format. A test suite needs no
+    export (the running local registry is found), and one exported reaches anything that
+    reads the environment itself (``Client()``, a spawned ``kit run``): kit's own suite
+    runs without it. Mark such tests ``integration`` and ``schema_registry``. When no registry
     can be started (no JDK 21+, no Maven, ...) they fail, naming why: never a silent skip.
     """
     from kit.errors import KitError
@@ -116,25 +119,21 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
 
 @pytest.fixture
 def kit_settings(kafka_bootstrap: str) -> Settings:
-    """Settings pointing at the test broker with fast retries."""
-    return load_settings(
+    """Settings pointing at the test broker with fast retries, in kit's own wire format
+    (a KIT_SCHEMA_REGISTRY_URL in the environment is not used: see kit_registry_settings)."""
+    settings = load_settings(
         bootstrap_servers=kafka_bootstrap,
         retry_backoff=0.01,
         retry_backoff_max=0.05,
         shutdown_timeout=20,
     )
+    return settings.model_copy(update={"schema_registry_url": None})
 
 
 @pytest.fixture
 def kit_registry_settings(kit_settings: Settings, kit_schema_registry: str) -> Settings:
     """kit_settings plus the real schema registry: services write the Confluent format."""
-    return load_settings(
-        bootstrap_servers=kit_settings.bootstrap_servers,
-        retry_backoff=kit_settings.retry_backoff,
-        retry_backoff_max=kit_settings.retry_backoff_max,
-        shutdown_timeout=kit_settings.shutdown_timeout,
-        schema_registry_url=kit_schema_registry,
-    )
+    return kit_settings.model_copy(update={"schema_registry_url": kit_schema_registry})
 
 
 @pytest.fixture

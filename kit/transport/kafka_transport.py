@@ -65,6 +65,7 @@ class KafkaTransport:
     ) -> None:
         """Connect and prepare topics (in a worker thread); make the clients."""
         self.settings = settings
+        self._dead_letter_topics = {dead_letter_topic(h) for h in service.handlers}
         if settings.schema_registry_url:
             self.registry = RegistryFormat(settings)
             await asyncio.to_thread(self.registry.check)
@@ -123,12 +124,10 @@ class KafkaTransport:
             await asyncio.to_thread(self.schema_topic.publish, todo)
             return None
 
-        def register() -> dict[bytes, bytes]:
-            return {s.fingerprint: registry.register(s, s.full_name) for s in todo}
-
-        headers = await asyncio.to_thread(register)
+        headers = await asyncio.to_thread(registry.register_all, todo)
         if registry.strategy == "topic":
-            self.registrar = TopicRegistrar(registry, {headers[s.fingerprint]: s for s in todo})
+            own = {headers[s.fingerprint]: s for s in todo if s.fingerprint in headers}
+            self.registrar = TopicRegistrar(registry, own, self._dead_letter_topics)
             self.sink = self.sink_for(self.producer)  # replies and requests: not registered
         return headers
 

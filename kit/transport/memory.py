@@ -306,12 +306,7 @@ class MemoryTransport:
         registry = self.registry
         if registry is None or not self._write_registry:
             return None
-        todo = list(schemas)
-
-        def register() -> dict[bytes, bytes]:  # a registry call may block: not on the loop
-            return {s.fingerprint: registry.register(s, s.full_name) for s in todo}
-
-        return await asyncio.to_thread(register)
+        return await asyncio.to_thread(registry.register_all, list(schemas))  # it blocks
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from kit.codec import registry_header, registry_id
+from kit.codec import REGISTRY_HEADER_SIZE, REGISTRY_MAGIC, registry_header, registry_id
 from kit.config import Settings, registry_client_config
 from kit.errors import ConfigError, DecodeError, SchemaError, SchemaRefused
 from kit.schema import Schema
@@ -86,7 +87,10 @@ class RegistryFormat:
     def subject(self, topic: str, schema: Schema) -> str:
         """The subject of `schema` written to `topic`: "<topic>-value" (TopicNameStrategy)
         or the schema's full name (RecordNameStrategy)."""
-        return f"{topic}-value" if self.strategy == "topic" else schema.full_name
+        return self._subject(topic, schema.full_name)
+
+    def _subject(self, topic: str, full_name: str) -> str:
+        return f"{topic}-value" if self.strategy == "topic" else full_name
 
     def check(self) -> None:
         """Make sure the registry answers (blocking, within about KIT_CONNECT_TIMEOUT).
@@ -120,6 +124,14 @@ class RegistryFormat:
                 self._headers[key] = header
         self._by_id.setdefault(int.from_bytes(header[1:], "big"), schema)
         return header
+
+    def register_all(self, schemas: Iterable[Schema]) -> dict[bytes, bytes]:
+        """Register each record schema under the subject of its event's default topic (its
+        full name, where `ctx.publish` sends it); fingerprint -> 5-byte header, for a
+        codec's `headers` (blocking). A lone enum or fixed is no event: not registered.
+        SchemaRefused or ConfigError as `register`."""
+        records = [s for s in schemas if s.definition.get("type") == "record"]
+        return {s.fingerprint: self.register(s, s.full_name) for s in records}
 
     def _register(self, schema: Schema, subject: str) -> int:
         from confluent_kafka.schema_registry import Schema as RegistrySchema
@@ -173,7 +185,7 @@ class RegistryFormat:
         default topic (the topic of that name), or None (blocking)."""
         from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-        subject = f"{full_name}-value" if self.strategy == "topic" else full_name
+        subject = self._subject(full_name, full_name)
         try:
             registered = self.client.get_latest_version(subject)
         except SchemaRegistryError as exc:
@@ -233,10 +245,16 @@ class RegistryFormat:
     def _failure(self, exc: Exception, doing: str) -> ConfigError:
         """The ConfigError for a registry call that failed other than by a refusal."""
         status = getattr(exc, "http_status_code", None)
-        if status in (401, 403):
+        if status == 401:
             return ConfigError(
                 "KIT_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
                 f"the schema registry at {self.url} refused the credentials ({exc})",
+            )
+        if status == 403:
+            return ConfigError(
+                "KIT_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
+                f"the schema registry at {self.url} does not allow this account to {doing} "
+                f"({exc})",
             )
         if status is not None:
             return ConfigError("KIT_SCHEMA_REGISTRY_URL", f"{self.url}: cannot {doing}: {exc}")
@@ -274,14 +292,21 @@ class TopicRegistrar:
     subject). Before the first record of a schema goes to another topic, the sink asks
     `needs(topic, value)` (on the loop: no I/O); if so it raises TopicNotReady, and
     `register(topic)` (in a worker thread, from `prepare`) registers the schema under
-    "<topic>-value". Only values framed with this service's own headers are registered:
-    a dead letter of someone else's record is not.
+    "<topic>-value". A refusal there stops the service loudly, the record's batch not
+    committed (kit.runtime): it cannot write what it was asked to.
+
+    Dead-letter topics (`skip`) are never registered under: a dead letter is a copy of the
+    record that failed, whoever wrote it, not something this service writes.
     """
 
-    def __init__(self, registry: RegistryFormat, own: dict[bytes, Schema]) -> None:
+    def __init__(
+        self, registry: RegistryFormat, own: dict[bytes, Schema], skip: Iterable[str] = ()
+    ) -> None:
         self.registry = registry
         self.own = own
         """Registry header -> schema, of what this service registered and writes."""
+        self.skip = frozenset(skip)
+        """Topics whose subjects are not registered under (the dead-letter topics)."""
         self.ready: set[tuple[str, bytes]] = {(s.full_name, h) for h, s in own.items()}
         """(topic, header) pairs registered under the topic's subject."""
         self._pending: dict[str, set[bytes]] = {}
@@ -289,10 +314,10 @@ class TopicRegistrar:
 
     def needs(self, topic: str, value: bytes | None) -> bool:
         """True if `value` is the first of its schema on `topic`: `register(topic)` first."""
-        if value is None or value[:1] != b"\x00":
+        if value is None or value[:1] != REGISTRY_MAGIC:
             return False
-        header = value[:5]
-        if (topic, header) in self.ready or header not in self.own:
+        header = value[:REGISTRY_HEADER_SIZE]
+        if (topic, header) in self.ready or header not in self.own or topic in self.skip:
             return False
         with self._lock:
             self._pending.setdefault(topic, set()).add(header)
