@@ -157,13 +157,25 @@ def ensure_app(version: str | None = None, *, timeout: float = _DOWNLOAD_TIMEOUT
         archives = sorted(download.glob("*.tar.gz"))
         if not archives:
             raise BrokerError(f"Maven could not download {what}: no archive in {download}")
-        with tarfile.open(archives[0]) as archive:
-            archive.extractall(app, filter="data")
+        _unpack(archives[0], app)
         shutil.rmtree(download)
         if not jar.is_file():
             raise BrokerError(f"the {what} archive holds no quarkus-run.jar at its root")
         marker.write_text(f"{version}\n")
     return app
+
+
+def _unpack(archive: Path, into: Path) -> None:
+    """Unpack a tar archive into ``into``, refusing members outside it."""
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4+
+            tar.extractall(into, filter="data")
+            return
+        for member in tar.getmembers():
+            for name in (member.name, member.linkname):
+                if name and (os.path.isabs(name) or ".." in Path(name).parts):
+                    raise BrokerError(f"{archive} holds an unsafe path: {member.name} ({name})")
+        tar.extractall(into)
 
 
 def registry_java(version: str | None = None) -> Java:

@@ -9,6 +9,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tarfile
 import threading
 from pathlib import Path
 
@@ -232,6 +233,25 @@ def test_ensure_app_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     (tmp_path / "bin" / "mvn").unlink()
     with pytest.raises(BrokerError, match=r"^mvn not found on PATH: kit's local schema registry"):
         registry.ensure_app("0.0.1")
+
+
+def test_unpack_refuses_paths_outside_the_app_without_tar_filters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Python before 3.11.4 (no tarfile.data_filter) members leaving the folder are refused."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "quarkus-run.jar").write_text("jar")
+    good, bad = tmp_path / "good.tar.gz", tmp_path / "bad.tar.gz"
+    with tarfile.open(good, "w:gz") as tar:
+        tar.add(tmp_path / "src", ".")
+    with tarfile.open(bad, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "quarkus-run.jar", "../escaped.jar")
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    registry._unpack(good, tmp_path / "app")
+    assert (tmp_path / "app" / "quarkus-run.jar").read_text() == "jar"
+    with pytest.raises(BrokerError, match=r"unsafe path: \.\./escaped\.jar"):
+        registry._unpack(bad, tmp_path / "app2")
+    assert not (tmp_path / "escaped.jar").exists()
 
 
 def _installed_app(version: str = "3.3.3") -> None:
