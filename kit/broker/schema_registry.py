@@ -20,6 +20,7 @@ Files in the data dir (``KIT_SCHEMA_REGISTRY_DIR``, default ``~/.cache/kit/schem
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -109,6 +110,9 @@ class RegistryInfo:
     java: Java
     data_dir: Path
     startup_seconds: float | None = None
+    launched: bool = False
+    """True when this :func:`start` launched it (its caller may stop it), False when it was
+    already running (another process's: leave it running)."""
 
 
 def registry_dir() -> Path:
@@ -228,6 +232,12 @@ def _is_ours(pid: int, data_dir: Path) -> bool:
     return is_our_process(pid, "quarkus-run.jar", f"{_DIR_FLAG}{data_dir}")
 
 
+def _our_pid(data_dir: Path) -> int | None:
+    """The pid of the registry's JVM launched from ``data_dir`` (per its pid file), if it runs."""
+    pid = read_pid(data_dir, _NAME)
+    return pid if pid is not None and _is_ours(pid, data_dir) else None
+
+
 def _answers(url: str, timeout: float) -> bool:
     """True when ``GET <url>/subjects`` answers 200 (the API kit uses, not just a port)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
@@ -261,8 +271,8 @@ def _info(data_dir: Path, pid: int, state: dict[str, Any]) -> RegistryInfo:  # A
     )
 
 
-def status(*, probe: bool = True) -> RegistryInfo | None:
-    """The local registry's info if it runs and answers, else None.
+def status(*, probe: bool = True, wait: float = 3.0) -> RegistryInfo | None:
+    """The local registry's info if it runs and answers (within ``wait`` s), else None.
 
     Stale pid and state files of a registry that died are removed. ``probe=False`` skips the
     HTTP request: the process runs and its state file gives the URL.
@@ -279,13 +289,14 @@ def status(*, probe: bool = True) -> RegistryInfo | None:
     if state is None:
         return None  # still starting
     info = _info(data_dir, pid, state)
-    if probe and not _answers(info.url, 3.0):
+    if probe and not _answers(info.url, wait):
         return None  # still starting, or hung
     return info
 
 
 def start(port: int | None = None, *, timeout: float = 60.0) -> RegistryInfo:
-    """Start the local registry, or return the one already running from the same data dir.
+    """Start the local registry, or return the one already running from the same data dir
+    (``launched`` tells which).
 
     ``port`` defaults to ``KIT_SCHEMA_REGISTRY_PORT`` or 8081. ``timeout`` bounds the wait for
     the API to answer (it starts in about 6 s); the one-time download has its own deadline.
@@ -296,7 +307,9 @@ def start(port: int | None = None, *, timeout: float = 60.0) -> RegistryInfo:
     wanted = _requested_port(port)
     running = status()
     if running is None:
-        if not port_free(wanted):
+        # our own registry may hold the port: still starting (another process launches it)
+        # or slow to answer; it is waited for below, with the lock
+        if not port_free(wanted) and _our_pid(data_dir) is None:
             raise BrokerError(
                 f"port {wanted} is taken by another process; "
                 "set KIT_SCHEMA_REGISTRY_PORT or pass --port"
@@ -306,7 +319,8 @@ def start(port: int | None = None, *, timeout: float = 60.0) -> RegistryInfo:
         app = ensure_app(version)
         data_dir.mkdir(parents=True, exist_ok=True)
         with locked(data_dir / ".lock", timeout + 30, "starting the schema registry"):
-            running = status()  # someone else may have started it while we waited
+            # someone else may have started it while we waited, or ours is slow to answer
+            running = status(wait=timeout)
             if running is None:
                 return _launch(data_dir, wanted, java, app, version, timeout)
     if port is not None and running.port != port:
@@ -355,7 +369,7 @@ def _launch(
         "startup_seconds": round(time.monotonic() - started, 2),
     }
     write_private(state_file(data_dir), json.dumps(state, indent=2) + "\n")
-    return _info(data_dir, proc.pid, state)
+    return dataclasses.replace(_info(data_dir, proc.pid, state), launched=True)
 
 
 def _wait_ready(

@@ -35,7 +35,7 @@ def resolve_schema_registry() -> ResolvedRegistry:
        since these tests need a registry that enforces compatibility;
     2. the local registry already running (:func:`kit.broker.schema_registry.status`);
     3. a local registry started now (:func:`kit.broker.schema_registry.start`); closing stops
-       it unless ``KIT_KEEP_SCHEMA_REGISTRY`` is set.
+       it unless ``KIT_KEEP_SCHEMA_REGISTRY`` is set, or another process launched it first.
 
     Raises BrokerError when it cannot be started (no JDK 21+, no Maven, port taken, ...).
     """
@@ -52,6 +52,8 @@ def resolve_schema_registry() -> ResolvedRegistry:
     if running is not None:
         return ResolvedRegistry(running.url, "local", _nothing)
     info = local.start()
+    if not info.launched:  # another process launched it while this one waited: theirs
+        return ResolvedRegistry(info.url, "local", _nothing)
 
     def close() -> None:
         if not load_tool_settings().keep_schema_registry:

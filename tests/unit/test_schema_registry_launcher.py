@@ -4,6 +4,7 @@ the real ones; a small Python HTTP server plays the registry's JVM."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import stat
@@ -275,14 +276,19 @@ def test_jvm_exit_while_starting_shows_the_log(
     assert not (data_dir / "registry.pid").exists() and not (data_dir / "state.json").exists()
 
 
-def test_start_status_stop_with_a_fake_jvm(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _fake_jvm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed app and a JDK whose java runs the fake registry."""
     _installed_app()
     server = tmp_path / "fake_registry.py"
     server.write_text(_FAKE_REGISTRY)
     run = f'exec {sys.executable} {server} "$@"'
     monkeypatch.setenv("KIT_SCHEMA_REGISTRY_JAVA_HOME", str(_jdk(tmp_path / "jdk", 25, run)))
+
+
+def test_start_status_stop_with_a_fake_jvm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fake_jvm(tmp_path, monkeypatch)
     port = _free_port()
     monkeypatch.setenv("KIT_SCHEMA_REGISTRY_PORT", str(port))
     try:
@@ -295,7 +301,8 @@ def test_start_status_stop_with_a_fake_jvm(
         assert out.endswith(f"  export KIT_SCHEMA_REGISTRY_URL={url}\n")
         info = registry.status()
         assert info is not None and info.url == url and info.java.major == 25
-        assert registry.start().pid == info.pid  # already running: the same one
+        again = registry.start()  # already running: the same one, not launched by this call
+        assert (again.pid, again.launched) == (info.pid, False)
         assert registry_cli("start", "--port", str(_free_port())) == 2
         assert "already runs at" in capsys.readouterr().err
         assert registry_cli("status") == 0
@@ -305,6 +312,30 @@ def test_start_status_stop_with_a_fake_jvm(
     assert capsys.readouterr().out == "stopped\n"
     assert registry.status() is None
     assert not (tmp_path / "registry" / "registry.pid").exists()
+
+
+def test_our_slow_registry_is_not_taken_for_another_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry launched from this data dir that answers slower than status()'s 3 s probe
+    is waited for by start(), not reported as a stranger on its port, and the test fixture,
+    which did not launch it, does not stop it."""
+    _fake_jvm(tmp_path, monkeypatch)
+    port = _free_port()
+    monkeypatch.setenv("KIT_SCHEMA_REGISTRY_PORT", str(port))
+    try:
+        first = registry.start(timeout=20)
+        assert first.launched
+        answers = registry._answers
+        slow = lambda url, timeout: timeout > 3.0 and answers(url, timeout)  # noqa: E731
+        monkeypatch.setattr(registry, "_answers", slow)
+        assert registry.status() is None  # the quick probe gives up
+        again = registry.start(timeout=20)
+        assert (again.pid, again.launched) == (first.pid, False)
+        testing_registry.resolve_schema_registry().close()
+        assert registry.status(wait=10) == again  # still running
+    finally:
+        assert registry.stop() is True
 
 
 def test_stale_files_are_cleaned_and_foreign_pids_left_alone() -> None:
@@ -370,8 +401,12 @@ def test_resolve_for_tests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(registry, "status", lambda: info)  # already running: never stopped
     testing_registry.resolve_schema_registry().close()
     assert stopped == []
-    monkeypatch.setattr(registry, "status", lambda: None)  # started here: closing stops it
-    monkeypatch.setattr(registry, "start", lambda: info)
+    monkeypatch.setattr(registry, "status", lambda: None)
+    monkeypatch.setattr(registry, "start", lambda: info)  # another process launched it first
+    testing_registry.resolve_schema_registry().close()
+    assert stopped == []
+    launched = dataclasses.replace(info, launched=True)  # started here: closing stops it
+    monkeypatch.setattr(registry, "start", lambda: launched)
     resolved = testing_registry.resolve_schema_registry()
     assert (resolved.url, resolved.source) == (info.url, "local")
     resolved.close()
