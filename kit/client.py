@@ -182,7 +182,8 @@ class Client(Caller):
         if where not in self._subjects:
             assert self._format is not None
             header = await asyncio.to_thread(self._format.register, schema, where[0])
-            self._headers.setdefault(schema.fingerprint, header)
+            header = self._headers.setdefault(schema.fingerprint, header)
+            self._codec.add_writer(header, schema)  # replies in it decode with no lookup
             self._subjects.add(where)
 
     def _schema_ready(self, schema: Schema, topic: str) -> bool:

@@ -157,11 +157,27 @@ class Codec:
         self.repository = repository if repository is not None else SchemaRepository()
         self.resolver = resolver
         self.async_resolver = async_resolver
-        self.headers = headers
-        """Fingerprint -> registry header: encode in the registry format (None: single-object)."""
+        self.headers: Mapping[bytes, bytes] | None = None
+        """Fingerprint -> registry header: encode in the registry format (None: single-object).
+        Set it with `set_headers`, which makes its schemas known writers too."""
         self.registry = registry or headers is not None
         """A schema registry resolves registry-framed values' ids (through the resolvers)."""
         self._writers: dict[bytes, Schema] = {}
+        if headers is not None:
+            self.set_headers(headers)
+
+    def set_headers(self, headers: Mapping[bytes, bytes]) -> None:
+        """Write the registry format with these headers (fingerprint -> 5-byte header, from
+        registering the schemas), and read them: each header is the writer key of the
+        repository's schema of that fingerprint, so the codec decodes what it wrote with no
+        resolver. The mapping is kept as it is (a caller may add to it: add the schema's
+        writer key with `add_writer` then)."""
+        self.headers = headers
+        self.registry = True
+        for fp, header in headers.items():
+            schema = self.repository.by_fingerprint(fp)
+            if schema is not None:
+                self._writers[header] = schema
 
     def add_writer(self, key: bytes, schema: Schema) -> None:
         """Know `schema` as the writer schema of values with this writer key (a fingerprint,

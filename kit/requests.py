@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from kit.codec import Codec
+from kit.codec import Codec, UnknownWriterSchema
 from kit.errors import ConfigError, RemoteError
 from kit.event import Event
 from kit.protocol import (
@@ -130,7 +130,17 @@ class BaseRequester(Caller):
             timeout=timeout,
             started=started,
         )
-        return self.codec.decode(raw.value(), reply_type)
+        return await self.decode_reply(raw.value(), reply_type)
+
+    async def decode_reply(self, value: bytes | None, reply_type: type[R]) -> R:
+        """Decode a reply, first resolving its writer schema off the loop if the codec does
+        not know it (e.g. the responder's registry id); UnknownWriterSchema if none has it."""
+        try:
+            return self.codec.decode(value, reply_type)
+        except UnknownWriterSchema as exc:
+            if not await self.codec.resolve(exc.fingerprint):
+                raise
+        return self.codec.decode(value, reply_type)
 
 
 def check_reply(reply: M, service: str, method: str, corr: str) -> M:

@@ -208,7 +208,7 @@ class Runtime:
                 registry=registry,
             )
         if headers is not None:  # a shared codec (the harness): it writes what was registered
-            codec.headers = {**(codec.headers or {}), **headers}
+            codec.set_headers({**(codec.headers or {}), **headers})
         codec.registry = codec.registry or registry
         return codec
 

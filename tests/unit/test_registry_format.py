@@ -7,6 +7,7 @@ by tests/integration.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 import time
@@ -29,8 +30,10 @@ from kit import Codec, ConfigError, DecodeError, EncodeError
 from kit.codec import UnknownWriterSchema, registry_header, registry_id, writer_key
 from kit.config import Settings, known_variables, load_settings, registry_client_config
 from kit.errors import SchemaRefused
+from kit.requests import BaseRequester
 from kit.schema import Schema
 from kit.testing.harness import Harness
+from kit.transport.memory import MemoryBroker, MemoryMessage
 from kit.transport.registry_format import (
     RegistryFormat,
     TopicRegistrar,
@@ -38,7 +41,7 @@ from kit.transport.registry_format import (
     registry_client,
 )
 from tests.fixtures import billing
-from tests.fixtures.events import InvoiceIssued, OrderLine, OrderPlaced
+from tests.fixtures.events import CheckStock, InvoiceIssued, OrderLine, OrderPlaced, StockLevel
 
 TOPIC = "shop.OrderPlaced"
 
@@ -421,3 +424,81 @@ def test_a_schema_is_registered_under_another_topics_subject_before_its_first_re
     registrar.register("elsewhere")
     assert not registrar.needs("elsewhere", value) and not registrar.pending("elsewhere")
     assert sorted(fmt.client.get_subjects()) == ["elsewhere-value", f"{TOPIC}-value"]
+
+
+# --- 10. request-reply in the registry format ----------------------------------------------
+
+
+def test_a_codec_decodes_its_own_registry_framed_values_with_no_resolver(url: str) -> None:
+    fmt = RegistryFormat(settings_for(url))
+    schema = OrderPlaced.kit_schema()
+    headers = {schema.fingerprint: fmt.register(schema, TOPIC)}
+    codec = Codec(OrderPlaced.__kit_repository__, headers=headers)  # no resolver at all
+    assert codec.decode(codec.encode(order()), OrderPlaced) == order()
+    later = Codec(OrderPlaced.__kit_repository__, registry=True)  # a shared codec, headers later
+    later.set_headers(headers)
+    assert later.headers is headers  # a plain attribute: encode reads it as it is
+    assert later.decode(later.encode(order("o-2")), OrderPlaced) == order("o-2")
+
+
+async def test_a_runtimes_codec_decodes_what_it_writes(url: str) -> None:
+    """Runtime._make_codec: only an async resolver (the transport's), yet its own
+    registered schemas are known writers (the bug: UnknownWriterSchema schema id 1)."""
+    from kit.runtime import Runtime
+    from kit.transport.memory import MemoryTransport
+    from tests.fixtures import stockroom
+
+    settings = harness_settings(url)
+    transport = MemoryTransport(MemoryBroker(), "stockroom", None, None)
+    runtime = Runtime(stockroom.service, settings, transport=transport, extensions=[])
+    fmt = RegistryFormat(settings)
+    headers = fmt.register_all(list(runtime.repository))
+    codec = runtime._make_codec(headers)
+    level = StockLevel(sku="tea", available=3, enough=True)
+    assert codec.decode(codec.encode(level), StockLevel) == level
+
+
+class FramedReplies(BaseRequester):
+    """A caller whose replies come from another process's codec: registry-framed values
+    whose ids the caller's codec resolves only asynchronously (as a runtime's does)."""
+
+    def __init__(self, fmt: RegistryFormat, reply: bytes) -> None:
+        self.lookups: list[bytes] = []
+
+        async def lookup(key: bytes) -> Schema | None:
+            self.lookups.append(key)
+            return await asyncio.to_thread(fmt.lookup, key)
+
+        self.codec = Codec(StockLevel.__kit_repository__, async_resolver=lookup, registry=True)
+        self.reply = reply
+
+    async def request_raw(
+        self, service, method, value, *, topic=None, key=None, timeout=None, started=None
+    ) -> MemoryMessage:
+        return MemoryBroker().append("_kit.replies.me", self.reply, None, [])
+
+
+async def ask(caller: BaseRequester) -> object:
+    return await caller.request(
+        "stockroom.check_stock", CheckStock(sku="tea", quantity=1), reply=StockLevel
+    )
+
+
+async def test_a_registry_framed_reply_is_resolved_then_decoded(url: str) -> None:
+    fmt = RegistryFormat(settings_for(url))
+    responder = registry_codec(fmt, StockLevel.kit_schema(), topic="_kit.replies.me")
+    level = StockLevel(sku="tea", available=3, enough=True)
+    caller = FramedReplies(fmt, responder.encode(level))
+    answer = await ask(caller)
+    assert answer == level
+    assert caller.lookups == [caller.reply[:5]]  # resolved once, then cached
+    assert await ask(caller) == level
+    assert len(caller.lookups) == 1
+
+
+async def test_a_reply_with_an_id_no_registry_knows_is_a_decode_error(url: str) -> None:
+    caller = FramedReplies(RegistryFormat(settings_for(url)), registry_header(4242) + b"\x00")
+    with pytest.raises(UnknownWriterSchema, match=r"schema id 4242\).*for inventory\.StockLevel"):
+        await ask(caller)
+    assert caller.lookups == [registry_header(4242)]
+
