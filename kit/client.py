@@ -72,13 +72,14 @@ class Client(Caller):
         self._headers: dict[bytes, bytes] | None = {} if writes else None
         self._subjects: set[tuple[str, bytes]] = set()
         """(topic, fingerprint) registered under the topic's subject (registry format)."""
-        self._codec = Codec(
+        self._codec = Codec(  # on the loop: never blocks (UnknownWriterSchema, then resolve)
             repository or SchemaRepository(),
-            resolver=self._lookup,
             async_resolver=self._lookup_async,
             headers=self._headers,
             registry=self._format is not None,
         )
+        self._blocking_codec = self._codec.with_resolver(self._lookup)
+        """`codec`: the same, resolving writer schemas as it decodes (off the loop)."""
         self._topic_lock = asyncio.Lock()
         self._requester: Requester | None = None
         self._registry = registry
@@ -192,8 +193,9 @@ class Client(Caller):
         return (topic, schema.fingerprint) in self._subjects
 
     def writer_schema(self, fingerprint: bytes) -> Schema | None:
-        """A writer schema by fingerprint, from the schema topic."""
-        return self._codec.writer_schema(fingerprint)
+        """A writer schema by fingerprint, from the schema topic (or by registry header,
+        from the schema registry). Blocking."""
+        return self._blocking_codec.writer_schema(fingerprint)
 
     def schema_named(self, full_name: str) -> Schema | None:
         """The schema with this full name: the local repository's, else the schema topic's
@@ -217,8 +219,11 @@ class Client(Caller):
 
     @property
     def codec(self) -> Codec:
-        """The client's codec (writer schemas resolved through the schema topic)."""
-        return self._codec
+        """The client's codec (writer schemas resolved through the schema topic, or the
+        schema registry). Its decode may block on that lookup: decode off the event loop
+        (asyncio.to_thread), or on UnknownWriterSchema await `codec.resolve(exc.fingerprint)`
+        and decode again, as the client's own requests do."""
+        return self._blocking_codec
 
     @property
     def requester(self) -> Requester:

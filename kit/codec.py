@@ -179,6 +179,14 @@ class Codec:
             if schema is not None:
                 self._writers[header] = schema
 
+    def with_resolver(self, resolver: SchemaResolver) -> Codec:
+        """This codec (repository, headers, async resolver) with a sync `resolver` too, for
+        decoding off the event loop: it may block. The two share their known writers."""
+        other = Codec(self.repository, resolver, self.async_resolver, registry=self.registry)
+        other.headers = self.headers
+        other._writers = self._writers
+        return other
+
     def add_writer(self, key: bytes, schema: Schema) -> None:
         """Know `schema` as the writer schema of values with this writer key (a fingerprint,
         or a 5-byte registry header), e.g. from a recording or a registration."""

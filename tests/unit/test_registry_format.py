@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -502,3 +503,33 @@ async def test_a_reply_with_an_id_no_registry_knows_is_a_decode_error(url: str) 
         await ask(caller)
     assert caller.lookups == [registry_header(4242)]
 
+
+async def test_a_clients_replies_resolve_registry_ids_off_the_event_loop(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kit import Client
+
+    fmt = RegistryFormat(settings_for(url))
+    level = StockLevel(sku="tea", available=3, enough=True)
+    framed = registry_codec(fmt, StockLevel.kit_schema(), topic="_kit.replies.me").encode(level)
+    threads: list[int] = []
+    lookup = RegistryFormat.lookup
+
+    def recording(self: RegistryFormat, key: bytes) -> Schema | None:
+        threads.append(threading.get_ident())
+        return lookup(self, key)
+
+    monkeypatch.setattr(RegistryFormat, "lookup", recording)
+    client = Client(settings_for(url), repository=StockLevel.__kit_repository__)
+    try:
+        assert await client.requester.decode_reply(framed, StockLevel) == level
+        assert len(threads) == 1 and threads[0] != threading.get_ident()
+        # client.codec, off the loop (kit request's decode_any in a worker thread), still
+        # resolves an id it does not know yet, there
+        check = registry_codec(fmt, CheckStock.kit_schema(), topic="elsewhere")
+        request = check.encode(CheckStock(sku="cake", quantity=2))
+        answer = await asyncio.to_thread(client.codec.decode_any, request)
+        assert answer["sku"] == "cake" and len(threads) == 2
+        assert threads[1] != threading.get_ident()
+    finally:
+        await client.close()
