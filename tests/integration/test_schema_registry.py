@@ -19,7 +19,6 @@ import pytest
 from kit.cli import main as kit_main
 from kit.codec import Codec, registry_header, registry_id
 from kit.config import Settings, load_settings
-from kit.errors import ConfigError
 from kit.replay import RecordingReader, replay
 from kit.schema import Schema, SchemaRepository
 from kit.transport.admin import TopicSpec, ensure_topics
@@ -358,41 +357,6 @@ def test_one_topic_in_both_formats(
     (dead,) = read_raw(kafka_bootstrap, f"{topic}{kit_settings.dead_letter_suffix}", 1)
     reason = dict(dead.headers() or [])["kit-dlt-exception-message"].decode()
     assert "schema id" in reason and "KIT_SCHEMA_REGISTRY_URL is not set" in reason
-
-
-def test_an_unreachable_registry_fails_the_start(
-    kit_settings: Settings, unique_name: Callable[[str], str]
-) -> None:
-    import socket
-    import time
-
-    from kit import Runtime, Service
-    from tests.fixtures.events import OrderPlaced
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again: nothing listens there
-    settings = load_settings(
-        None,
-        bootstrap_servers=kit_settings.bootstrap_servers,
-        schema_registry_url=f"http://127.0.0.1:{port}",
-        connect_timeout=3,
-    )
-    svc = Service("no-registry", group_id=unique_name("g"))
-
-    @svc.handler(topic=unique_name("in"))
-    async def on_order(event: OrderPlaced) -> None:
-        pass
-
-    async def start() -> None:
-        await Runtime(svc, settings).start()
-
-    began = time.monotonic()
-    with pytest.raises(ConfigError) as caught:
-        asyncio.run(start())
-    assert caught.value.setting == "KIT_SCHEMA_REGISTRY_URL"
-    assert "unreachable" in str(caught.value)
-    assert time.monotonic() - began < 15
 
 
 SERVICE_MODULE = """
