@@ -151,9 +151,12 @@ def record(
         file=sys.stderr,
     )
     unknown = list(result.unknown_fingerprints)
-    unknown += [f"schema id {i} (not in the schema registry)" for i in result.unknown_schema_ids]
-    if unknown:
-        print("kit record: warning: no writer schema for " + ", ".join(unknown), file=sys.stderr)
+    unknown += [f"schema id {i}" for i in result.unknown_schema_ids]
+    if unknown:  # each id's reason (not in the registry, not Avro, ...) was logged as met
+        print(
+            "kit record: warning: no usable writer schema for " + ", ".join(unknown),
+            file=sys.stderr,
+        )
     return Exit.FAILED if result.stopped_by == "idle" else Exit.OK
 
 
