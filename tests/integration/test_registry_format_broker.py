@@ -7,10 +7,13 @@ tests/integration/test_schema_registry.py runs the same format against a real re
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Message
@@ -19,12 +22,13 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from kit import Client, ConfigError, Context, Service, Settings
+from kit import Client, ConfigError, Context, Event, SchemaRepository, Service, Settings
 from kit.codec import registry_id
 from kit.errors import SchemaRefused
 from kit.testing.wait import wait_until_async
 from kit.transport.registry_format import forget_client, registry_client
-from tests.fixtures.events import InvoiceIssued, OrderPlaced
+from tests.fixtures import SCHEMAS
+from tests.fixtures.events import CheckStock, InvoiceIssued, OrderPlaced, StockLevel
 from tests.integration.helpers import order, read_raw, running
 
 pytestmark = pytest.mark.integration
@@ -173,3 +177,108 @@ def test_an_unreachable_registry_fails_the_start_within_the_connect_timeout(
     finally:
         forget_client(url)
     assert time.monotonic() - started < 6
+
+
+# --- request-reply with both sides in the registry format ----------------------------------
+
+
+def stock_service(name: str) -> Service:
+    """A responder at `<name>.check`, replying in the registry format (registry_settings)."""
+    service = Service(name)
+
+    @service.responder()
+    async def check(request: CheckStock) -> StockLevel:
+        return StockLevel(sku=request.sku, available=10, enough=request.quantity <= 10)
+
+    return service
+
+
+def desk_service(
+    name: str,
+    source: str,
+    check: Any,  # Any: a responder function (what ctx.request takes)
+    got: list[str],
+    failed: list[str],
+) -> Service:
+    """On each order, `ctx.request` the stock check: the reply is registry-framed."""
+    service = Service(name, group_id=f"{name}-group")
+
+    @service.handler(topic=source)
+    async def on_order(event: OrderPlaced, ctx: Context) -> None:
+        try:
+            level = await ctx.request(check, CheckStock(sku=event.order_id, quantity=3))
+        except Exception as exc:
+            failed.append(f"{type(exc).__name__}: {exc}")
+            raise
+        got.append(f"{level.sku}:{level.available}")
+
+    return service
+
+
+def dead_letters(settings: Settings, topic: str) -> list[Message]:
+    if not topic_exists(settings, topic):
+        return []
+    return read_raw(settings.bootstrap_servers or "", topic, 0, timeout=10)
+
+
+def test_request_reply_with_both_sides_writing_the_registry_format(
+    registry_settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    """A handler's ctx.request and a Client.request to a responder, all three writing the
+    registry format: each reply decodes (the caller's own registered schema, or an id
+    resolved off the loop), nothing is retried or dead-lettered."""
+    stock = stock_service(unique_name("stock"))
+    check = stock.handlers[0].func
+    source = unique_name("orders")
+    got: list[str] = []
+    failed: list[str] = []
+    desk = desk_service(unique_name("desk"), source, check, got, failed)
+    reply_values: list[bytes] = []
+
+    async def scenario() -> None:
+        async with running(stock, registry_settings), running(desk, registry_settings):
+            async with Client(registry_settings) as client:
+                level = await client.request(check, CheckStock(sku="tea", quantity=30))
+                assert level == StockLevel(sku="tea", available=10, enough=False)
+                await client.publish(order(1), topic=source, key="o-1")
+                await wait_until_async(lambda: got or failed, timeout=30, what="o-1 handled")
+                replies = client.requester.reply_topic  # deleted when the client closes
+                msgs = await asyncio.to_thread(read_raw, bootstrap, replies, 1)
+                reply_values.extend(m.value() or b"" for m in msgs)
+
+    bootstrap = registry_settings.bootstrap_servers or ""
+    asyncio.run(scenario())
+    assert failed == [] and got == ["o-1:10"]
+    replies = [v for v in reply_values if v]  # not the requester's empty marker record
+    assert [v[:1] for v in replies] == [b"\x00"]  # the reply was registry-framed
+    assert dead_letters(registry_settings, f"{source}.dlt") == []
+
+
+def test_a_caller_with_a_newer_reply_schema_reads_a_registry_framed_reply(
+    registry_settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The caller knows a newer StockLevel (a field added with a default): the reply's id
+    is resolved from the registry, then read through Avro schema resolution."""
+    parsed = json.loads((SCHEMAS / "inventory" / "StockLevel.avsc").read_text())
+    parsed["fields"].append({"name": "warehouse", "type": "string", "default": "main"})
+    (tmp_path / "StockLevel.avsc").write_text(json.dumps(parsed))
+    newer = SchemaRepository(tmp_path)
+
+    class StockLevelV2(Event, schema="inventory.StockLevel", repository=newer):
+        sku: str
+        available: int
+        enough: bool
+        request_id: str | None = None
+        served_by: str | None = None
+        warehouse: str = "main"
+
+    stock = stock_service(unique_name("stock"))
+
+    async def scenario() -> StockLevelV2:
+        async with running(stock, registry_settings), Client(registry_settings) as client:
+            return await client.request(
+                f"{stock.name}.check", CheckStock(sku="tea", quantity=1), reply=StockLevelV2
+            )
+
+    level = asyncio.run(scenario())
+    assert level == StockLevelV2(sku="tea", available=10, enough=True, warehouse="main")
