@@ -102,10 +102,7 @@ class Harness(Caller):
         self.codec = Codec(self.repository, resolver=self._writer, registry=bool(self.registry))
         if self.registry is not None and self.settings.schema_registry_write:
             # what send() encodes is framed too (meant for mock://: registering blocks)
-            registry = self.registry
-            self.codec.set_headers(
-                {s.fingerprint: registry.register(s, s.full_name) for s in self.repository}
-            )
+            self.codec.set_headers(self.registry.register_all(self.repository))
         self.services = list(services)
         self.transports: dict[str, MemoryTransport] = {}
         self.runtimes: dict[str, Runtime] = {}
