@@ -135,6 +135,8 @@ class Runtime:
             list(extensions) if extensions is not None else _defaults.make(self.settings)
         )
         """Features plugged into this runtime's lifecycle (see Extension)."""
+        self._set_up: list[Extension] = []
+        """The extensions set up so far (stopped again if the start fails)."""
         self.announcer: Any = None  # Any: a kit.registry.Announcer, of a layer above this one
         """The instance's kit.registry.Announcer, when the Announcing extension runs (Any:
         the runtime does not import the registry, which sits above it)."""
@@ -154,16 +156,28 @@ class Runtime:
         extensions, await the service's start hooks (`Service.on_start`), and subscribe."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        settings, transport = self.settings, self.transport
         transactional = self.exactly_once and bool(self.service.handlers)
-        await transport.open(
-            self.service,
-            settings,
+        await self.transport.open(
+            *(self.service, self.settings),
             group=self.group,
             instance_id=self.instance_id,
             dead_letter_topic=self._dead_letter_topic,
             auto_commit=not transactional,  # offsets are committed in the transactions
         )
+        try:
+            await self._start_opened(transactional)
+        except BaseException:
+            await self._abort_start()
+            raise
+        svc = self.service
+        log.info(
+            "%s %s (instance %s) connected to %s via %s",
+            *(svc.name, svc.version, self.instance_id, self.bootstrap, self.bootstrap_source),
+        )
+
+    async def _start_opened(self, transactional: bool) -> None:
+        """The rest of `start`, once the transport is open."""
+        settings, transport = self.settings, self.transport
         schemas = {h.event_type.kit_schema() for h in self.service.handlers}
         headers = await transport.publish_schemas(schemas | set(self.repository))
         self.sink, self.reply_sink = transport.sink, transport.reply_sink
@@ -181,19 +195,21 @@ class Runtime:
         self.consumer = transport.consumer
         for extension in self.extensions:
             await extension.setup(self)
+            self._set_up.append(extension)
         for hook in self.service.start_hooks:  # declared with Service.on_start
             await hook(self)
         if self.service.handlers:
             await self.consumer.subscribe(self.service.topics(), self)
         self._started = True
-        log.info(
-            "%s %s (instance %s) connected to %s via %s",
-            self.service.name,
-            self.service.version,
-            self.instance_id,
-            self.bootstrap,
-            self.bootstrap_source,
-        )
+
+    async def _abort_start(self) -> None:
+        """Release what a start that failed after opening the transport made (consumer
+        thread, clients, extensions set up); errors logged: the start's error is raised."""
+        try:
+            await self.transport.consumer.close(0.0)
+            await self._release(self._set_up)
+        except Exception:
+            log.exception("releasing %s after a failed start failed", self.service.name)
 
     def _make_codec(self, headers: Mapping[bytes, bytes] | None) -> Codec:
         """The runtime's codec (or the one given): both wire formats read, and with
@@ -201,12 +217,8 @@ class Runtime:
         registry = bool(self.settings.schema_registry_url)
         codec = self._codec
         if codec is None:
-            return Codec(
-                self.repository,
-                async_resolver=self.transport.lookup,
-                headers=headers,
-                registry=registry,
-            )
+            lookup = self.transport.lookup
+            return Codec(self.repository, async_resolver=lookup, headers=headers, registry=registry)
         if headers is not None:  # a shared codec (the harness): it writes what was registered
             codec.set_headers({**(codec.headers or {}), **headers})
         codec.registry = codec.registry or registry
@@ -254,13 +266,12 @@ class Runtime:
         found = await asyncio.to_thread(kafka.admin.list_topics, topic, 5)
         meta = found.topics.get(topic)
         exists = meta is not None and meta.error is None
-        denied = (
-            authorization_message(meta.error, topic=topic, action="produce", settings=self.settings)
-            if meta is not None and meta.error is not None
-            else None
-        )
-        if denied:
-            log.error("cannot reply to %s: %s", topic, denied)
+        if meta is not None and meta.error is not None:
+            denied = authorization_message(
+                meta.error, topic=topic, action="produce", settings=self.settings
+            )
+            if denied:
+                log.error("cannot reply to %s: %s", topic, denied)
         if exists:
             kafka.reply_sink.known_topics.add(topic)
         return exists
@@ -346,7 +357,17 @@ class Runtime:
                     await result
             except Exception:
                 log.exception("on_closed callback %r failed", callback)
-        for extension in reversed(self.extensions):
+        await self._release(self.extensions)
+        d = self.dispatcher
+        log.info(
+            "%s stopped: %d handled, %d dead-lettered, %d expired requests skipped",
+            *(self.service.name, d.handled, d.dead_lettered, d.expired),
+        )
+
+    async def _release(self, extensions: list[Extension]) -> None:
+        """Stop `extensions` (the last first; errors logged), close the transport and a
+        transactional producer."""
+        for extension in reversed(extensions):
             try:
                 await extension.stop(self)
             except Exception:
@@ -354,13 +375,6 @@ class Runtime:
         await self.transport.close()
         if self.transactions is not None:
             self.transactions.close()
-        log.info(
-            "%s stopped: %d handled, %d dead-lettered, %d expired requests skipped",
-            self.service.name,
-            self.dispatcher.handled,
-            self.dispatcher.dead_lettered,
-            self.dispatcher.expired,
-        )
 
     # --- Rebalance: what the consuming transport reports (from any thread) -------------
 

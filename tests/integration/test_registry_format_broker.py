@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -155,6 +156,8 @@ def test_a_refused_schema_fails_the_start_with_the_registrys_reason(
 
     with pytest.raises(SchemaRefused, match=r"compatibility BACKWARD.*registry said: Schema being"):
         asyncio.run(scenario())
+    # the failed start released what it had made: no consumer thread of the instance is left
+    assert [t.name for t in threading.enumerate() if t.name.startswith("kit-consumer-")] == []
 
 
 def test_an_unreachable_registry_fails_the_start_within_the_connect_timeout(

@@ -419,6 +419,7 @@ def test_resolve_for_tests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_fixture_fails_rather_than_skips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a JDK 21+ a test using kit_schema_registry errors, saying how to deselect it."""
     _path_java(tmp_path, monkeypatch, 17)
+    monkeypatch.setenv("KIT_SCHEMA_REGISTRY_PORT", str(_free_port()))  # 8081 may be in use
     test = tmp_path / "test_uses_registry.py"
     test.write_text("def test_it(kit_schema_registry):\n    pass\n")
     done = subprocess.run(
