@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kit.codec import REGISTRY_HEADER_SIZE, REGISTRY_MAGIC, registry_header, registry_id
 from kit.config import Settings, registry_client_config
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["RegistryFormat", "TopicRegistrar", "forget_client", "registry_client"]
 
 log = logging.getLogger("kit.registry_format")
+T = TypeVar("T")
 
 _INSTALL = "pip install 'kit[schema-registry]'"
 _clients: dict[tuple[str, tuple[tuple[str, str], ...]], SchemaRegistryClient] = {}
@@ -157,19 +158,14 @@ class RegistryFormat:
         """The writer schema with this id (blocking; cached), or None if the registry has
         none. DecodeError if it is not a self-contained Avro schema; ConfigError if the
         registry cannot be asked."""
-        from confluent_kafka.schema_registry.error import SchemaRegistryError
-
         found = self._by_id.get(schema_id)
         if found is not None:
             return found
-        try:
-            registered = self.client.get_schema(schema_id)
-        except SchemaRegistryError as exc:
-            if exc.http_status_code == 404:
-                return None
-            raise self._failure(exc, f"look up schema id {schema_id}") from None
-        except Exception as exc:
-            raise self._failure(exc, f"look up schema id {schema_id}") from None
+        registered = self._read(
+            lambda: self.client.get_schema(schema_id), f"look up schema id {schema_id}"
+        )
+        if registered is None:
+            return None
         if (registered.schema_type or "AVRO") != "AVRO":
             raise DecodeError(f"schema id {schema_id} is a {registered.schema_type} schema")
         if registered.references:
@@ -183,18 +179,28 @@ class RegistryFormat:
     def latest(self, full_name: str) -> Schema | None:
         """The latest version of the schema named `full_name` under the subject of its
         default topic (the topic of that name), or None (blocking)."""
+        subject = self._subject(full_name, full_name)
+        registered = self._read(
+            lambda: self.client.get_latest_version(subject),
+            f"read the latest version of {subject}",
+        )
+        if registered is None:
+            return None
+        return Schema.from_json(registered.schema.schema_str or "", source=subject)
+
+    def _read(self, call: Callable[[], T], doing: str) -> T | None:
+        """What a registry read returns; None if the registry has no such thing (404);
+        ConfigError for any other failure (blocking)."""
         from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-        subject = self._subject(full_name, full_name)
         try:
-            registered = self.client.get_latest_version(subject)
+            return call()
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 return None
-            raise self._failure(exc, f"read the latest version of {subject}") from None
+            raise self._failure(exc, doing) from None
         except Exception as exc:
-            raise self._failure(exc, f"read the latest version of {subject}") from None
-        return Schema.from_json(registered.schema.schema_str or "", source=subject)
+            raise self._failure(exc, doing) from None
 
     def refusal(self, schema: Schema, subject: str, registry_message: str = "") -> SchemaRefused:
         """The SchemaRefused for `schema` under `subject` (blocking): the subject's rule
@@ -253,8 +259,7 @@ class RegistryFormat:
         if status == 403:
             return ConfigError(
                 "KIT_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
-                f"the schema registry at {self.url} does not allow this account to {doing} "
-                f"({exc})",
+                f"the schema registry at {self.url} does not allow this account to {doing} ({exc})",
             )
         if status is not None:
             return ConfigError("KIT_SCHEMA_REGISTRY_URL", f"{self.url}: cannot {doing}: {exc}")
