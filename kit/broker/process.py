@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -115,8 +116,30 @@ def listening(port: int) -> bool:
     return True
 
 
-def free_port() -> int:
-    """A port the kernel says is free now."""
+def free_port(length: int = 1) -> int:
+    """A port p with p .. p+length-1 free now, for servers started next.
+
+    Chosen below the kernel's ephemeral range where it is known (Linux), not by binding
+    port 0: the kernel hands ephemeral ports to outgoing connections, so one opened by any
+    process while a JVM starts could take the port first ("Address already in use").
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(10000, low - length) if low > 11000 else _kernel_port()
+        if port + length <= 65536 and all(port_free(p) for p in range(port, port + length)):
+            return port
+    raise BrokerError(f"no {length} free adjacent port(s) on {HOST}")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range, 0 if unknown."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _kernel_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])

@@ -9,35 +9,21 @@ committed offsets survive the outage.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from kit.broker.process import free_port
 from tests.fault.instances import ROOT
 
 __all__ = ["DedicatedBroker", "free_port_pair"]
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port_pair() -> int:
-    """A port p such that p and p+1 (the broker's controller port) are both free."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port < 65535 and _free(port + 1):
-            return port
-    raise AssertionError("no two free adjacent ports found")
+    """A port p such that p and p+1 (the broker's controller port) are both free (below
+    the ephemeral range: no connection takes one while the broker starts)."""
+    return free_port(2)
 
 
 class DedicatedBroker:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, Resourc
 
 from kit import load_settings
 from kit.broker import local
+from kit.broker.process import free_port
 from kit.cli import main as kit_main
 from kit.transport.admin import TopicSpec, ensure_topics
 from kit.transport.kafka import admin_client
@@ -35,24 +35,10 @@ def broker_cli(*args: str) -> int:
         return exc.code if isinstance(exc.code, int) else 2
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_run(length: int) -> int:
-    """A port p with p .. p+length-1 free: 3 client ports, then 3 controller ports."""
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port + length < 65536 and all(_free(p) for p in range(port, port + length)):
-            return port
-    raise AssertionError(f"no {length} free adjacent ports")
+    """A port p with p .. p+length-1 free: 3 client ports, then 3 controller ports (below
+    the ephemeral range: a connection could take one while the brokers start)."""
+    return free_port(length)
 
 
 @contextlib.contextmanager

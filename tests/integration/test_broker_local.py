@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -12,14 +11,13 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kit.broker import local
+from kit.broker.process import free_port
 
 pytestmark = pytest.mark.integration
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()  # below the ephemeral range: no connection takes it meanwhile
 
 
 def test_start_use_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -267,3 +267,14 @@ def test_resolve_broker_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("KIT_KEEP_BROKER", "1")
     testing_broker.resolve_broker().close()
     assert stopped == [True]
+
+
+def test_ports_for_servers_are_free_and_below_the_ephemeral_range() -> None:
+    """A connection opened while a JVM starts takes an ephemeral port: never ours."""
+    from kit.broker.process import free_port, port_free
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for length in (1, 6):
+        port = free_port(length)
+        assert 10000 <= port and port + length <= low
+        assert all(port_free(p) for p in range(port, port + length))
