@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -27,14 +26,13 @@ from confluent_kafka.admin import (
 )
 
 from kit.broker import local
+from kit.broker.process import free_port
 
 __all__ = ["Acl", "Principal", "add_principal", "grant", "sasl_broker", "use_principal"]
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()  # below the ephemeral range: no connection takes it meanwhile
 
 
 @contextlib.contextmanager

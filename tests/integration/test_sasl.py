@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from kit import Client, ConfigError, KitError, load_settings
 from kit.broker import local
+from kit.broker.process import free_port
 from kit.cli import main as kit_main
 from kit.testing.process import OutputLines, spawn_python
 from kit.transport import diagnose
@@ -39,9 +39,7 @@ def broker_cli(*args: str) -> int:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()  # below the ephemeral range: no connection takes it meanwhile
 
 
 @contextlib.contextmanager
