@@ -1,10 +1,11 @@
 """The Faust bridge: kit's wire format as a Faust codec, and a Faust app as a kit service.
 
 `KitCodec` (a Faust codec of one kit Event type), `KitBridge.topic` (a Faust topic of kit
-events: writer schemas resolved and published through `_kit_schemas`; both in
-kit.faust_topics), and `KitBridge` (the app in kit's registry, answering kit requests; no
-failure of a request stops its agent). Guide: docs/faust.md. No threads of its own:
-blocking calls run in worker threads or before the worker's loop starts.
+events: writer schemas resolved and published through `_kit_schemas`, or the schema
+registry with KIT_SCHEMA_REGISTRY_URL; both in kit.faust_topics), and `KitBridge` (the app
+in kit's registry, answering kit requests; no failure of a request stops its agent).
+Guide: docs/faust.md. No threads of its own: blocking calls run in worker threads or
+before the worker's loop starts.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from typing import Any, TypeVar
 import faust
 from faust.types import StreamT
 
-from kit.codec import Codec, fingerprint_of
+from kit.codec import Codec, describe_key, writer_key
 from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.dead_letters import dead_letter_headers, dead_letter_topic
-from kit.errors import ConfigError, DecodeError, EncodeError
+from kit.errors import ConfigError, DecodeError, EncodeError, SchemaRefused
 from kit.event import Event
 from kit.faust_topics import KitCodec, KitSchema, KitTopic, WriterSchemaLookupFailed, _Record
 from kit.protocol import CORRELATION_ID, DEADLINE, REPLY_TO, header
@@ -34,6 +35,7 @@ from kit.schema import Schema
 from kit.service import Endpoint, Responder, Service
 from kit.transport.admin import TopicSpec, ensure_topics
 from kit.transport.kafka import admin_client
+from kit.transport.registry_format import RegistryFormat
 from kit.transport.schema_topic import SchemaTopic
 
 __all__ = [
@@ -79,8 +81,9 @@ class KitBridge:
     Creating the bridge does no I/O; it hooks into the app's life:
 
     `faust worker` start (before the loop runs): creates missing topics and dead-letter
-    topics; once started (after table recovery): publishes writer schemas, announces the
-    instance, heartbeats; at stop (after the consumer stopped): the tombstone.
+    topics; once started (after table recovery): publishes writer schemas (with
+    KIT_SCHEMA_REGISTRY_URL, as kit services: registers them), announces the instance,
+    heartbeats; at stop (after the consumer stopped): the tombstone.
     """
 
     def __init__(
@@ -96,7 +99,8 @@ class KitBridge:
         self.service = service
         self.settings = settings or load_settings()
         self.instance_id = instance_id or f"{service.name}-{uuid.uuid4().hex[:12]}"
-        self.codec = Codec(async_resolver=self._lookup)  # resolve(fp): the schema topic
+        registry = bool(self.settings.schema_registry_url)  # then registry ids are read too
+        self.codec = Codec(async_resolver=self._lookup, registry=registry)
         meta = {"runtime": "faust", "faust_app": str(app.conf.id), **(metadata or {})}
         self.announcer = Announcer(service, self.settings, self.instance_id, metadata=meta)
         self.answered = 0  # requests answered with a reply
@@ -111,6 +115,7 @@ class KitBridge:
         self._dead: deque[str] = deque(maxlen=1024)  # records dead-lettered last
         self._schema_topic: SchemaTopic | None = None
         self._schema_topic_lock: asyncio.Lock | None = None
+        self._registry: RegistryFormat | None = None  # made at first use, on the loop
         # mode types receivers with mypy_extensions' NamedArg("BaseSignalT"), which no
         # written signature matches: the receivers below take (sender, *args, **kwargs).
         app.on_worker_init.connect(self._on_worker_init)  # type: ignore[arg-type]
@@ -198,29 +203,47 @@ class KitBridge:
         return self.codec.decode(data, event_type)
 
     async def resolve(self, data: bytes | None, event_type: type[Event]) -> None:
-        """Learn the writer schema of `data`, if not the reader's, from the schema topic."""
-        fp = fingerprint_of(data or b"")
-        if fp is None or fp == event_type.kit_schema().fingerprint:
-            return  # not single-object encoded (decode says so), or the reader's own
-        if self.codec.writer_schema(fp) is None:
-            try:
-                await self.codec.resolve(fp)
-            except Exception as exc:  # e.g. BrokerError: the schema topic could not be read
-                raise WriterSchemaLookupFailed(
-                    f"writer schema {fp.hex()} could not be looked up on the schema topic: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+        """Learn the writer schema of `data`, if not the reader's: by fingerprint from the
+        schema topic, by registry id from the schema registry (in a worker thread)."""
+        try:
+            key = writer_key(data)
+        except DecodeError:
+            return  # neither framing: decode says so
+        if key == event_type.kit_schema().fingerprint or self.codec.writer_schema(key) is not None:
+            return
+        try:
+            await self.codec.resolve(key)  # False: decode raises UnknownWriterSchema
+        except Exception as exc:  # BrokerError: the schema topic could not be read; or
+            where = "on the schema topic" if len(key) == 8 else "in the schema registry"
+            raise WriterSchemaLookupFailed(  # ConfigError: the registry could not be asked
+                f"writer schema ({describe_key(key)}) could not be looked up {where}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     async def publish_schemas(self, schemas: Iterable[Schema]) -> None:
-        """Put writer schemas on the schema topic (once each, in a worker thread)."""
+        """Make writer schemas known to readers, once each (in a worker thread): register
+        them with the schema registry and encode with their ids from then on (with
+        KIT_SCHEMA_REGISTRY_URL, unless KIT_SCHEMA_REGISTRY_WRITE=false), else put them on
+        the schema topic. SchemaRefused, ConfigError: the registry refused, is unreachable."""
         todo = [s for s in schemas if s.fingerprint not in self._published]
-        if todo:
-            topic = await self._schema_topic_ready()
-            await asyncio.to_thread(topic.publish, todo)
-            self._published.update(s.fingerprint for s in todo)
+        if not todo:
+            return
+        if self.settings.schema_registry_url and self.settings.schema_registry_write:
+            headers = await asyncio.to_thread(self._registry_ready().register_all, todo)
+            self.codec.set_headers({**(self.codec.headers or {}), **headers})
+        else:
+            await asyncio.to_thread((await self._schema_topic_ready()).publish, todo)
+        self._published.update(s.fingerprint for s in todo)
 
-    async def _lookup(self, fp: bytes) -> Schema | None:
-        return await (await self._schema_topic_ready()).lookup_async(fp)
+    async def _lookup(self, key: bytes) -> Schema | None:
+        """A writer schema by fingerprint (schema topic) or registry header (registry)."""
+        if len(key) == 8:
+            return await (await self._schema_topic_ready()).lookup_async(key)
+        return await asyncio.to_thread(self._registry_ready().lookup, key)
+
+    def _registry_ready(self) -> RegistryFormat:
+        self._registry = self._registry or RegistryFormat(self.settings)
+        return self._registry
 
     async def _schema_topic_ready(self) -> SchemaTopic:
         self._schema_topic_lock = self._schema_topic_lock or asyncio.Lock()
@@ -249,8 +272,8 @@ class KitBridge:
                 raise EncodeError(
                     f"{declared.name} returned {type(result).__name__}, not a {reply_type.__name__}"
                 )
+            await self.publish_schemas([type(result).kit_schema()])  # then its id is known
             value = self.codec.encode(result)
-            await self.publish_schemas([type(result).kit_schema()])
         except Exception as exc:
             self.failed += 1
             log.warning(
@@ -349,8 +372,15 @@ class KitBridge:
         ensure_topics(admin_client(self.settings), self._topics.values())
 
     async def _start(self) -> None:
-        """Once the app has started: writer schemas, then the announcement and heartbeat."""
-        await self.publish_schemas(self._schemas.values())
+        """Once the app has started: writer schemas, then the announcement and heartbeat. A
+        registry that refuses one or cannot be reached stops the worker (Faust's crash)."""
+        try:
+            if self.settings.schema_registry_url:
+                await asyncio.to_thread(self._registry_ready().check)
+            await self.publish_schemas(self._schemas.values())
+        except (SchemaRefused, ConfigError) as exc:
+            log.error("kit bridge: %s cannot start: %s", self.service.name, exc)
+            raise
         await self.announcer.start()
         n, argv, app_id = len(self.service.responders()), " ".join(sys.argv), self.app.conf.id
         log.info(f"kit bridge: {self.service.name} ready: instance {self.instance_id} of Faust "

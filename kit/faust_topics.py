@@ -3,7 +3,8 @@
 `KitCodec` (kit's wire format as a Faust codec of one Event type), `KitSchema` (its decode
 looks an unknown writer schema up first; a look-up that fails is a decode error, never an
 exception that stops the agent), `KitTopic` (dead-letters what does not decode, publishes
-writer schemas before sending). `KitBridge` (kit.faust) makes them; guide: docs/faust.md.
+or registers writer schemas before encoding and sending). `KitBridge` (kit.faust) makes
+them; guide: docs/faust.md.
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ __all__ = ["KitCodec", "KitSchema", "KitTopic", "WriterSchemaLookupFailed"]
 
 class WriterSchemaLookupFailed(DecodeError):
     """A record's writer schema could not be looked up (the schema topic could not be
-    read): the record is handled as one that does not decode (dead letter, error reply)."""
+    read, or the schema registry asked): the record is handled as one that does not decode
+    (dead letter, error reply)."""
 
 
 class KitCodec(codecs.Codec):
     """A Faust codec of one kit Event type, in kit's wire format: `dumps` is `kit.Codec.encode`
-    (of an `event_type` only), `loads` decodes into `event_type` through Avro schema
-    resolution, with writer schemas `codec` knows (`KitBridge.topic` looks others up)."""
+    (of an `event_type` only; the registry format once `codec` has its schema's id),
+    `loads` decodes into `event_type` through Avro schema resolution, with writer schemas
+    `codec` knows (`KitBridge.topic` looks others up)."""
 
     def __init__(
         self,
@@ -92,8 +95,9 @@ class KitSchema(faust.Schema[str, Event]):
 
 
 class KitTopic(faust.Topic):
-    """A Faust topic of kit events (`KitBridge.topic`). Before it sends a record it makes
-    sure the record's writer schema is on the schema topic, as kit's producers do. A record
+    """A Faust topic of kit events (`KitBridge.topic`). Before it encodes and sends a record
+    it makes sure the record's writer schema is on the schema topic (or registered, and its
+    id known to the codec, with KIT_SCHEMA_REGISTRY_URL), as kit's producers do. A record
     that does not decode goes to `<topic>.dlt` with kit's headers, and the agent goes on
     (Faust's default crashes the agent, whose restart then receives nothing)."""
 
@@ -103,6 +107,15 @@ class KitTopic(faust.Topic):
         if not isinstance(schema, KitSchema):
             return await super().on_value_decode_error(exc, message)
         await schema.bridge.dead_letter(_Record(message), exc.__cause__ or exc, "faust-agent")
+
+    # Any: Faust's send keywords (key, value, headers, ...) and its awaitable of RecordMetadata
+    async def send(self, **kwargs: Any) -> Any:
+        """Publish (or register) the writer schema (once), then Faust's `send`, which
+        encodes: in the registry format, the codec needs the schema's id first."""
+        schema = self.schema
+        if isinstance(schema, KitSchema):
+            await schema.bridge.publish_schemas([schema.event_type.kit_schema()])
+        return await super().send(**kwargs)
 
     # Any: Faust's FutureMessage in, its awaitable of RecordMetadata out
     async def publish_message(self, fut: Any, wait: bool = False) -> Any:

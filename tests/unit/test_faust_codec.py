@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import socket
+import threading
 import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -15,12 +17,13 @@ from faust.exceptions import ValueDecodeError
 from faust.types.tuples import Message
 
 from kit import Codec, Service
-from kit.codec import UnknownWriterSchema
+from kit.codec import UnknownWriterSchema, registry_header
 from kit.config import load_settings
-from kit.errors import BrokerError, ConfigError, DecodeError, EncodeError
+from kit.errors import BrokerError, ConfigError, DecodeError, EncodeError, SchemaRefused
 from kit.faust import KitBridge, KitCodec, KitSchema, KitTopic, _Record, broker_url
 from kit.protocol import CORRELATION_ID, DEADLINE, ERROR_MESSAGE, ERROR_TYPE, REPLY_TO
 from kit.schema import Schema
+from kit.transport.registry_format import RegistryFormat
 from services.customer_stats import api
 from services.customer_stats.events import CustomerStats, GetStats
 from services.orders.events import OrderConfirmed
@@ -234,6 +237,7 @@ def test_a_reply_to_a_reply_topic_that_is_gone_is_dropped_at_once() -> None:
         return False
 
     bridge._topic_exists = gone  # type: ignore[method-assign]
+    bridge._published.add(CustomerStats.kit_schema().fingerprint)  # no schema topic: no broker
     (declared,) = api.service.responders()
 
     async def serve(request: GetStats) -> CustomerStats:
@@ -374,3 +378,164 @@ def test_a_dead_letter_the_producer_never_confirms_is_given_up_at_the_delivery_t
     assert time.monotonic() - started < 2
     assert bridge.dead_lettered == 0 and bridge.dead_letters_lost == 1
     assert "NOT dead-lettered" in caplog.text and "orders.OrderConfirmed[0]@7" in caplog.text
+
+
+# --- the schema registry format (KIT_SCHEMA_REGISTRY_URL), with a mock:// registry --------
+
+
+def registry_bridge(url: str, **overrides: Any) -> KitBridge:  # Any: Settings field values
+    settings = load_settings(
+        env={}, bootstrap_servers="unused:9092", schema_registry_url=url, **overrides
+    )
+    return KitBridge(
+        faust.App("stats-registry", broker="kafka://127.0.0.1:1"), api.service, settings
+    )
+
+
+def framed(url: str, event: Any, topic: str) -> bytes:  # Any: a kit Event
+    """`event` as a kit service with the registry writes it to `topic`."""
+    fmt = RegistryFormat(load_settings(env={}, schema_registry_url=url))
+    schema = type(event).kit_schema()
+    return Codec(headers={schema.fingerprint: fmt.register(schema, topic)}).encode(event)
+
+
+def registry_reader(url: str) -> Codec:
+    fmt = RegistryFormat(load_settings(env={}, schema_registry_url=url))
+    return Codec(resolver=fmt.lookup, registry=True)
+
+
+def test_with_a_registry_a_framed_request_is_answered_in_the_registry_format(
+    mock_schema_registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked_up: list[str] = []
+    lookup = RegistryFormat.lookup
+
+    def lookup_where(fmt: RegistryFormat, key: bytes) -> Schema | None:
+        looked_up.append(threading.current_thread().name)
+        return lookup(fmt, key)
+
+    monkeypatch.setattr(RegistryFormat, "lookup", lookup_where)
+    bridge = registry_bridge(mock_schema_registry)
+    request = framed(mock_schema_registry, GetStats(customer="ada"), "customer_stats.get")
+    producer = answer(bridge, request, request_headers())
+    ((topic, _key, value, headers),) = producer.sent
+    assert topic == "_kit.replies.x" and ERROR_TYPE not in dict(headers)
+    assert looked_up and threading.main_thread().name not in looked_up  # off the loop
+    fmt = RegistryFormat(load_settings(env={}, schema_registry_url=mock_schema_registry))
+    registered = fmt.register(CustomerStats.kit_schema(), "customer_stats.CustomerStats")
+    assert value is not None and value[:5] == registered  # registered before encoding
+    reply = registry_reader(mock_schema_registry).decode(value, CustomerStats)
+    assert reply == CustomerStats(customer="ada", orders=2, total_cents=30)
+    assert bridge._schema_topic is None  # nothing on _kit_schemas
+
+
+def test_with_a_registry_a_topic_decodes_both_formats_and_a_newer_writer_by_id(
+    mock_schema_registry: str,
+) -> None:
+    bridge = registry_bridge(mock_schema_registry)
+    decode = bridge.topic(OrderConfirmed).schema.compile(bridge.app)
+    writer = newer_writer()
+    fmt = RegistryFormat(load_settings(env={}, schema_registry_url=mock_schema_registry))
+    newer = Codec(headers={writer.fingerprint: fmt.register(writer, "orders.OrderConfirmed")})
+    values = [
+        framed(mock_schema_registry, CONFIRMED, "orders.OrderConfirmed"),
+        newer.encode_datum(writer, {**CONFIRMED.model_dump(), "channel": "shop"}),
+        Codec().encode(CONFIRMED),
+    ]
+
+    async def decode_all() -> list[Any]:  # Any: Faust's events
+        return [await decode(message(v), propagate=True) for v in values]
+
+    assert [e.value for e in asyncio.run(decode_all())] == [CONFIRMED] * 3
+
+
+def test_with_registry_write_false_the_bridge_reads_framed_and_writes_kits_format(
+    mock_schema_registry: str,
+) -> None:
+    bridge = registry_bridge(mock_schema_registry, schema_registry_write=False)
+    bridge._published.add(CustomerStats.kit_schema().fingerprint)  # no schema topic here
+    request = framed(mock_schema_registry, GetStats(customer="ada"), "customer_stats.get")
+    ((_topic, _key, value, headers),) = answer(bridge, request, request_headers()).sent
+    assert ERROR_TYPE not in dict(headers)
+    assert value is not None and value[:2] == b"\xc3\x01"
+    assert Codec().decode(value, CustomerStats).orders == 2
+
+
+def test_with_a_registry_an_unknown_schema_id_is_dead_lettered_as_unknown(
+    mock_schema_registry: str,
+) -> None:
+    bridge = registry_bridge(mock_schema_registry)
+    request = registry_header(4242) + b"\x06ada"
+    (dead, reply) = answer(bridge, request, request_headers()).sent
+    assert dead[0] == "customer_stats.get.dlt" and dead[2] == request
+    assert dict(reply[3])[ERROR_TYPE] == b"UnknownWriterSchema"
+    message_of = dict(reply[3])[ERROR_MESSAGE]
+    assert b"schema id 4242" in message_of and b"KIT_SCHEMA_REGISTRY_URL" not in message_of
+    assert asyncio.run(bridge.codec.resolve(registry_header(4242))) is False
+
+
+def started(bridge: KitBridge) -> list[str]:
+    """Stub the announcer: what `_start` did after the schemas."""
+    done: list[str] = []
+
+    async def announce() -> None:
+        done.append("announced")
+
+    bridge.announcer.start = announce  # type: ignore[method-assign]
+    return done
+
+
+def test_the_start_registers_every_schema_and_the_codec_writes_their_ids(
+    mock_schema_registry: str,
+) -> None:
+    bridge = registry_bridge(mock_schema_registry)
+    bridge.topic(OrderConfirmed)
+    done = started(bridge)
+    asyncio.run(bridge._start())
+    assert done == ["announced"] and bridge._schema_topic is None
+    fmt = RegistryFormat(load_settings(env={}, schema_registry_url=mock_schema_registry))
+    assert bridge.codec.encode(CONFIRMED)[:5] == fmt.register(
+        OrderConfirmed.kit_schema(), "orders.OrderConfirmed"
+    )
+
+
+@pytest.mark.parametrize("failure", ["refused", "unreachable"])
+def test_a_registry_that_refuses_or_cannot_be_reached_stops_the_start_loudly(
+    failure: str, mock_schema_registry: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    def refuse(fmt: RegistryFormat, schemas: Any) -> dict[bytes, bytes]:  # Any: Schemas
+        raise SchemaRefused("customer_stats.CustomerStats", "customer_stats.CustomerStats-value",
+                            "BACKWARD", ["cannot read version 1: ..."])  # fmt: skip
+
+    if failure == "refused":
+        monkeypatch.setattr(RegistryFormat, "register_all", refuse)
+        bridge, error = registry_bridge(mock_schema_registry), SchemaRefused
+        bridge.topic(CustomerStats)
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        bridge, error = registry_bridge(f"http://127.0.0.1:{port}"), ConfigError
+    done = started(bridge)
+    with pytest.raises(error) as raised:
+        asyncio.run(bridge._start())
+    assert done == [] and bridge._schema_topic is None
+    assert f"kit bridge: customer_stats cannot start: {raised.value}" in caplog.text
+
+
+def test_a_topic_registers_its_schema_before_it_encodes_a_send(
+    mock_schema_registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bridge = registry_bridge(mock_schema_registry)
+    topic = bridge.topic(CustomerStats)
+    sent: list[bytes] = []
+
+    async def publish(self: Any, fut: Any, wait: bool = False) -> None:  # Any: Faust's
+        sent.append(fut.message.value)
+
+    monkeypatch.setattr(faust.Topic, "publish_message", publish)
+    stats = CustomerStats(customer="ada", orders=1, total_cents=5)
+    asyncio.run(topic.send(key="ada", value=stats))  # before the start registered it
+    assert registry_reader(mock_schema_registry).decode(sent[0], CustomerStats) == stats
+    assert sent[0][:1] == b"\x00"
