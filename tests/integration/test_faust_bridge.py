@@ -6,7 +6,8 @@ worker does not have) and the Faust table counts them, while a record that is no
 to the dead-letter topic without stopping the count; the worker publishes CustomerStats and
 a kit handler decodes them typed; a kit request to customer_stats.get is answered from the
 table; the registry lists the worker while it runs, and after SIGTERM its tombstone removes
-it.
+it. With KIT_SCHEMA_REGISTRY_URL (a real registry: kit's local one), the worker reads and
+writes the registry format; a registry it cannot reach stops it at its start.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import copy
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,10 +29,11 @@ from typing import TypeVar
 
 import pytest
 
-from kit import Client, Service, Settings
+from kit import Client, Codec, Service, Settings
 from kit.registry import Registry
 from kit.schema import Schema
 from kit.testing.process import OutputLines, spawn_python
+from kit.transport.registry_format import RegistryFormat
 from services.customer_stats.api import get
 from services.customer_stats.events import CustomerStats, GetStats
 from services.orders.events import OrderConfirmed
@@ -61,14 +64,18 @@ def newer_order_confirmed() -> Schema:
     return Schema.from_json(definition)
 
 
-def start_worker(app_id: str, workdir: Path) -> tuple[subprocess.Popen[str], OutputLines, str]:
-    """The Faust worker, as deployed; returns it with its output and its kit instance id.
+def start_worker(
+    app_id: str, workdir: Path, **env: str
+) -> tuple[subprocess.Popen[str], OutputLines, str]:
+    """The Faust worker, as deployed (`env`: more of its environment); returns it with its
+    output and its kit instance id.
 
     In `workdir`: Faust makes its data folder (`<app id>-data`) in the current directory.
     """
     proc = spawn_python(
         WORKER,
-        env={"PYTHONPATH": str(ROOT), "KIT_GROUP_ID": app_id, "KIT_REGISTRY_HEARTBEAT": "0.5"},
+        env={"PYTHONPATH": str(ROOT), "KIT_GROUP_ID": app_id, "KIT_REGISTRY_HEARTBEAT": "0.5"}
+        | env,
         cwd=workdir,
     )
     out = OutputLines(proc, echo=sys.stderr.write)  # shown by pytest when the test fails
@@ -195,3 +202,77 @@ async def gone(settings: Settings, instance: str) -> None:
     """After the graceful stop, a new reader does not see the instance (its tombstone)."""
     async with Registry(settings, ttl=3600) as registry:  # not aged out: removed
         assert [r.instance_id for r in registry.instances() if r.instance_id == instance] == []
+
+
+@pytest.mark.schema_registry
+def test_with_a_schema_registry_the_worker_reads_and_writes_the_registry_format(
+    kafka_bootstrap: str,
+    kit_registry_settings: Settings,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """A kit Client and the worker, both with KIT_SCHEMA_REGISTRY_URL: the request, the
+    order (through the app's group_by topic) and the worker's CustomerStats are framed."""
+    app_id = unique_name("customer-stats")
+    customer = f"sr-{uuid.uuid4().hex[:8]}"
+    url = kit_registry_settings.schema_registry_url or ""
+    proc, out, instance = start_worker(app_id, tmp_path, KIT_SCHEMA_REGISTRY_URL=url)
+    try:
+        asyncio.run(framed_exchange(kit_registry_settings, customer, instance))
+        published = [
+            m
+            for m in read_raw(kafka_bootstrap, "customer_stats.CustomerStats", 1)
+            if m.key() == customer.encode()
+        ]
+        assert len(published) == 1, "".join(out.lines)
+        value = published[0].value() or b""
+        assert value[:1] == b"\x00"  # the registry format, with the id the worker registered
+        fmt = RegistryFormat(kit_registry_settings)
+        reader = Codec(resolver=fmt.lookup, registry=True)
+        assert reader.decode(value, CustomerStats).total_cents == 700
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, "".join(out.lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+async def framed_exchange(settings: Settings, customer: str, instance: str) -> None:
+    async with Registry(settings) as registry, Client(settings) as client:
+        await until(lambda: _live(registry, instance), 30, f"{instance} in the registry")
+        zero = await client.request(get, GetStats(customer=customer), timeout=30)
+        assert zero == CustomerStats(customer=customer, orders=0, total_cents=0)
+        at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+        order = OrderConfirmed(
+            order_id=customer, customer=customer, total_cents=700, confirmed_at=at
+        )
+        await client.publish(order, key=order.order_id)
+
+        async def counted() -> CustomerStats | None:
+            stats = await client.request(get, GetStats(customer=customer), timeout=10)
+            return stats if stats.orders == 1 else None
+
+        assert (await until(counted, 30, "the order counted")).total_cents == 700
+
+
+def test_a_worker_whose_schema_registry_cannot_be_reached_stops_at_its_start(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = {"PYTHONPATH": str(ROOT), "KIT_GROUP_ID": unique_name("customer-stats"),
+           "KIT_SCHEMA_REGISTRY_URL": url}  # fmt: skip
+    proc = spawn_python(WORKER, env=env, cwd=tmp_path)
+    out = OutputLines(proc, echo=sys.stderr.write)
+    try:
+        assert proc.wait(timeout=60) != 0
+        out.wait_for(f"kit bridge: customer_stats cannot start: KIT_SCHEMA_REGISTRY_URL: "
+                     f"schema registry {url} unreachable", timeout=5)  # fmt: skip
+        assert not any("customer_stats ready" in line for line in out.lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
