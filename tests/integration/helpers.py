@@ -51,9 +51,15 @@ def read_raw(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> l
         while len(out) < count and time.monotonic() < deadline:
             out += [m for m in consumer.consume(500, 0.2) if m.error() is None]
         assert len(out) >= count, f"read {len(out)} of {count} records from {topic} in {timeout}s"
-        ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), 5) for p in parts]
-        total = sum(high - low for low, high in ends)
-        while len(out) < total and time.monotonic() < deadline:
+        # then the rest up to the end offsets; positions, not counts, say when: a
+        # transactional topic's commit markers take offsets but are no records
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), 5) for p in parts}
+        wanted = [TopicPartition(topic, p) for p, (low, high) in ends.items() if high > low]
+
+        def behind() -> bool:
+            return any(tp.offset < ends[tp.partition][1] for tp in consumer.position(wanted))
+
+        while behind() and time.monotonic() < deadline:
             out += [m for m in consumer.consume(500, 0.2) if m.error() is None]
         return out
     finally:

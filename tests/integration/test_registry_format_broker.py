@@ -69,18 +69,20 @@ def invoicing(name: str, source: str, target: str, seen: list[str]) -> Service:
     return service
 
 
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
 def test_a_service_round_trips_in_the_registry_format_without_the_schema_topic(
-    registry_settings: Settings, unique_name: Callable[[str], str]
+    registry_settings: Settings, unique_name: Callable[[str], str], exactly_once: bool
 ) -> None:
     source, target = unique_name("orders"), unique_name("invoices")
     seen: list[str] = []
     service = invoicing(unique_name("svc"), source, target, seen)
+    service_settings = registry_settings.model_copy(update={"exactly_once": exactly_once})
 
     async def scenario() -> None:
         async with Client(registry_settings) as client:
             for n in range(3):
                 await client.publish(order(n), topic=source, key=f"o-{n}")
-        async with running(service, registry_settings):
+        async with running(service, service_settings):
             await wait_until_async(lambda: len(seen) == 3, timeout=30, what="3 orders handled")
 
     asyncio.run(scenario())
