@@ -233,7 +233,10 @@ def test_a_reply_to_a_reply_topic_that_is_gone_is_dropped_at_once() -> None:
     producer = Producer()
     bridge.app = SimpleNamespace(producer=producer, conf=bridge.app.conf)  # type: ignore[assignment]
 
+    asked: list[str] = []
+
     async def gone(topic: str) -> bool:
+        asked.append(topic)
         return False
 
     bridge._topic_exists = gone  # type: ignore[method-assign]
@@ -244,9 +247,9 @@ def test_a_reply_to_a_reply_topic_that_is_gone_is_dropped_at_once() -> None:
         return CustomerStats(customer=request.customer, orders=0, total_cents=0)
 
     record = message(Codec().encode(GetStats(customer="ada")), request_headers())
-    started = time.monotonic()
     asyncio.run(bridge._answer(declared, serve, _Record(record)))
-    assert producer.sent == [] and time.monotonic() - started < 1
+    # checked first, so Faust's producer (which waits minutes for a missing topic) is never asked
+    assert len(asked) == 1 and producer.sent == []
 
 
 def test_the_worker_start_creates_every_topic_the_app_reads_first(
@@ -373,9 +376,8 @@ def test_a_dead_letter_the_producer_never_confirms_is_given_up_at_the_delivery_t
 
     bridge.app = SimpleNamespace(producer=Stuck(), conf=bridge.app.conf)  # type: ignore[assignment]
     error = ValueDecodeError("junk")
-    started = time.monotonic()
-    asyncio.run(topic.on_value_decode_error(error, message(b"junk")))  # returns: no crash
-    assert time.monotonic() - started < 2
+    # returns (no crash) after KIT_DELIVERY_TIMEOUT (0.2 s); unbounded, the deadline fails it
+    asyncio.run(asyncio.wait_for(topic.on_value_decode_error(error, message(b"junk")), 20))
     assert bridge.dead_lettered == 0 and bridge.dead_letters_lost == 1
     assert "NOT dead-lettered" in caplog.text and "orders.OrderConfirmed[0]@7" in caplog.text
 
