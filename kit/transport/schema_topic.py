@@ -85,6 +85,8 @@ class SchemaTopic:
         self.records_read = 0
         """Records read from the topic so far (each is read once)."""
         self._known: dict[bytes, Schema] = {}
+        self._parsed: set[bytes] = set()
+        """Values read and parsed once: their copies further on are not parsed again."""
         self._published: set[bytes] = set()
         self._ensured = False
         self._closed = False
@@ -322,8 +324,9 @@ class SchemaTopic:
         self._position = offset + 1
         self.records_read += 1
         value = msg.value()
-        if value is None:
-            return
+        if value is None or value in self._parsed:
+            return  # a tombstone, or a copy of a schema read before (every start writes them)
+        self._parsed.add(value)
         try:
             schema = Schema.from_json(value.decode(), source=self.topic)
         except Exception as exc:

@@ -395,3 +395,23 @@ def test_resolve_with_only_a_sync_resolver_runs_it_off_the_loop() -> None:
     asyncio.run(scenario())
     assert threads and threads[0] != threading.main_thread().name
     assert not asyncio.run(Codec().resolve(writer.fingerprint))  # no resolver at all
+
+
+def test_copies_of_a_schema_are_parsed_once(
+    topic: FakeTopic, partition: FakePartition, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every start writes its schemas again: a reader must not parse each copy (24k records
+    of a CI run's _kit_schemas took over 10 s to read, parsing each)."""
+    partition.append(*[version(1)] * 500, version(2), *[version(1)] * 500)
+    wanted = version(2).fingerprint
+    parsed: list[str] = []
+    real = Schema.from_json
+
+    def counting(text: str, **kwargs: Any) -> Schema:
+        parsed.append(text)
+        return real(text, **kwargs)
+
+    monkeypatch.setattr(Schema, "from_json", staticmethod(counting))
+    found = topic.lookup(wanted)
+    assert found is not None and found.fingerprint == wanted
+    assert topic.records_read == 1001 and len(parsed) == 2
