@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from kit.config import Settings
+from kit.otel import install as install_tracing
 from kit.registry import Announcer, Registry, load_registry_config
 from kit.requests import LiveCheck
 from kit.runtime import Runtime
@@ -83,6 +84,7 @@ class Requesting:
                 fail_fast=self.fail_fast,
                 registry_factory=open_registry,
             )
+            self.requester.stats = runtime.stats  # calls count with the runtime's handlers
             if runtime.announcer is not None:  # carried from the next heartbeat on
                 runtime.announcer.reply_address = self.requester.reply_topic
         await self.requester.start()
@@ -95,10 +97,18 @@ class Requesting:
 
 
 def default_extensions(settings: Settings) -> list[Extension]:
-    """Discovery when KIT_REGISTRY_ENABLED, and requests; installed by the package as the
-    default of every Runtime made without `extensions=`."""
+    """Metrics and health when KIT_METRICS_PORT is set (first, so stopped last), discovery
+    when KIT_REGISTRY_ENABLED, and requests; installed by the package as the default of
+    every Runtime made without `extensions=`."""
+    install_tracing(settings)  # OpenTelemetry spans, if importable and KIT_TRACING is not off
     config = load_registry_config()
-    extensions: list[Extension] = [Announcing()] if config.enabled else []
+    extensions: list[Extension] = []
+    if settings.metrics_port is not None:  # imported only then: prometheus-client and all
+        from kit.metrics_http import Metrics
+
+        extensions.append(Metrics(settings))
+    if config.enabled:
+        extensions.append(Announcing())
     extensions.append(Requesting(config.fail_fast))
     return extensions
 

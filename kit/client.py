@@ -17,10 +17,12 @@ from kit.codec import Codec, UnknownWriterSchema
 from kit.config import Settings, load_settings, warn_unknown_variables
 from kit.errors import DecodeError, DeliveryError
 from kit.event import Event
+from kit.otel import install as install_tracing
 from kit.registry import load_registry_config
 from kit.requests import LiveCheck
 from kit.schema import Schema, SchemaRepository, repository_for
 from kit.service import Caller, Endpoint
+from kit.telemetry import tracer
 from kit.transport.kafka import admin_client, check_reachable, make_consumer, make_producer
 from kit.transport.registry_format import RegistryFormat
 from kit.transport.requester import Requester
@@ -57,6 +59,7 @@ class Client(Caller):
     ) -> None:
         self.settings = settings or load_settings()
         warn_unknown_variables()
+        install_tracing(self.settings)  # OpenTelemetry spans, unless KIT_TRACING is off
         self._reached = False
         self.repository = repository
         self.fail_fast = load_registry_config().fail_fast if fail_fast is None else fail_fast
@@ -288,6 +291,7 @@ class Client(Caller):
         hdrs = list(headers.items()) if isinstance(headers, Mapping) else headers
         hdr_bytes = [(k, v.encode() if isinstance(v, str) else v) for k, v in hdrs or []] or None
         raw_key = key.encode() if isinstance(key, str) else key
+        hdr_bytes = tracer().outgoing(topic, raw_key, hdr_bytes, None)  # the caller's trace
         sink = self._sink
         slow = (
             topic not in sink.known_topics

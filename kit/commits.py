@@ -117,6 +117,7 @@ class Commits:
         """Dead-letter the input of each record the broker refused for good; on any other
         failure, keep the batch at the head of the queue and raise DeliveryError."""
         failures, ticket.failures = ticket.failures, []
+        self.dispatcher.stats.delivery_errors += len(failures)
         try:
             await self._dead_letter_refused(ticket, failures)
         except BaseException as exc:

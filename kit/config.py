@@ -35,8 +35,9 @@ log = logging.getLogger("kit.config")
 _PASSTHROUGH_PREFIX = "KIT_KAFKA_"
 _NOT_PASSED_THROUGH = frozenset({"KIT_KAFKA_CONFIG", "KIT_KAFKA_VERSION", "KIT_KAFKA_IMAGE"})
 """KIT_KAFKA_* variables that are kit's own settings (ToolSettings), not librdkafka's."""
-_READ_ELSEWHERE = frozenset({"KIT_LOG_LEVEL"})
-"""KIT_* variables no settings model reads: the kit command's --log-level reads this one."""
+_READ_ELSEWHERE = frozenset({"KIT_LOG_LEVEL", "KIT_LOG_FORMAT"})
+"""KIT_* variables no settings model reads: the kit command reads these two (as its
+--log-level and --log-format)."""
 
 
 class Settings(BaseSettings):
@@ -116,6 +117,28 @@ class Settings(BaseSettings):
         None,
         description="JSON object of other schema registry client settings "
         "(bearer.auth.*, proxy, timeout, ...).",
+    )
+
+    tracing: bool | None = Field(
+        None,
+        description="OpenTelemetry spans (publish, process, receive) for records; unset: on "
+        "when opentelemetry-api is installed (the `opentelemetry` extra), off: headers only.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of /metrics (Prometheus), /health/live and /health/ready; unset: "
+        "off; 0: a free port (tests).",
+    )
+    metrics_host: str = Field(
+        "0.0.0.0", min_length=1, description="Address the metrics and health server binds."
+    )
+    health_stuck_after: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds a handler call may run (or the event loop not turn) before "
+        "/health/live fails.",
     )
 
     @field_validator("schema_registry_url")
@@ -329,7 +352,7 @@ def known_variables() -> frozenset[str]:
     That is each field of every settings model kit defines with a ``KIT_`` prefix (found
     among pydantic's BaseSettings subclasses in kit's modules: Settings and ToolSettings
     here, kit.registry's RegistryConfig, which this layer cannot import), plus
-    KIT_LOG_LEVEL.
+    KIT_LOG_LEVEL and KIT_LOG_FORMAT.
     """
     names = set(_READ_ELSEWHERE)
     todo: list[type[BaseSettings]] = [BaseSettings]

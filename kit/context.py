@@ -10,6 +10,7 @@ from kit.codec import Codec
 from kit.event import Event
 from kit.protocol import Headers, MessageLike, Sink, TopicNotReady, header
 from kit.service import Caller, Endpoint, Service
+from kit.telemetry import Stats, active, current_record
 
 __all__ = [
     "Context",
@@ -116,6 +117,8 @@ class Host(Protocol):
     service: Service
     codec: Codec
     requester: Callable[[], Awaitable[Any]] | None  # Any: a BaseRequester, of a layer above
+    stats: Stats
+    learned: set[tuple[str, type[Event]]]
 
 
 class Context(Caller):
@@ -181,9 +184,13 @@ class Context(Caller):
             raise RuntimeError("this transport does not support requests")
         # Any: the requester is a kit.requests.BaseRequester, a layer above this one
         requester: Any = await factory()
-        answer: Event = await requester.request(
-            target, event, reply=reply, timeout=timeout, key=key
-        )
+        token = current_record.set(self._message)  # the request carries this record's trace
+        try:
+            answer: Event = await requester.request(
+                target, event, reply=reply, timeout=timeout, key=key
+            )
+        finally:
+            current_record.reset(token)
         return answer
 
     def publish(
@@ -198,8 +205,17 @@ class Context(Caller):
 
         `topic` defaults to the event schema's full name. Encoding errors raise here.
         """
-        value = self._dispatcher.codec.encode(event)
+        host = self._dispatcher
+        value = host.codec.encode(event)
         hdrs = [(k, _to_bytes(v) or b"") for k, v in headers.items()] if headers else None
+        kind = type(event)
         if topic is None:
-            topic = type(event).kit_schema().full_name
-        self.outbox.append((topic, value, _to_bytes(key), hdrs))
+            topic = kind.kit_schema().full_name
+        if (topic, kind) not in host.learned:
+            host.learned.add((topic, kind))
+            host.stats.learn_published(topic, kind.kit_schema().full_name)
+        raw_key = _to_bytes(key)
+        trace = active.tracer
+        if trace.spans or self._message.headers():  # else there is no trace to carry
+            hdrs = trace.outgoing(topic, raw_key, hdrs, self._message)
+        self.outbox.append((topic, value, raw_key, hdrs))

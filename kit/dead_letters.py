@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import traceback
 
 from kit.errors import DecodeError, DeliveryRefused
-from kit.protocol import Headers, MessageLike
+from kit.protocol import TRUNCATED, Headers, MessageLike
 from kit.service import Handler
 
 __all__ = [
     "RECORD_OVERHEAD",
     "dead_letter_headers",
     "dead_letter_topic",
+    "fit_value",
     "reason_of",
     "room_for_value",
 ]
+
+log = logging.getLogger("kit.dispatch")
 
 RECORD_OVERHEAD = 512
 """Bytes a record needs on the wire beyond its key, value and headers (batch and record
@@ -81,3 +85,26 @@ def room_for_value(
     fixed = len(key or b"") + header_bytes + RECORD_OVERHEAD
     room = len(value) if limit is None else max(0, limit - fixed - 64)
     return room if max_value is None else min(room, max_value)
+
+
+def fit_value(
+    msg: MessageLike, headers: Headers, limit: int | None, max_value: int | None, topic: str
+) -> bytes | None:
+    """The value of `msg`'s dead letter: whole if it fits `topic`'s record `limit` (and
+    `max_value`), else cut to fit, with a kit-dlt-truncated header (the original size)
+    appended to `headers`."""
+    value = msg.value()
+    room = room_for_value(value, msg.key(), headers, limit, max_value)
+    if value is None or len(value) <= room:
+        return value
+    headers.append((TRUNCATED, str(len(value)).encode()))
+    log.warning(
+        "dead letter of %s[%s]@%s cut from %d to %d value bytes to fit %s",
+        msg.topic(),
+        msg.partition(),
+        msg.offset(),
+        len(value),
+        room,
+        topic,
+    )
+    return value[:room]

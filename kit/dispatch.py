@@ -5,25 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from kit.codec import Codec, UnknownWriterSchema
 from kit.config import Settings
 from kit.context import Context, Output, Ticket
-from kit.dead_letters import RECORD_OVERHEAD, dead_letter_headers, dead_letter_topic, room_for_value
+from kit.dead_letters import RECORD_OVERHEAD, dead_letter_headers, dead_letter_topic, fit_value
 from kit.errors import (
     DecodeError,
-    DeliveryError,
     EncodeError,
-    RequestTimeout,
-    ServiceUnavailable,
 )
 from kit.event import Event
 from kit.protocol import (
     CORRELATION_ID,
     REPLY_TO,
-    TRUNCATED,
     MessageLike,
     Sink,
     TopicNotReady,
@@ -31,7 +27,10 @@ from kit.protocol import (
     reply_headers,
     request_expired,
 )
+from kit.retry import TRANSIENT_ERRORS, Abandoned, retry_delay
+from kit.schema import SchemaRepository, repository_of_types
 from kit.service import Handler, Responder, Service
+from kit.telemetry import Stats, active, current_record, tracer
 
 __all__ = [
     "RECORD_OVERHEAD",
@@ -45,15 +44,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("kit.dispatch")
-
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (ServiceUnavailable, RequestTimeout, DeliveryError)
-"""Failures of a dependency that a later attempt may not meet: retried for a time
-(KIT_TRANSIENT_TIMEOUT, or the handler's `transient_timeout`), not a number of times."""
-
-
-class Abandoned(Exception):
-    """A record's handling was given up because the runtime is stopping (it stays
-    uncommitted, so it is handled again after the restart)."""
 
 
 async def _always(_topic: str) -> bool:
@@ -83,6 +73,10 @@ class Dispatcher:
         """Where replies go (the runtime's plain producer when `sink` is transactional)."""
         self.stopping: asyncio.Event | None = None
         """Set by the runtime when it stops: retry waits end at once (see Abandoned)."""
+        self.stats = Stats()
+        """Counters per handler, published topics and calls (the runtime's `stats`)."""
+        self.learned: set[tuple[str, type[Event]]] = set()
+        """(topic, event type) pairs published so far: `stats.published` learns each once."""
 
     def dead_letter_topic(self, handler: Handler) -> str:
         """Where a handler's failed records go."""
@@ -103,13 +97,8 @@ class Dispatcher:
         first = messages[0]
         slot = (first.topic() or "", first.partition() or 0)
         handler = self.by_topic.get(slot[0])
-        if handler is None or isinstance(handler, Responder):
-            try:
-                for msg in messages:
-                    await self.handle(msg, ticket)
-                    offsets[slot] = (msg.offset() or 0) + 1
-            except Abandoned:
-                log.info("stopping: %s[%s] left before offset %s", *slot, msg.offset())
+        if handler is None or isinstance(handler, Responder) or tracer().spans:
+            await self._handle_each(messages, ticket, slot, handler)
             return
         # The hot path: one partition of one handler's topic. Anything unusual (a record
         # that does not decode, a handler that raises) goes through the full path.
@@ -118,7 +107,11 @@ class Dispatcher:
         func = handler.func
         takes_context = handler.takes_context
         is_async = handler.is_async
-        done = -1
+        stats = self.stats.handler(handler.name)
+        running, observe, clock = stats.started, stats.latency.observe, time.monotonic
+        part, timed, track = slot[1], active.timed, active.records
+        done, handled, began = -1, 0, 0.0
+        batch_began = clock()
         try:
             for msg in messages:
                 try:
@@ -128,6 +121,10 @@ class Dispatcher:
                     done = msg.offset() or 0
                     continue
                 ctx = Context(self, msg)
+                if track:
+                    current_record.set(msg)
+                if timed:
+                    began = running[part] = clock()
                 try:
                     result = func(event, ctx) if takes_context else func(event)
                     if is_async:
@@ -135,17 +132,47 @@ class Dispatcher:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    running.pop(part, None)
+                    stats.failed += 1
                     await self._attempts(msg, handler, event, ticket, 1, exc)
                 else:
-                    self.handled += 1
+                    if timed:
+                        observe(clock() - began)
+                        del running[part]
+                    handled += 1
                     if ctx.outbox and (i := self._publish(ctx, ticket)) >= 0:
                         await self._publish_rest(ctx, ticket, i)
                 done = msg.offset() or 0
         except Abandoned:
             log.info("stopping: %s[%s] left at offset %s", slot[0], slot[1], done + 1)
         finally:  # the records handled so far count, even if the run was cancelled
+            running.pop(part, None)
+            self.handled += handled
+            stats.handled += handled
+            stats.busy += clock() - batch_began
+            if track:
+                current_record.set(None)
             if done >= 0:
                 offsets[slot] = done + 1
+
+    async def _handle_each(
+        self,
+        messages: list[MessageLike],
+        ticket: Ticket,
+        slot: tuple[str, int],
+        handler: Handler | None,
+    ) -> None:
+        """The full path for each record of one partition, in order."""
+        began = time.monotonic()
+        try:
+            for msg in messages:
+                await self.handle(msg, ticket)
+                ticket.offsets[slot] = (msg.offset() or 0) + 1
+        except Abandoned:
+            log.info("stopping: %s[%s] left before offset %s", *slot, msg.offset())
+        finally:
+            if handler is not None:
+                self.stats.handler(handler.name).busy += time.monotonic() - began
 
     async def handle(self, msg: MessageLike, ticket: Ticket) -> None:
         """Handle one record completely: decode, call, publish outbox, reply or dead-letter."""
@@ -159,6 +186,18 @@ class Dispatcher:
                 "skipped expired request %s[%s]@%s", msg.topic(), msg.partition(), msg.offset()
             )
             return
+        token = current_record.set(msg)
+        try:
+            trace = tracer()
+            if not trace.spans:
+                await self._handle(msg, handler, ticket)
+                return
+            with trace.process(msg, handler.name, self.group):
+                await self._handle(msg, handler, ticket)
+        finally:
+            current_record.reset(token)
+
+    async def _handle(self, msg: MessageLike, handler: Handler, ticket: Ticket) -> None:
         try:
             event = await self._decode(msg, handler)
         except DecodeError as exc:
@@ -196,66 +235,44 @@ class Dispatcher:
             else handler.transient_timeout
         )
         first_failure = time.monotonic() if error is not None else 0.0
+        stats = self.stats.handler(handler.name)
+        part = msg.partition() or 0
         while True:
             if error is not None:
                 if not first_failure:
                     first_failure = time.monotonic()
                 failing_for = time.monotonic() - first_failure
-                delay = self._retry_delay(
-                    handler, error, attempt, retries, transient_for, failing_for
-                )
+                delay = retry_delay(
+                    self.settings, self.service.name, handler, error, attempt, retries,
+                    transient_for, failing_for,
+                )  # fmt: skip
                 if delay is None:
                     await self._failed(msg, handler, error, attempt, ticket)
                     return
                 await self._pause(delay)
+                stats.retried += 1
             attempt += 1
             ctx = Context(self, msg)
+            began = stats.started[part] = time.monotonic()
             try:
                 reply = await self._call(handler, event, ctx, responder)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                stats.failed += 1
+                tracer().failed(exc, final=False)
                 error = exc
                 continue
+            finally:
+                stats.started.pop(part, None)
+            stats.latency.observe(time.monotonic() - began)
             break
         self.handled += 1
+        stats.handled += 1
         if ctx.outbox and (i := self._publish(ctx, ticket)) >= 0:
             await self._publish_rest(ctx, ticket, i)
         if responder:
             await self.reply(msg, reply, None, ticket)
-
-    def _retry_delay(
-        self,
-        handler: Handler,
-        error: Exception,
-        attempt: int,
-        retries: int,
-        transient_for: float,
-        failing_for: float,
-    ) -> float | None:
-        """Seconds to wait before the next attempt, or None when the retries are spent: a
-        transient error is retried while it lasts less than `transient_for`, any other
-        `retries` times, with exponential backoff."""
-        transient = isinstance(error, TRANSIENT_ERRORS) and transient_for > 0
-        if (transient and failing_for >= transient_for) or (not transient and attempt > retries):
-            return None
-        delay = min(
-            self.settings.retry_backoff * (2.0 ** min(attempt - 1, 30)),
-            self.settings.retry_backoff_max,
-        )
-        if transient:  # never sleep past the end of the window
-            delay = max(0.0, min(delay, transient_for - failing_for))
-        log.warning(
-            "%s.%s attempt %d failed (%s: %s); retrying in %.2fs%s",
-            self.service.name,
-            handler.name,
-            attempt,
-            type(error).__name__,
-            error,
-            delay,
-            f" (transient, for up to {transient_for:g}s)" if transient else "",
-        )
-        return delay
 
     async def _call(
         self, handler: Handler, event: Event, ctx: Context, responder: bool
@@ -312,6 +329,7 @@ class Dispatcher:
     async def _failed(
         self, msg: MessageLike, handler: Handler, exc: Exception, attempts: int, ticket: Ticket
     ) -> None:
+        tracer().failed(exc, final=True)
         log.error(
             "%s.%s failed %d time(s) on %s[%s]@%s: %s: %s",
             self.service.name,
@@ -342,6 +360,7 @@ class Dispatcher:
             log.warning("reply topic %s is gone (requester stopped); reply dropped", topic)
             return
         headers = reply_headers(correlation, error, with_trace=self.settings.remote_tracebacks)
+        headers = tracer().outgoing(topic, None, headers, msg) or headers
         if error is not None:
             value = None
         ticket.pending += 1
@@ -365,24 +384,13 @@ class Dispatcher:
         record is.
         """
         self.dead_lettered += 1
+        self.stats.handler(handler.name).dead_lettered += 1
         topic = self.dead_letter_topic(handler)
         headers = list(msg.headers() or []) + dead_letter_headers(
             msg, exc, attempts, self.service.name, self.group, handler.name
         )
-        value, key = msg.value(), msg.key()
-        room = room_for_value(value, key, headers, self.sink.record_limit(topic), max_value)
-        if value is not None and len(value) > room:
-            headers.append((TRUNCATED, str(len(value)).encode()))
-            log.warning(
-                "dead letter of %s[%s]@%s cut from %d to %d value bytes to fit %s",
-                msg.topic(),
-                msg.partition(),
-                msg.offset(),
-                len(value),
-                room,
-                topic,
-            )
-            value = value[:room]
+        value = fit_value(msg, headers, self.sink.record_limit(topic), max_value, topic)
+        key = msg.key()
         log.warning(
             "dead-lettering %s[%s]@%s to %s: %s",
             msg.topic(),
@@ -400,3 +408,8 @@ class Dispatcher:
             except TopicNotReady:
                 ticket.pending -= 1
                 await self.sink.prepare(topic)
+
+
+def repository_of(services: Iterable[Service], settings: Settings) -> SchemaRepository:
+    """The schemas services read (see kit.schema.repository_of_types)."""
+    return repository_of_types((h.event_type for s in services for h in s.handlers), settings)

@@ -8,19 +8,20 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from kit.codec import Codec
 from kit.commits import Commits
 from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.dead_letters import dead_letter_topic
-from kit.dispatch import Dispatcher, Ticket
+from kit.dispatch import Dispatcher, Ticket, repository_of
 from kit.errors import ConfigError, KitError
 from kit.exactly_once import Transactions
 from kit.protocol import Sink
-from kit.schema import SchemaRepository, repository_of_types
+from kit.schema import SchemaRepository
 from kit.service import Handler, Service
+from kit.telemetry import Stats, current_instance
 from kit.transport.base import Consuming, Partition, Transport
 from kit.transport.consumer import ConsumerThread
 from kit.transport.diagnose import authorization_message
@@ -107,11 +108,8 @@ class Runtime:
         """What the runtime consumes from and publishes to."""
         self.bootstrap, self.bootstrap_source = resolve_bootstrap(self.settings)
         self.group = self.settings.group_id or service.group
-        self.exactly_once = (
-            service.exactly_once
-            if self.settings.exactly_once is None
-            else self.settings.exactly_once
-        )
+        once = self.settings.exactly_once
+        self.exactly_once = service.exactly_once if once is None else once
         """Each batch is one Kafka transaction with its offsets (see kit.exactly_once)."""
         self.transactions: Transactions | None = None
         self.ready = asyncio.Event()
@@ -122,8 +120,7 @@ class Runtime:
         """The batches in flight and the offsets they may store (made by start())."""
         self._close_deadline = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
-        self._started = False
+        self._loop_thread, self._started = 0, False
         self._codec = codec
         self.codec: Codec
         self.dispatcher: Dispatcher
@@ -138,11 +135,13 @@ class Runtime:
         self._set_up: list[Extension] = []
         """The extensions set up so far (stopped again if the start fails)."""
         self.announcer: Any = None  # Any: a kit.registry.Announcer, of a layer above this one
-        """The instance's kit.registry.Announcer, when the Announcing extension runs (Any:
-        the runtime does not import the registry, which sits above it)."""
+        """The instance's kit.registry.Announcer, when the Announcing extension runs."""
+        self.stats = Stats()
+        """Counters (per handler, per call target, published topics): kit.telemetry."""
+        self.error: BaseException | None = None
+        """What ended `run()`, if it ended with an error."""
         self.registry: Any = None  # Any: a feature's type, which the runtime does not import
-        """Optional kit.requests.LiveCheck: lets requests fail fast with ServiceUnavailable
-        (Any: a feature's type, which the runtime does not import)."""
+        """Optional kit.requests.LiveCheck: lets requests fail fast with ServiceUnavailable."""
         self.on_assigned: list[Callable[[Runtime], None]] = []
         """Called on the loop after each assignment (e.g. to announce the instance)."""
         self.on_closed: list[Callable[[Runtime], Awaitable[None] | None]] = []
@@ -156,6 +155,7 @@ class Runtime:
         extensions, await the service's start hooks (`Service.on_start`), and subscribe."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        current_instance.set((self.service.name, self.instance_id))
         transactional = self.exactly_once and bool(self.service.handlers)
         await self.transport.open(
             *(self.service, self.settings),
@@ -191,6 +191,7 @@ class Runtime:
         if isinstance(transport, KafkaTransport):
             self.dispatcher.reply_topic_exists = self._topic_exists
         self.dispatcher.stopping = self._stopping
+        self.dispatcher.stats = self.stats
         self.commits = Commits(settings, self.dispatcher, self.sink, transport.poll)
         self.consumer = transport.consumer
         for extension in self.extensions:
@@ -252,8 +253,7 @@ class Runtime:
         return self._kafka().schema_topic
 
     async def requester(self) -> Any:  # Any: a feature's type, which the runtime does not import
-        """The Requester that handlers' ctx.request() uses, started on first use (given by
-        the Requesting extension; Any: a feature's type, which the runtime does not import)."""
+        """The Requester that handlers' ctx.request() uses (the Requesting extension's)."""
         factory = self.dispatcher.requester
         if factory is None:
             raise KitError(f"{self.service.name}: no extension gives requests (kit.app.Requesting)")
@@ -303,11 +303,15 @@ class Runtime:
         """
         if not self._started:
             await self.start()
+        current_instance.set((self.service.name, self.instance_id))  # this task's logs
         try:
             step = self.step
             stopping = self._stopping
             while not stopping.is_set():
                 await step()
+        except BaseException as exc:
+            self.error = exc  # /health/live reports it (kit.health)
+            raise
         finally:
             await self.close()
 
@@ -413,8 +417,3 @@ class Runtime:
             fn(*args)
         elif loop.is_running():
             loop.call_soon_threadsafe(fn, *args)
-
-
-def repository_of(services: Iterable[Service], settings: Settings) -> SchemaRepository:
-    """The schemas services read (see kit.schema.repository_of_types)."""
-    return repository_of_types((h.event_type for s in services for h in s.handlers), settings)

@@ -5,19 +5,32 @@ from __future__ import annotations
 import inspect
 import sys
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, Protocol, TypeVar, cast, overload
 
 from kit.errors import ConfigError
 from kit.event import Event
 
-__all__ = ["Caller", "Endpoint", "Handler", "HandlerFunc", "Responder", "Service", "StartHook"]
+__all__ = [
+    "Caller",
+    "Endpoint",
+    "Handler",
+    "HandlerFunc",
+    "Publishes",
+    "Responder",
+    "Service",
+    "StartHook",
+]
 
 Req = TypeVar("Req", bound=Event, contravariant=True)
 Rep = TypeVar("Rep", bound=Event, covariant=True)
 Q = TypeVar("Q", bound=Event)
 P = TypeVar("P", bound=Event)
+
+Publishes = Iterable[type[Event] | tuple[str, type[Event]]]
+"""What `publishes=` takes: Event classes (to their default topic, the schema's full name)
+or (topic, Event class) pairs."""
 
 # Any: None or a responder's Event, or an awaitable of it (async handlers); checked at run time
 HandlerFunc = Callable[..., Awaitable[Any] | Any]
@@ -41,6 +54,9 @@ class Handler:
     dead_letter_topic: str | None = None
     partitions: int | None = None
     transient_timeout: float | None = None
+    publishes: tuple[tuple[str, type[Event]], ...] = ()
+    """(topic, Event class) of each event the handler declares it publishes (`publishes=`);
+    the registry carries them, with what the instance learned it publishes at run time."""
 
     @property
     def schema_name(self) -> str:
@@ -190,6 +206,7 @@ class Service:
         dead_letter_topic: str | None = None,
         partitions: int | None = None,
         transient_timeout: float | None = None,
+        publishes: Publishes = (),
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         """Declare a handler of one event type.
 
@@ -199,7 +216,8 @@ class Service:
         `partitions` is used when the kit creates the topic. `transient_timeout` overrides
         KIT_TRANSIENT_TIMEOUT: how long (seconds) a transient failure of a dependency
         (ServiceUnavailable, RequestTimeout, DeliveryError) is retried, in order, before
-        the record is dead-lettered.
+        the record is dead-lettered. `publishes` declares the events it publishes: Event
+        classes, or (topic, Event class) pairs (for `kit catalog`; nothing checks them).
         """
         _check_options(retries, transient_timeout)
 
@@ -219,6 +237,7 @@ class Service:
                     dead_letter_topic=dead_letter_topic,
                     partitions=partitions,
                     transient_timeout=transient_timeout,
+                    publishes=_publications(publishes, func),
                 )
             )
             return func
@@ -232,12 +251,14 @@ class Service:
         retries: int | None = 0,
         partitions: int | None = None,
         transient_timeout: float | None = 0,
+        publishes: Publishes = (),
     ) -> _ResponderDecorator:
         """Declare a responder: takes a request event, returns the reply event.
 
         `topic` defaults to `<service>.<function name>`, the address callers use. A
         responder's failure goes back to its caller at once (`retries` 0, and no retry of
         transient failures: the caller's deadline is running), unless these are given.
+        `publishes` declares the events it publishes, as for `handler`.
         """
 
         _check_options(retries, transient_timeout)
@@ -265,6 +286,7 @@ class Service:
                     partitions=partitions,
                     transient_timeout=transient_timeout,
                     reply_type=reply,
+                    publishes=_publications(publishes, func),
                 )
             )
             func.__kit_responder__ = (self.name, self.handlers[-1])  # type: ignore[attr-defined]
@@ -330,6 +352,20 @@ def _bound(event_type: type[Event], where: str) -> None:
         event_type.kit_schema()
     except TypeError as exc:
         raise ConfigError(where, f"{exc}: give it schema=... (see the README)") from None
+
+
+def _publications(publishes: Publishes, func: HandlerFunc) -> tuple[tuple[str, type[Event]], ...]:
+    """`publishes=` as (topic, Event class) pairs; ConfigError for anything else."""
+    where = getattr(func, "__qualname__", repr(func))
+    out = []
+    for item in publishes:
+        topic, event_type = item if isinstance(item, tuple) else (None, item)
+        if not (isinstance(event_type, type) and issubclass(event_type, Event)):
+            wanted = "Event classes or (topic, Event class) pairs"
+            raise ConfigError(where, f"publishes= takes {wanted}, got {item!r}")
+        _bound(event_type, where)
+        out.append((topic or event_type.kit_schema().full_name, event_type))
+    return tuple(out)
 
 
 def _check_options(retries: int | None, transient_timeout: float | None) -> None:

@@ -17,6 +17,7 @@ import click
 
 from kit.cli import (
     broker,
+    catalog,
     dlt,
     publish,
     replay,
@@ -29,14 +30,20 @@ from kit.cli import (
     topics,
 )
 from kit.cli.errors import guarded
-from kit.cli.options import LOG_LEVEL, configure_logging
+from kit.cli.options import LOG_FORMAT, LOG_LEVEL, configure_logging
 from kit.errors import ConfigError
 
 __all__ = ["cli", "main"]
 
 # A command's log level when neither --log-level nor KIT_LOG_LEVEL sets one; the others
 # leave logging as Python has it (warnings and errors only).
-_DEFAULT_LEVEL = {"run": "INFO", "request": "WARNING", "schemas": "INFO", "services": "WARNING"}
+_DEFAULT_LEVEL = {
+    "run": "INFO",
+    "request": "WARNING",
+    "schemas": "INFO",
+    "services": "WARNING",
+    "catalog": "WARNING",
+}
 
 
 def _version() -> str:
@@ -65,6 +72,12 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     "and schemas, WARNING for the others)",
 )
 @click.option(
+    "--log-format",
+    type=LOG_FORMAT,
+    default=None,
+    help="text (the default) or json: one JSON object per line (default KIT_LOG_FORMAT)",
+)
+@click.option(
     "--version",
     is_flag=True,
     expose_value=False,
@@ -73,28 +86,43 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     help="Show kit's version and exit.",
 )
 @click.pass_context
-def cli(ctx: click.Context, log_level: str | None) -> None:
+def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> None:
     """Run kit services, call them, watch them; record and replay traffic; run a local Kafka.
 
     Exit codes: 0 done; 1 failed, or the answer is no; 2 wrong usage, input or
     configuration; 3 request timeout; 4 remote error; 5 no live instance; 130 interrupted.
     """
-    code = _configure_logging(log_level, ctx.invoked_subcommand or "")
+    code = _configure_logging(log_level, ctx.invoked_subcommand or "", log_format)
     if code:
         ctx.exit(code)
 
 
 @guarded("kit")
-def _configure_logging(option: str | None, command: str) -> int:
-    """Log at --log-level, else KIT_LOG_LEVEL, else the command's default level.
+def _configure_logging(option: str | None, command: str, log_format: str | None = None) -> int:
+    """Log at --log-level, else KIT_LOG_LEVEL, else the command's default level; as
+    --log-format, else KIT_LOG_FORMAT, else text.
 
-    KIT_LOG_LEVEL is read here rather than by click, so that a bad value is a
-    configuration error naming the variable (click would name --log-level).
+    KIT_LOG_LEVEL and KIT_LOG_FORMAT are read here rather than by click, so that a bad
+    value is a configuration error naming the variable (click would name the option).
+    JSON logs are set up even for a command without a default level (at WARNING, Python's).
     """
+    log_format = log_format or _env_log_format()
     level = option or _env_log_level() or _DEFAULT_LEVEL.get(command)
-    if level:
-        configure_logging(level)
+    if level or log_format == "json":
+        configure_logging(level or "WARNING", log_format)
     return 0
+
+
+def _env_log_format() -> str | None:
+    from kit.logs import log_format_error
+
+    value = os.environ.get("KIT_LOG_FORMAT", "").strip()
+    if not value:
+        return None
+    why = log_format_error(value)
+    if why:
+        raise ConfigError("KIT_LOG_FORMAT", why)
+    return value.lower()
 
 
 def _env_log_level() -> str | None:
@@ -111,6 +139,7 @@ for _command in (
     run.run,
     request.request,
     services.services,
+    catalog.catalog,
     replies.replies,
     broker.broker,
     schema_registry.schema_registry,

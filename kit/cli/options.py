@@ -1,4 +1,4 @@
-"""What several commands share: the log level, and options that take several values."""
+"""What several commands share: the log level and format, and options that take several values."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-__all__ = ["LOG_LEVEL", "VariadicOptions", "configure_logging", "given"]
+__all__ = ["LOG_FORMAT", "LOG_LEVEL", "VariadicOptions", "configure_logging", "given"]
 
 # Any: every Any here is a value as click hands it over: a converter's input (command-line
 # text, or a default already converted) or click.Command's own arguments, passed on as given.
@@ -31,10 +31,48 @@ class _LogLevel(click.ParamType):
 LOG_LEVEL = _LogLevel()
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr at ``level`` (a name such as INFO), with time, level and logger."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger().setLevel(level.upper())
+class _LogFormat(click.ParamType):
+    """A log format: text or json, any case."""
+
+    name = "format"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from kit.logs import log_format_error
+
+        why = log_format_error(str(value))
+        if why:
+            self.fail(why, param, ctx)
+        return str(value).strip().lower()
+
+
+LOG_FORMAT = _LogFormat()
+
+_HANDLER = "kit.stderr"
+"""The name of the stderr handler configure_logging adds to the root logger."""
+
+
+def configure_logging(level: str, log_format: str | None = None) -> None:
+    """Log to stderr at ``level`` (a name such as INFO), as ``log_format``.
+
+    ``text`` gives lines with time, level and logger; ``json`` one JSON object per line
+    (kit.logs.JsonFormatter); None keeps the format an earlier call set (else text). As
+    logging.basicConfig, it adds no handler where the root logger already has others.
+    """
+    from kit.logs import TEXT_FORMAT, JsonFormatter
+
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if h.get_name() == _HANDLER]
+    if log_format is not None or not ours:
+        json_lines = log_format == "json"
+        formatter = JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT)
+        if ours:
+            ours[0].setFormatter(formatter)
+        elif not root.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.set_name(_HANDLER)
+            handler.setFormatter(formatter)
+            root.addHandler(handler)
+    root.setLevel(level.upper())
     # the schema registry client's HTTP library logs every request at INFO: shown at DEBUG only
     http = logging.getLogger("httpx2")
     http.setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)

@@ -33,6 +33,9 @@ __all__ = ["services"]
     help="redraw the table every second until Ctrl-C (with --json: one event per line)",
 )
 @click.option("--service", default=None, help="only instances of this service")
+@click.option(
+    "--stats", "show_stats", is_flag=True, help="add each instance's counters from its heartbeat"
+)
 @click.option("--topic", default=None, help="registry topic (default KIT_REGISTRY_TOPIC)")
 @click.option(
     "--ttl", type=float, default=None, help="heartbeat TTL in s (default KIT_REGISTRY_TTL)"
@@ -48,15 +51,22 @@ def services(
     as_json: bool,
     watch: bool,
     service: str | None,
+    show_stats: bool,
     topic: str | None,
     ttl: float | None,
     interval: float,
     log_level: str | None,
 ) -> int:
-    """List the live service instances in the registry."""
+    """List the live service instances in the registry.
+
+    With --stats, each instance's counters as its last heartbeat carried them (per handler:
+    handled, failed, retried, dead-lettered, average latency; per call target: sent,
+    timeouts, errors, in flight), in the style of NATS micro's $SRV.STATS. --json always
+    has them (the "stats" of each instance).
+    """
     if log_level:
         configure_logging(log_level)
-    view = _View(service, topic, ttl, interval)
+    view = _View(service, topic, ttl, interval, show_stats)
     return asyncio.run(_services(view, as_json=as_json, watch=watch, out=sys.stdout))
 
 
@@ -68,6 +78,7 @@ class _View:
     topic: str | None
     ttl: float | None
     interval: float
+    stats: bool = False
 
 
 async def _services(view: _View, *, as_json: bool, watch: bool, out: TextIO) -> int:
@@ -84,7 +95,10 @@ async def _services(view: _View, *, as_json: bool, watch: bool, out: TextIO) -> 
             if as_json:
                 print(json.dumps(to_json(regs, time.time(), registry), indent=2), file=out)
             else:
-                print(format_table(regs, time.time(), registry.topic, registry.ttl), file=out)
+                table = format_table(
+                    regs, time.time(), registry.topic, registry.ttl, stats=view.stats
+                )
+                print(table, file=out)
             return Exit.OK
         if as_json:
             with registry.watch() as events:
@@ -93,7 +107,7 @@ async def _services(view: _View, *, as_json: bool, watch: bool, out: TextIO) -> 
         else:
             stop = asyncio.Event()
             _on_stop_signals(stop.set)
-            await _redraw(registry, service, view.interval, stop, out)
+            await _redraw(registry, service, view.interval, stop, out, stats=view.stats)
         return Exit.OK
     finally:
         await registry.close()
@@ -107,14 +121,21 @@ def _on_stop_signals(callback: Callable[[], None]) -> None:
 
 
 async def _redraw(
-    registry: Registry, service: str | None, interval: float, stop: asyncio.Event, out: TextIO
+    registry: Registry,
+    service: str | None,
+    interval: float,
+    stop: asyncio.Event,
+    out: TextIO,
+    *,
+    stats: bool = False,
 ) -> None:
     """Redraw the table every `interval` until `stop`: a live table (rich) on a terminal;
     into a pipe or file, the table again each time as plain lines, with no screen codes."""
     from kit.registry.table import format_table
 
     def draw() -> str:
-        table = format_table(_select(registry, service), time.time(), registry.topic, registry.ttl)
+        regs = _select(registry, service)
+        table = format_table(regs, time.time(), registry.topic, registry.ttl, stats=stats)
         return f"{time.strftime('%H:%M:%S')}  kit services --watch (Ctrl-C to stop)\n\n{table}"
 
     if out.isatty():

@@ -16,6 +16,7 @@ from confluent_kafka import KafkaException, Producer
 from kit.codec import Codec
 from kit.config import Settings, load_settings
 from kit.errors import KitError
+from kit.registry.describe import calls_of, publications_of, stats_of
 from kit.registry.model import (
     HEADER_REASON,
     REPOSITORY,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from kit.runtime import Runtime
+    from kit.telemetry import Stats
 
 __all__ = ["Announcer"]
 
@@ -69,6 +71,7 @@ class Announcer:
         flush_timeout: float = 5.0,
         admin: AdminClient | None = None,
         schema_topic: SchemaTopic | None = None,
+        stats: Stats | None = None,
     ) -> None:
         config = load_registry_config(heartbeat=heartbeat_interval, topic=topic)
         self.service = service
@@ -88,6 +91,9 @@ class Announcer:
         """Wall-clock time (epoch s) of the first announce."""
         self.delivery_errors = 0
         """Registry writes the broker refused (each is also logged as a warning)."""
+        self.stats = stats
+        """Counters carried in every heartbeat (with a runtime: its `stats`, read then)."""
+        self._runtime: Runtime | None = None
         self._admin = admin
         self._schema_topic = schema_topic
         self._delivered = False  # a registration was acknowledged by the broker
@@ -101,7 +107,9 @@ class Announcer:
     # --- the record --------------------------------------------------------------------
 
     def registration(self) -> Registration:
-        """This instance's registration, with `last_heartbeat` set to now."""
+        """This instance's registration, with `last_heartbeat` set to now: the declared
+        endpoints, what it publishes and calls, and its counters at this moment."""
+        stats = self.current_stats()
         return Registration(
             service=self.service.name,
             version=self.service.version,
@@ -113,7 +121,16 @@ class Announcer:
             endpoints=endpoints_of(self.service),
             reply_address=self.reply_address,
             metadata=dict(self.metadata),
+            publishes=publications_of(self.service, stats.published if stats else None),
+            calls=calls_of(stats),
+            stats=stats_of(stats),
         )
+
+    def current_stats(self) -> Stats | None:
+        """The counters to carry: `stats`, else the attached runtime's (if it has any)."""
+        if self.stats is not None:
+            return self.stats
+        return getattr(self._runtime, "stats", None) if self._runtime is not None else None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -293,7 +310,11 @@ class Announcer:
     # --- runtime integration -----------------------------------------------------------
 
     def attach(self, runtime: Runtime) -> Announcer:
-        """Announce when `runtime` first gets partitions; tombstone after its graceful stop."""
+        """Announce when `runtime` first gets partitions; tombstone after its graceful stop.
+
+        Each heartbeat then carries the runtime's counters (`runtime.stats`).
+        """
+        self._runtime = runtime
         runtime.on_assigned.append(self._on_assigned)
         runtime.on_closed.append(self._on_closed)
         return self

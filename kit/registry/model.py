@@ -20,7 +20,11 @@ __all__ = [
     "HEADER_HEARTBEAT",
     "HEADER_REASON",
     "REPOSITORY",
+    "CallCounters",
     "Endpoint",
+    "HandlerCounters",
+    "InstanceStats",
+    "Publication",
     "Registration",
     "RegistryConfig",
     "endpoints_of",
@@ -63,6 +67,51 @@ class Endpoint(Event):
     reply_schema: str | None = None
 
 
+class Publication(Event):
+    """A topic an instance publishes to (the nested record kit.Publication)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: str
+    schemas: list[str] = Field(default_factory=list)
+    handlers: list[str] = Field(default_factory=list)
+
+
+class HandlerCounters(Event):
+    """One handler's counters (the nested record kit.HandlerCounters)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    handled: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    seconds: float = 0.0
+    average_ms: float = 0.0
+
+
+class CallCounters(Event):
+    """Counters of the calls to one `service.method` (the nested record kit.CallCounters)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sent: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    in_flight: int = 0
+
+
+class InstanceStats(Event):
+    """An instance's counters, as its heartbeats carry them (the record kit.InstanceStats)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    started: datetime
+    handlers: dict[str, HandlerCounters] = Field(default_factory=dict)
+    calls: dict[str, CallCounters] = Field(default_factory=dict)
+    delivery_errors: int = 0
+
+
 class Registration(Event, schema="kit.Registration", repository=REPOSITORY):
     """One running service instance, the value of its key on the registry topic (read-only)."""
 
@@ -78,14 +127,18 @@ class Registration(Event, schema="kit.Registration", repository=REPOSITORY):
     endpoints: list[Endpoint] = Field(default_factory=list)
     reply_address: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    publishes: list[Publication] = Field(default_factory=list)
+    calls: list[str] = Field(default_factory=list)
+    stats: InstanceStats | None = None
 
     def heartbeat_age(self, now: float) -> float:
         """Seconds since the last heartbeat, at wall-clock time `now` (epoch seconds)."""
         return now - self.last_heartbeat.timestamp()
 
     def same_except_heartbeat(self, other: Registration) -> bool:
-        """True when only last_heartbeat differs (a heartbeat, not a change)."""
-        return self.model_copy(update={"last_heartbeat": other.last_heartbeat}) == other
+        """True when only last_heartbeat and the counters differ (a heartbeat, not a change)."""
+        same = {"last_heartbeat": other.last_heartbeat, "stats": other.stats}
+        return self.model_copy(update=same) == other
 
 
 class RegistryConfig(BaseSettings):

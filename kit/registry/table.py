@@ -10,7 +10,7 @@ from kit.registry.model import Registration
 if TYPE_CHECKING:
     from kit.registry.reader import Registry
 
-__all__ = ["format_table", "instance_json", "to_json"]
+__all__ = ["format_table", "instance_json", "stats_lines", "to_json"]
 
 # Any: every Any here is a JSON value.
 
@@ -55,15 +55,38 @@ def _endpoint_lines(reg: Registration) -> list[str]:
     return lines or ["-"]
 
 
-def format_table(regs: Sequence[Registration], now: float, topic: str, ttl: float) -> str:
-    """The human-readable table; one line per endpoint, the instance on the first."""
+def stats_lines(reg: Registration) -> list[str]:
+    """An instance's counters from its last heartbeat (`kit services --stats`)."""
+    stats = reg.stats
+    if stats is None:
+        return ["stats: none in its heartbeats"]
+    since = stats.started.astimezone().strftime("%H:%M:%S")
+    lines = [f"stats since {since}: {stats.delivery_errors} delivery error(s)"]
+    for name, h in sorted(stats.handlers.items()):
+        lines.append(
+            f"  {name}: {h.handled} handled, {h.failed} failed, {h.retried} retried, "
+            f"{h.dead_lettered} dead-lettered, avg {h.average_ms:g} ms"
+        )
+    for target, c in sorted(stats.calls.items()):
+        lines.append(
+            f"  call {target}: {c.sent} sent, {c.timeouts} timeouts, {c.errors} errors, "
+            f"{c.in_flight} in flight"
+        )
+    return lines
+
+
+def format_table(
+    regs: Sequence[Registration], now: float, topic: str, ttl: float, *, stats: bool = False
+) -> str:
+    """The human-readable table; one line per endpoint, the instance on the first. With
+    `stats`, each instance's counters follow its endpoints."""
     if not regs:
         return f"no live service instances on {topic} (TTL {ttl:g}s)"
     header = ("SERVICE", "VERSION", "INSTANCE", "HOST", "AGE", "LAST HEARTBEAT", "ENDPOINTS")
     rows: list[tuple[str, ...]] = []
     for reg in regs:
         beat = reg.last_heartbeat.astimezone().strftime("%H:%M:%S")
-        eps = _endpoint_lines(reg)
+        eps = _endpoint_lines(reg) + (stats_lines(reg) if stats else [])
         rows.append(
             (
                 reg.service,

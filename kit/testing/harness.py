@@ -25,6 +25,7 @@ from kit.requests import (
 from kit.runtime import Runtime, repository_of
 from kit.schema import Schema, SchemaRepository
 from kit.service import Caller, Endpoint, Handler, Responder, Service
+from kit.telemetry import tracer
 from kit.transport.memory import MemoryBroker, MemoryConsumer, MemoryMessage, MemoryTransport
 from kit.transport.registry_format import RegistryFormat
 
@@ -380,6 +381,7 @@ class _MemoryRequester(BaseRequester):
         target = topic or f"{service}.{method}"
         deadline_ms = int((time.time() + wait) * 1000)
         headers = request_headers(corr, REPLY_TOPIC, deadline_ms, service, method)
+        headers = tracer().outgoing(target, key, headers, None) or headers  # as Requester's
         h.broker.create_topic(REPLY_TOPIC)
         msg = h.broker.append(target, value, key, headers, producer="request")
         for name, runtime in h.runtimes.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import queue
 import threading
@@ -39,7 +40,9 @@ class ConsumerThread(Executor):
         self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
             queue.SimpleQueue()
         )
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        # in a copy of the creator's context: its logs name the instance (kit.telemetry)
+        run = contextvars.copy_context().run
+        self._thread = threading.Thread(target=run, args=(self._serve,), name=name, daemon=True)
         self._thread.start()
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
@@ -79,6 +82,10 @@ class KafkaConsumer:
     def __init__(self, settings: Settings, group: str, instance_id: str, **overrides: Any) -> None:
         self.settings = settings
         self.group = group
+        self.on_stats: Callable[[str], None] | None = None
+        """Gets librdkafka's statistics JSON, on the consumer thread (kit.metrics sets it)."""
+        if settings.metrics_port is not None:
+            overrides = {"stats_cb": self._stats, **overrides}
         self.client: Consumer | None = make_consumer(
             settings, group, **{"client.id": instance_id, **overrides}
         )
@@ -141,6 +148,12 @@ class KafkaConsumer:
         self.thread.shutdown(wait=False)
 
     # --- on the consumer thread ---------------------------------------------------------
+
+    def _stats(self, statistics: str) -> None:
+        """librdkafka's statistics callback (inside consume): hand them to `on_stats`."""
+        on_stats = self.on_stats
+        if on_stats is not None:
+            on_stats(statistics)
 
     def _fetch(self) -> Sequence[MessageLike]:
         client = self.client

@@ -109,8 +109,14 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
         "socket.nagle.disable": True,
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 1_000,
+        **(_STATISTICS if settings.metrics_port is not None else {}),
         **base_config(settings),
     }
+
+
+_STATISTICS = {"statistics.interval.ms": 5_000}
+"""With metrics on (KIT_METRICS_PORT), consumers report librdkafka statistics (the
+consumer lag, kit.metrics) this often; KIT_KAFKA_STATISTICS_INTERVAL_MS overrides it."""
 
 
 class LibrdkafkaLog:

@@ -22,6 +22,7 @@ from kit.errors import (
     BrokerError,
     ConfigError,
     DeliveryError,
+    RemoteError,
     RequestTimeout,
     ServiceUnavailable,
 )
@@ -33,6 +34,7 @@ from kit.requests import (
     reply_topic_name,
     request_headers,
 )
+from kit.telemetry import Stats, tracer
 from kit.transport.admin import TopicSpec, ensure_topics
 from kit.transport.kafka import admin_client, make_consumer, poll_batch
 from kit.transport.sink import KafkaSink
@@ -85,6 +87,10 @@ class Requester(BaseRequester):
         self._registry_lock = asyncio.Lock()
         self.pending: dict[str, _Pending] = {}
         self.late_replies = 0
+        self.stats = Stats()
+        self._tracer = tracer()
+        """Counters per `service.method` called (a runtime's requester counts into the
+        runtime's `stats`)."""
         self._admin = admin_client(settings)
         self._sink = KafkaSink(producer, self._admin, settings)
         self._consumer: Consumer | None = None
@@ -212,6 +218,8 @@ class Requester(BaseRequester):
                 log.debug("dropped a late or unknown reply (correlation id %r)", corr)
                 continue
             entry.future.set_result(msg)
+            if self._tracer.spans:
+                self._tracer.received(msg, entry.service, entry.method)
 
     async def request_raw(
         self,
@@ -251,28 +259,54 @@ class Requester(BaseRequester):
         future: asyncio.Future[Message] = loop.create_future()
         self.pending[corr] = _Pending(future, service, method, started)
         deadline_ms = int((time.time() + wait) * 1000)
+        target = topic or f"{service}.{method}"
+        trace = self._tracer = tracer()
         headers = request_headers(corr, self.reply_topic, deadline_ms, service, method)
+        headers = trace.outgoing(target, key, headers, None) or headers
+        calls = self.stats.call(service, method)
+        calls.sent += 1
+        calls.in_flight += 1
+        try:
+            async with asyncio.timeout(wait):  # the deadline covers topic set-up too
+                await self._send(service, method, target, value, key, headers, future, create_topic)
+                reply = await future
+        except TimeoutError:
+            calls.timeouts += 1
+            raise RequestTimeout(service, method, corr, time.monotonic() - started) from None
+        finally:
+            calls.in_flight -= 1
+            self.pending.pop(corr, None)
+        calls.latency.observe(time.monotonic() - started)
+        try:
+            return check_reply(reply, service, method, corr)
+        except RemoteError:
+            calls.errors += 1
+            raise
+
+    async def _send(
+        self,
+        service: str,
+        method: str,
+        target: str,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        future: asyncio.Future[Message],
+        create_topic: bool,
+    ) -> None:
+        """Produce the request (its topic checked or created first, off the loop); a
+        failed delivery fails `future`."""
+        loop = future.get_loop()
 
         def delivered(err: object, _msg: object) -> None:
             if err is not None:
                 loop.call_soon_threadsafe(_fail, future, DeliveryError(f"request not sent: {err}"))
 
-        try:
-            target = topic or f"{service}.{method}"
-            async with asyncio.timeout(wait):  # the deadline covers topic set-up too
-                if target not in self._sink.known_topics:
-                    if not create_topic and not await asyncio.to_thread(
-                        self._sink.topic_exists, target
-                    ):
-                        raise NoRequestTopic(service, method, target)
-                    await asyncio.to_thread(self._sink.ensure_topic, target)
-                self._sink.produce(target, value, key, headers, delivered)
-                reply = await future
-        except TimeoutError:
-            raise RequestTimeout(service, method, corr, time.monotonic() - started) from None
-        finally:
-            self.pending.pop(corr, None)
-        return check_reply(reply, service, method, corr)
+        if target not in self._sink.known_topics:
+            if not create_topic and not await asyncio.to_thread(self._sink.topic_exists, target):
+                raise NoRequestTopic(service, method, target)
+            await asyncio.to_thread(self._sink.ensure_topic, target)
+        self._sink.produce(target, value, key, headers, delivered)
 
 
 class NoRequestTopic(ServiceUnavailable):

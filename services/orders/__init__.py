@@ -88,7 +88,7 @@ async def _reserve(request: PlaceOrder, ctx: Context) -> Reservation | str:
         return f"inventory failed: {exc.error_type}: {exc.message}"
 
 
-@service.responder()
+@service.responder(publishes=[OrderPlaced])
 async def place_order(request: PlaceOrder, ctx: Context) -> OrderResult:
     """Accept the order if inventory holds its stock; then publish OrderPlaced."""
     order_id = request.order_id
@@ -110,7 +110,7 @@ async def place_order(request: PlaceOrder, ctx: Context) -> OrderResult:
     return OrderResult(order_id=order_id, accepted=True, total_cents=total)
 
 
-@service.handler()
+@service.handler(publishes=[OrderConfirmed])
 async def on_payment_completed(paid: PaymentCompleted, ctx: Context) -> None:
     """The order is paid for: it is final."""
     confirmed = OrderConfirmed(
@@ -122,7 +122,7 @@ async def on_payment_completed(paid: PaymentCompleted, ctx: Context) -> None:
     ctx.publish(confirmed, key=paid.order_id)
 
 
-@service.handler()
+@service.handler(publishes=[OrderCancelled])
 async def on_payment_failed(failed: PaymentFailed, ctx: Context) -> None:
     """Give the order's stock back, then announce the cancellation."""
     released = await ctx.request(release, Release(order_id=failed.order_id), key=failed.order_id)

@@ -33,7 +33,7 @@ def payment_limit() -> int:
     return int(os.environ.get("SHOP_PAYMENT_LIMIT_CENTS", "50000"))
 
 
-@service.handler()
+@service.handler(publishes=[PaymentCompleted, PaymentFailed])
 async def on_order_placed(order: OrderPlaced, ctx: Context) -> None:
     """Pay for the order, or refuse it when its total is over the limit."""
     delay = float(os.environ.get("SHOP_PAYMENT_DELAY", "0"))

@@ -22,11 +22,16 @@ def closed_port() -> int:
 def run_kit(tmp_path: Path, *args: str, **env: str) -> tuple[int, list[str], float]:
     """Run `kit ARGS` as a user would, with only the KIT_* variables given; return its exit
     code, every line it printed (stdout and stderr together) and how long it took."""
+    return run_python(tmp_path, "-m", "kit.cli", *args, **env)
+
+
+def run_python(tmp_path: Path, *args: str, **env: str) -> tuple[int, list[str], float]:
+    """`python ARGS`, as run_kit runs `python -m kit.cli`."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
     base.update({"PYTHONPATH": str(ROOT), "KIT_BROKER_DIR": str(tmp_path / "broker")})
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "kit.cli", *args],
+        [sys.executable, *args],
         env={**base, **env},
         cwd=ROOT,
         stdout=subprocess.PIPE,
