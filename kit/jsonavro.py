@@ -102,7 +102,7 @@ def _parse(fn: Any, value: Any, path: str, what: str) -> Any:
         raise EncodeError(f"{path}: expected {what}, got {value!r}")
     try:
         result = fn(value)
-    except (ValueError, ArithmeticError) as exc:
+    except (ValueError, ArithmeticError, TypeError) as exc:  # TypeError: a number for a date
         raise EncodeError(f"{path}: expected {what}, got {value!r}") from exc
     if isinstance(result, datetime) and result.tzinfo is None:
         result = result.replace(tzinfo=UTC)

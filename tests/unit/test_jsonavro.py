@@ -42,6 +42,10 @@ def test_json_order_converts_to_avro_data_and_back() -> None:
             {"order_id": "o", "customer": "c", "lines": [], "placed_at": "yesterday"},
             "$.placed_at: expected an ISO-8601 date-time",
         ),
+        (  # a number where a date-time goes: an input error, not a TypeError traceback
+            {"order_id": "o", "customer": "c", "lines": [], "placed_at": 0},
+            "$.placed_at: expected an ISO-8601 date-time, got 0",
+        ),
         ({"order_id": "o", "bogus": 1}, "unknown field(s) ['bogus']"),
     ],
 )
