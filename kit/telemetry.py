@@ -3,8 +3,8 @@
 A leaf (it imports only kit.protocol), so the dispatcher, contexts and requesters can keep
 counters and carry traces without knowing who reads them: the Prometheus endpoint
 (kit.metrics), the registry heartbeats (`kit services --stats`), the JSON log format and
-OpenTelemetry (kit.otel) all read from here. With none of them on, the hot path pays one
-context-variable set per record and a few integer additions.
+OpenTelemetry (kit.otel) all read from here. With none of them on, the hot path pays an
+integer addition and two boolean tests per record, and two clock reads per batch.
 """
 
 from __future__ import annotations
