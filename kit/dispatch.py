@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from kit.codec import Codec, UnknownWriterSchema
@@ -28,9 +28,8 @@ from kit.protocol import (
     request_expired,
 )
 from kit.retry import TRANSIENT_ERRORS, Abandoned, retry_delay
-from kit.schema import SchemaRepository, repository_of_types
 from kit.service import Handler, Responder, Service
-from kit.telemetry import Stats, active, current_record, tracer
+from kit.telemetry import Stats, active, current_record, tracer, unique_names
 
 __all__ = [
     "RECORD_OVERHEAD",
@@ -75,6 +74,8 @@ class Dispatcher:
         """Set by the runtime when it stops: retry waits end at once (see Abandoned)."""
         self.stats = Stats()
         """Counters per handler, published topics and calls (the runtime's `stats`)."""
+        self.stats_names = unique_names((h.topic, h.name) for h in service.handlers)
+        """Each handler's name in `stats` by topic: its own, or name@topic if two share it."""
         self.learned: set[tuple[str, type[Event]]] = set()
         """(topic, event type) pairs published so far: `stats.published` learns each once."""
 
@@ -107,7 +108,7 @@ class Dispatcher:
         func = handler.func
         takes_context = handler.takes_context
         is_async = handler.is_async
-        stats = self.stats.handler(handler.name)
+        stats = self.stats.handler(self.stats_names[handler.topic])
         running, observe, clock = stats.started, stats.latency.observe, time.monotonic
         part, timed, track = slot[1], active.timed, active.records
         done, handled, began = -1, 0, 0.0
@@ -138,7 +139,7 @@ class Dispatcher:
                 else:
                     if timed:
                         observe(clock() - began)
-                        del running[part]
+                        running.pop(part, None)
                     handled += 1
                     if ctx.outbox and (i := self._publish(ctx, ticket)) >= 0:
                         await self._publish_rest(ctx, ticket, i)
@@ -172,7 +173,7 @@ class Dispatcher:
             log.info("stopping: %s[%s] left before offset %s", *slot, msg.offset())
         finally:
             if handler is not None:
-                self.stats.handler(handler.name).busy += time.monotonic() - began
+                self.stats.handler(self.stats_names[handler.topic]).busy += time.monotonic() - began
 
     async def handle(self, msg: MessageLike, ticket: Ticket) -> None:
         """Handle one record completely: decode, call, publish outbox, reply or dead-letter."""
@@ -192,8 +193,14 @@ class Dispatcher:
             if not trace.spans:
                 await self._handle(msg, handler, ticket)
                 return
+            stopped: Abandoned | None = None
             with trace.process(msg, handler.name, self.group):
-                await self._handle(msg, handler, ticket)
+                try:
+                    await self._handle(msg, handler, ticket)
+                except Abandoned as exc:  # not a failure of the record: handled again later
+                    stopped = exc
+            if stopped is not None:
+                raise stopped
         finally:
             current_record.reset(token)
 
@@ -201,6 +208,7 @@ class Dispatcher:
         try:
             event = await self._decode(msg, handler)
         except DecodeError as exc:
+            tracer().failed(exc, final=True)
             await self.dead_letter(msg, handler, exc, 0, ticket)
             if isinstance(handler, Responder):
                 await self.reply(msg, None, exc, ticket)
@@ -235,7 +243,7 @@ class Dispatcher:
             else handler.transient_timeout
         )
         first_failure = time.monotonic() if error is not None else 0.0
-        stats = self.stats.handler(handler.name)
+        stats = self.stats.handler(self.stats_names[handler.topic])
         part = msg.partition() or 0
         while True:
             if error is not None:
@@ -249,7 +257,9 @@ class Dispatcher:
                 if delay is None:
                     await self._failed(msg, handler, error, attempt, ticket)
                     return
+                waited = time.monotonic()
                 await self._pause(delay)
+                stats.busy -= time.monotonic() - waited  # waiting is not handling
                 stats.retried += 1
             attempt += 1
             ctx = Context(self, msg)
@@ -384,7 +394,7 @@ class Dispatcher:
         record is.
         """
         self.dead_lettered += 1
-        self.stats.handler(handler.name).dead_lettered += 1
+        self.stats.handler(self.stats_names[handler.topic]).dead_lettered += 1
         topic = self.dead_letter_topic(handler)
         headers = list(msg.headers() or []) + dead_letter_headers(
             msg, exc, attempts, self.service.name, self.group, handler.name
@@ -408,8 +418,3 @@ class Dispatcher:
             except TopicNotReady:
                 ticket.pending -= 1
                 await self.sink.prepare(topic)
-
-
-def repository_of(services: Iterable[Service], settings: Settings) -> SchemaRepository:
-    """The schemas services read (see kit.schema.repository_of_types)."""
-    return repository_of_types((h.event_type for s in services for h in s.handlers), settings)

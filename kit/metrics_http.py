@@ -130,7 +130,8 @@ class _Servers:
 
     def attach(self, settings: Settings, entry: _Entry) -> MetricsServer:
         port = settings.metrics_port
-        assert port is not None
+        if port is None:
+            raise ConfigError("KIT_METRICS_PORT", "the Metrics extension needs a port")
         key = (settings.metrics_host, port)
         with self.lock:
             server = self.by_address.get(key)
@@ -177,9 +178,9 @@ class Metrics:
 
     async def setup(self, runtime: Runtime) -> None:
         """Attach the runtime to the process's server, starting it if needed."""
-        active.timed = True  # every handler call timed: histograms, the stuck-handler check
         entry = _Entry(Watched(runtime, LoopWatch()), ConsumerLag())
         self.server = await asyncio.to_thread(_servers.attach, runtime.settings, entry)
+        active.timed = True  # every handler call timed: histograms, the stuck-handler check
         self._entry = entry
         consumer = getattr(runtime, "consumer", None)
         if isinstance(consumer, KafkaConsumer):

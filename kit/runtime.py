@@ -15,12 +15,12 @@ from kit.codec import Codec
 from kit.commits import Commits
 from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.dead_letters import dead_letter_topic
-from kit.dispatch import Dispatcher, Ticket, repository_of
+from kit.dispatch import Dispatcher, Ticket
 from kit.errors import ConfigError, KitError
 from kit.exactly_once import Transactions
 from kit.protocol import Sink
 from kit.schema import SchemaRepository
-from kit.service import Handler, Service
+from kit.service import Handler, Service, repository_of
 from kit.telemetry import Stats, current_instance
 from kit.transport.base import Consuming, Partition, Transport
 from kit.transport.consumer import ConsumerThread
@@ -138,8 +138,7 @@ class Runtime:
         """The instance's kit.registry.Announcer, when the Announcing extension runs."""
         self.stats = Stats()
         """Counters (per handler, per call target, published topics): kit.telemetry."""
-        self.error: BaseException | None = None
-        """What ended `run()`, if it ended with an error."""
+        self.error: BaseException | None = None  # what ended run(), if an error did
         self.registry: Any = None  # Any: a feature's type, which the runtime does not import
         """Optional kit.requests.LiveCheck: lets requests fail fast with ServiceUnavailable."""
         self.on_assigned: list[Callable[[Runtime], None]] = []
@@ -204,10 +203,12 @@ class Runtime:
         self._started = True
 
     async def _abort_start(self) -> None:
-        """Release what a start that failed after opening the transport made (consumer
-        thread, clients, extensions set up); errors logged: the start's error is raised."""
+        """Release what a failed start made (consumer, clients, extensions); errors logged."""
         try:
             await self.transport.consumer.close(0.0)
+        except Exception:
+            log.exception("closing %s's consumer after a failed start failed", self.service.name)
+        try:  # the extensions (a metrics server, ...) even when the consumer's close failed
             await self._release(self._set_up)
         except Exception:
             log.exception("releasing %s after a failed start failed", self.service.name)

@@ -9,8 +9,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, Protocol, TypeVar, cast, overload
 
+from kit.config import Settings
 from kit.errors import ConfigError
 from kit.event import Event
+from kit.schema import SchemaRepository, repository_of_types
 
 __all__ = [
     "Caller",
@@ -21,6 +23,7 @@ __all__ = [
     "Responder",
     "Service",
     "StartHook",
+    "repository_of",
 ]
 
 Req = TypeVar("Req", bound=Event, contravariant=True)
@@ -373,3 +376,8 @@ def _check_options(retries: int | None, transient_timeout: float | None) -> None
         raise ConfigError("retries", f"must be >= 0, got {retries}")
     if transient_timeout is not None and transient_timeout < 0:
         raise ConfigError("transient_timeout", f"must be >= 0, got {transient_timeout}")
+
+
+def repository_of(services: Iterable[Service], settings: Settings) -> SchemaRepository:
+    """The schemas services read (see kit.schema.repository_of_types)."""
+    return repository_of_types((h.event_type for s in services for h in s.handlers), settings)

@@ -10,8 +10,9 @@ integer addition and two boolean tests per record, and two clock reads per batch
 from __future__ import annotations
 
 import bisect
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from typing import Any
@@ -20,6 +21,7 @@ from kit.protocol import Headers, MessageLike
 
 __all__ = [
     "LATENCY_BUCKETS",
+    "MAX_LEARNED",
     "TRACEPARENT",
     "TRACESTATE",
     "Active",
@@ -32,8 +34,11 @@ __all__ = [
     "current_record",
     "install_tracer",
     "tracer",
+    "unique_names",
     "with_trace",
 ]
+
+log = logging.getLogger("kit.telemetry")
 
 TRACEPARENT = "traceparent"
 """W3C Trace Context header, carried on events, requests, replies and dead letters."""
@@ -44,6 +49,9 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 """Upper bounds (seconds) of the latency histograms; +Inf is implied."""
+
+MAX_LEARNED = 256
+"""Topics a Stats learns it published to, at most (each is carried in every heartbeat)."""
 
 current_record: ContextVar[MessageLike | None] = ContextVar("kit_current_record", default=None)
 """The record whose handler is running in this task (None outside handlers): read by the
@@ -151,6 +159,8 @@ class Stats:
         self.published: dict[str, set[str]] = {}
         self.delivery_errors = 0
         """Records the producer could not deliver (each failed delivery report)."""
+        self.learned_all = False
+        """True once more topics were published to than `published` keeps (MAX_LEARNED)."""
         self.started = time.time()
 
     def handler(self, name: str) -> HandlerStats:
@@ -168,9 +178,19 @@ class Stats:
         return stats
 
     def learn_published(self, topic: str, schema: str) -> None:
-        """Note that `schema` was published to `topic`."""
+        """Note that `schema` was published to `topic` (at most MAX_LEARNED topics: the
+        registration that carries them must stay small)."""
         names = self.published.get(topic)
         if names is None:
+            if len(self.published) >= MAX_LEARNED:
+                if not self.learned_all:
+                    self.learned_all = True
+                    log.warning(
+                        "published to more than %d topics: the registry lists the first %d",
+                        MAX_LEARNED,
+                        MAX_LEARNED,
+                    )
+                return
             names = self.published[topic] = set()
         names.add(schema)
 
@@ -187,6 +207,14 @@ class Stats:
             "calls": {f"{s}.{m}": c.as_dict() for (s, m), c in sorted(self.calls.items())},
             "delivery_errors": self.delivery_errors,
         }
+
+
+def unique_names(handlers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Each handler's name in a Stats, by topic, from (topic, name) pairs: its own name, or
+    `name@topic` when handlers of two topics share it."""
+    pairs = list(handlers)
+    names = [name for _topic, name in pairs]
+    return {t: n if names.count(n) == 1 else f"{n}@{t}" for t, n in pairs}
 
 
 class Tracer:

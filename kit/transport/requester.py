@@ -218,8 +218,11 @@ class Requester(BaseRequester):
                 log.debug("dropped a late or unknown reply (correlation id %r)", corr)
                 continue
             entry.future.set_result(msg)
-            if self._tracer.spans:
-                self._tracer.received(msg, entry.service, entry.method)
+            try:
+                if self._tracer.spans:
+                    self._tracer.received(msg, entry.service, entry.method)
+            except Exception:  # a tracer's failure must not keep other replies from callers
+                log.exception("tracing a reply failed")
 
     async def request_raw(
         self,
@@ -255,6 +258,7 @@ class Requester(BaseRequester):
         started = now if started is None else started
         wait -= now - started
         if wait <= 0:  # set-up (schema, topics, registry check) used the whole deadline
+            self.stats.call(service, method).timeouts += 1
             raise RequestTimeout(service, method, corr, now - started)
         future: asyncio.Future[Message] = loop.create_future()
         self.pending[corr] = _Pending(future, service, method, started)
