@@ -28,8 +28,9 @@ kit_producer_delivery_errors_total  counter    service
   retried (attempts made again), dead_lettered (sent to the dead-letter topic,
   undecodable records included).
 - kit_handler_duration_seconds: seconds per successful handler call.
-- kit_consumer_lag: records behind, end offset minus committed offset, per assigned
-  partition; from librdkafka's statistics (every 5 s, KIT_KAFKA_STATISTICS_INTERVAL_MS).
+- kit_consumer_lag: records behind, end offset minus committed offset (the log's start
+  offset where the group never committed), per assigned partition; from librdkafka's
+  statistics (every 5 s, KIT_KAFKA_STATISTICS_INTERVAL_MS).
 - kit_requests_total: requests to `target` (service.method) per `outcome`: sent (all),
   timeout (no reply in time), error (the reply carried the responder's error).
 - kit_requests_in_flight: requests sent and not answered yet.
@@ -71,7 +72,8 @@ Buckets = list[tuple[str, float]]
 
 def parse_lag(statistics: str) -> dict[Partition, int]:
     """Consumer lag per partition from librdkafka's statistics JSON: `consumer_lag`, else
-    `hi_offset - committed_offset`; partitions this consumer does not want (`desired`
+    `hi_offset - committed_offset` (`lo_offset` for a group that never committed there: a
+    new group's backlog shows); partitions this consumer does not want (`desired`
     false), the internal partition -1 and unknown lags are left out."""
     try:
         topics = json.loads(statistics).get("topics") or {}
@@ -86,6 +88,8 @@ def parse_lag(statistics: str) -> dict[Partition, int]:
             lag = part.get("consumer_lag", -1)
             if not isinstance(lag, int) or lag < 0:
                 high, committed = part.get("hi_offset", -1), part.get("committed_offset", -1)
+                if isinstance(committed, int) and committed < 0:  # the group never committed:
+                    committed = part.get("lo_offset", -1)  # behind by the whole log
                 if (
                     not (isinstance(high, int) and isinstance(committed, int))
                     or min(high, committed) < 0

@@ -151,13 +151,21 @@ def test_lag_from_librdkafka_statistics() -> None:
             "1": {"consumer_lag": -1, "desired": True, "hi_offset": 10, "committed_offset": 4},
             "2": {"consumer_lag": -1, "desired": True, "hi_offset": 10, "committed_offset": -1001},
             "3": {"consumer_lag": 8, "desired": False},  # not (or no more) assigned
+            "4": {  # a new group: never committed, the whole log (2..10) to go
+                "consumer_lag": -1,
+                "desired": True,
+                "hi_offset": 10,
+                "lo_offset": 2,
+                "committed_offset": -1001,
+            },
         }
     )
-    assert parse_lag(text) == {("orders", 0): 3, ("orders", 1): 6}
+    expected = {("orders", 0): 3, ("orders", 1): 6, ("orders", 4): 8}
+    assert parse_lag(text) == expected
     assert parse_lag("not json") == {}
     lag = ConsumerLag()
     lag.update(text)
-    assert lag.lags == {("orders", 0): 3, ("orders", 1): 6}
+    assert lag.lags == expected
     lag.update(statistics({}))
     assert lag.lags == {}
 
