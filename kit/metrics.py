@@ -161,14 +161,13 @@ def _handlers(watched: Sequence[Watched]) -> Iterator[Metric]:
                 key = (service, name, outcome)
                 counts[key] = counts.get(key, 0) + n
             _add_latency(latency, (service, name), h.latency)
-    records = CounterMetricFamily(
+    yield _family(
+        CounterMetricFamily,
         "kit_handler_records",
         "Records per handler and outcome (handled, failed, retried, dead_lettered)",
-        labels=["service", "handler", "outcome"],
+        ["service", "handler", "outcome"],
+        counts.items(),
     )
-    for key, value in sorted(counts.items()):
-        records.add_metric(list(key), value)
-    yield records
     yield _histogram(
         "kit_handler_duration_seconds",
         "Seconds per successful handler call",
@@ -187,14 +186,13 @@ def _lag(entries: Sequence[tuple[Watched, ConsumerLag]]) -> Metric:
                 continue  # revoked since the last statistics
             key = (service, topic, str(partition))
             lags[key] = max(value, lags.get(key, 0))
-    family = GaugeMetricFamily(
+    return _family(
+        GaugeMetricFamily,
         "kit_consumer_lag",
         "Records behind: end offset minus committed offset, per assigned partition",
-        labels=["service", "topic", "partition"],
+        ["service", "topic", "partition"],
+        lags.items(),
     )
-    for key, value in sorted(lags.items()):
-        family.add_metric(list(key), value)
-    return family
 
 
 def _assignment(runtime: Runtime) -> set[Partition] | None:
@@ -219,20 +217,20 @@ def _requests(watched: Sequence[Watched]) -> Iterator[Metric]:
                 counts[(service, target, outcome)] = counts.get((service, target, outcome), 0) + n
             flying[(service, target)] = flying.get((service, target), 0) + c.in_flight
             _add_latency(latency, (service, target), c.latency)
-    total = CounterMetricFamily(
+    yield _family(
+        CounterMetricFamily,
         "kit_requests",
         "Requests per target (service.method) and outcome (sent, timeout, error)",
-        labels=["service", "target", "outcome"],
+        ["service", "target", "outcome"],
+        counts.items(),
     )
-    for key, value in sorted(counts.items()):
-        total.add_metric(list(key), value)
-    yield total
-    in_flight = GaugeMetricFamily(
-        "kit_requests_in_flight", "Requests sent, not answered yet", labels=["service", "target"]
+    yield _family(
+        GaugeMetricFamily,
+        "kit_requests_in_flight",
+        "Requests sent, not answered yet",
+        ["service", "target"],
+        flying.items(),
     )
-    for pair, value in sorted(flying.items()):
-        in_flight.add_metric(list(pair), value)
-    yield in_flight
     yield _histogram(
         "kit_request_duration_seconds",
         "Seconds from a request's send to its reply (answered calls)",
@@ -242,31 +240,29 @@ def _requests(watched: Sequence[Watched]) -> Iterator[Metric]:
 
 
 def _producer(runtimes: Sequence[Runtime]) -> Iterator[Metric]:
-    queued: dict[str, float] = {}
-    errors: dict[str, float] = {}
+    queued: dict[tuple[str, ...], float] = {}
+    errors: dict[tuple[str, ...], float] = {}
     for runtime in runtimes:
-        name = runtime.service.name
+        name = (runtime.service.name,)
         stats = Watched(runtime).stats
         errors[name] = errors.get(name, 0) + stats.delivery_errors
         depth = _queue_depth(runtime)
         if depth is not None:
             queued[name] = queued.get(name, 0) + depth
-    queue = GaugeMetricFamily(
+    yield _family(
+        GaugeMetricFamily,
         "kit_producer_queue_messages",
         "Records in the producer's queue, not yet confirmed by the broker",
-        labels=["service"],
+        ["service"],
+        queued.items(),
     )
-    for name, value in sorted(queued.items()):
-        queue.add_metric([name], value)
-    yield queue
-    failed = CounterMetricFamily(
+    yield _family(
+        CounterMetricFamily,
         "kit_producer_delivery_errors",
         "Records the producer could not deliver",
-        labels=["service"],
+        ["service"],
+        errors.items(),
     )
-    for name, value in sorted(errors.items()):
-        failed.add_metric([name], value)
-    yield failed
 
 
 def _queue_depth(runtime: Runtime) -> int | None:
@@ -300,4 +296,18 @@ def _histogram(
     family = HistogramMetricFamily(name, documentation, labels=labels)
     for key, (buckets, total) in sorted(values.items()):
         family.add_metric(list(key), buckets, total)
+    return family
+
+
+def _family(
+    kind: type[CounterMetricFamily] | type[GaugeMetricFamily],
+    name: str,
+    documentation: str,
+    labels: list[str],
+    values: Iterable[tuple[tuple[str, ...], float]],
+) -> Metric:
+    """A counter or gauge family with one sample per (label values, value), sorted."""
+    family = kind(name, documentation, labels=labels)
+    for key, value in sorted(values):
+        family.add_metric(list(key), value)
     return family
