@@ -5,7 +5,7 @@ count does not. This runs `Dispatcher.handle_batch` over N real `confluent_kafka
 records (the `bench.kit_breakdown` set-up: `bench.Reading`, a handler that publishes a
 copy, a sink that confirms at once) under `valgrind --tool=callgrind`, twice over and
 not at all, and reports (instructions of 2 passes - instructions of set-up only) / 2N.
-Run it in two worktrees to compare commits (docs/benchmarks.md, "The layered core
+Run it in two worktrees to compare commits (docs/benchmarks-history.md, "The layered core
 against its own pre-change commit").
 
 Run (needs valgrind: `apt-get install valgrind`):

@@ -190,7 +190,7 @@ def markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks-history.md"))
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
     import sys

@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--variants", default=VARIANTS, help="';'-separated patch lists")
     parser.add_argument("--bootstrap", default=os.environ.get("KIT_BOOTSTRAP_SERVERS", ""))
     parser.add_argument("--timeout", type=float, default=600.0)
-    parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks-history.md"))
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
     if not args.bootstrap:

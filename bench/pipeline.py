@@ -11,7 +11,7 @@ in the same run, interleaved round by round, against the same broker:
   3. check the output topic holds N records, the group committed N offsets, and a sample
      of outputs decodes with the right key and `ok` flipped.
 Prints the results as JSON and appends a Markdown table (median round per contender,
-ratios, kit's targets) to docs/benchmarks.md.
+ratios, kit's targets) to docs/benchmarks-history.md.
 
 Run (broker: `python -m kit.cli broker start`):
     PYTHONPATH=. python -m bench.pipeline                      # N=200,000, every contender
@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument("--bootstrap", default=os.environ.get("KIT_BOOTSTRAP_SERVERS", ""))
     parser.add_argument("--timeout", type=float, default=600.0, help="per contender (s)")
     parser.add_argument("--profile-kit", default="", help="profile kit into this file")
-    parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks-history.md"))
     parser.add_argument("--no-doc", action="store_true", help="do not append to --doc")
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()]

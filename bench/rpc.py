@@ -7,10 +7,13 @@ Faust worker process that measures `agent.ask()` and prints its figures (see
 bench/faust_rpc.py for why, and for the workaround of a faust-streaming 0.15.3 bug).
 Same broker, same run.
 
+Also the ceiling (bench/rpc_ceiling.py): a hand-written confluent-kafka request-reply loop,
+bare and with kit's Avro + pydantic work, so kit is reported as a ratio of each.
+
 Run (broker: `python -m kit.cli broker start`):
-    PYTHONPATH=. python -m bench.rpc                        # kit and faust, write docs
+    PYTHONPATH=. python -m bench.rpc                        # all four, write docs
     PYTHONPATH=. python -m bench.rpc --only kit --no-doc --latency 500 --requests 5000
-Prints JSON; appends a table to docs/benchmarks.md unless --no-doc.
+Prints JSON; appends a table to docs/benchmarks-history.md unless --no-doc.
 """
 
 from __future__ import annotations
@@ -36,8 +39,11 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-async def measure(call: Any, latency_n: int, requests: int, warmup: int) -> dict[str, Any]:
-    """Latency of `latency_n` sequential calls, then throughput at 64 and 256 in flight."""
+async def measure(
+    call: Any, latency_n: int, requests: int, warmup: int, gather: bool = False
+) -> dict[str, Any]:
+    """Latency of `latency_n` sequential calls, then throughput at 64 and 256 in flight
+    (closed loop: that many callers; with `gather`, a task per call behind a semaphore)."""
     for i in range(warmup):
         await call(i)
     lat = []
@@ -53,15 +59,31 @@ async def measure(call: Any, latency_n: int, requests: int, warmup: int) -> dict
         "latency_samples": latency_n,
     }
     for depth in (64, 256):
-        sem = asyncio.Semaphore(depth)
-
-        async def bounded(i: int, sem: asyncio.Semaphore = sem) -> None:
-            async with sem:
-                await call(i)
-
+        took: list[float] = []
         t = time.perf_counter()
-        await asyncio.gather(*(bounded(i) for i in range(requests)))
+        if gather:  # the old method: a task per call, all made at once, a semaphore
+            sem = asyncio.Semaphore(depth)
+
+            async def bounded(i: int, sem: asyncio.Semaphore = sem, took: list = took) -> None:
+                async with sem:
+                    began = time.perf_counter()
+                    await call(i)
+                    took.append((time.perf_counter() - began) * 1000)
+
+            await asyncio.gather(*(bounded(i) for i in range(requests)))
+        else:  # closed loop, as the ceiling: `depth` callers, each sends its next call at once
+
+            async def caller(calls: Any, took: list[float] = took) -> None:
+                for i in calls:
+                    began = time.perf_counter()
+                    await call(i)
+                    took.append((time.perf_counter() - began) * 1000)
+
+            calls = iter(range(requests))  # shared: each call is made once
+            await asyncio.gather(*(caller(calls) for _ in range(depth)))
         out[f"rps_{depth}"] = round(requests / (time.perf_counter() - t))
+        out[f"p50_{depth}_ms"] = round(percentile(took, 50), 3)
+        out[f"p99_{depth}_ms"] = round(percentile(took, 99), 3)
     out["throughput_requests"] = requests
     return out
 
@@ -100,7 +122,7 @@ async def bench_kit(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
             async def call(_i: int) -> None:
                 await client.request(f"{service}.check", request, reply=StockLevel, timeout=30)
 
-            result = await measure(call, args.latency, args.requests, args.warmup)
+            result = await measure(call, args.latency, args.requests, args.warmup, args.gather)
             result["late_replies"] = client.requester.late_replies
             return result
     finally:
@@ -206,14 +228,39 @@ async def bench_faust(bootstrap: str, args: argparse.Namespace) -> dict[str, Any
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+async def bench_ceiling_bare(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The ceiling: a hand-written confluent-kafka request-reply loop (bench/rpc_ceiling.py)."""
+    from bench.rpc_ceiling import run_variant
+
+    return await asyncio.to_thread(run_variant, bootstrap, False, args)
+
+
+async def bench_ceiling_typed(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The ceiling with kit's per-call work: Avro framing and pydantic validation."""
+    from bench.rpc_ceiling import run_variant
+
+    return await asyncio.to_thread(run_variant, bootstrap, True, args)
+
+
+RUNNERS = {
+    "kit": bench_kit,
+    "ceiling-bare": bench_ceiling_bare,
+    "ceiling-typed": bench_ceiling_typed,
+    "faust": bench_faust,
+}
+
+
 def main() -> int:
-    """Run the benchmark; print JSON; append to docs/benchmarks.md."""
+    """Run the benchmark; print JSON; append to docs/benchmarks-history.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=int, default=2000, help="sequential calls")
     parser.add_argument("--requests", type=int, default=20000, help="calls per depth")
     parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--only", default="kit,faust")
+    parser.add_argument("--only", default=",".join(RUNNERS), help=f"of {','.join(RUNNERS)}")
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument(
+        "--gather", action="store_true", help="kit: a task per call + semaphore (the old method)"
+    )
     args = parser.parse_args()
     bootstrap = os.environ.get("KIT_BOOTSTRAP_SERVERS")
     if not bootstrap:
@@ -222,7 +269,7 @@ def main() -> int:
         bootstrap = ensure_running().bootstrap_servers
     results: dict[str, Any] = {}
     for name in args.only.split(","):
-        runner = {"kit": bench_kit, "faust": bench_faust}[name]
+        runner = RUNNERS[name]
         try:
             results[name] = asyncio.run(runner(bootstrap, args))
         except Exception as exc:
@@ -233,31 +280,40 @@ def main() -> int:
 
         info = machine(bootstrap)
         info = {k: info[k] for k in ("nproc", "cpu", "python", "broker")}
-        doc = ROOT / "docs" / "benchmarks.md"
+        doc = ROOT / "docs" / "benchmarks-history.md"
         text = doc.read_text() if doc.exists() else INTRO + "\n"
         doc.write_text(text.rstrip("\n") + "\n\n" + rpc_table(results, args, info))
     return 0
 
 
 def rpc_table(results: dict[str, Any], args: argparse.Namespace, info: dict[str, Any]) -> str:
-    """The Markdown section for docs/benchmarks.md."""
+    """The Markdown section for docs/benchmarks-history.md."""
     lines = [
         f"### Request-reply ({time.strftime('%Y-%m-%d')})",
         "",
         f"Command: `PYTHONPATH=. python -m bench.rpc --latency {args.latency} "
         f"--requests {args.requests}`. Machine: {info}.",
         "",
-        "| contender | p50 ms | p99 ms | max ms | req/s @64 | req/s @256 |",
-        "|---|---|---|---|---|---|",
+        "| contender | p50 ms | p99 ms | max ms | req/s @64 | req/s @256 | p50/p99 ms @256 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | failed: {r['error']} | | | | |")
+            lines.append(f"| {name} | failed: {r['error']} | | | | | |")
             continue
         lines.append(
             f"| {name} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['rps_64']} "
-            f"| {r['rps_256']} |"
+            f"| {r['rps_256']} | {r.get('p50_256_ms')}/{r.get('p99_256_ms')} |"
         )
+    kit = results.get("kit")
+    for other in ("ceiling-bare", "ceiling-typed"):
+        r = results.get(other)
+        if kit is not None and r is not None and "error" not in kit and "error" not in r:
+            lines.append("")
+            lines.append(
+                f"kit/{other}: throughput @256 {kit['rps_256'] / r['rps_256']:.2f}x, "
+                f"p50 one in flight {kit['p50_ms'] / r['p50_ms']:.2f}x."
+            )
     both = [results.get("kit"), results.get("faust")]
     if all(r is not None and "error" not in r for r in both):
         k, f = results["kit"], results["faust"]

@@ -45,7 +45,10 @@ class Announcing:
     async def setup(self, runtime: Runtime) -> None:
         """Attach an Announcer that reuses the runtime's admin client and schema topic."""
         announcer = Announcer.for_runtime(
-            runtime, admin=runtime.admin, schema_topic=runtime.schema_topic
+            runtime,
+            admin=runtime.admin,
+            schema_topic=runtime.schema_topic,
+            listed=getattr(getattr(runtime.transport, "topics", None), "listed", None),
         )
         runtime.announcer = announcer
         await announcer.prepare()

@@ -153,7 +153,9 @@ class Client(Caller):
     ) -> Event:
         """See `request()` (kit.service.Caller): the schema check counts in the deadline."""
         started = time.monotonic()
-        await self.ensure_schema(event.kit_schema())  # once per schema
+        schema = event.kit_schema()
+        if not self._reached or not self._schema_ready(schema, schema.full_name):
+            await self.ensure_schema(schema)  # once per schema
         return await self.requester.call(target, event, reply, timeout, key, started)
 
     async def request_raw(

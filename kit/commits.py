@@ -20,7 +20,7 @@ from kit.transport.diagnose import authorization_message
 from kit.transport.kafka import describe_record
 from kit.transport.sink import KafkaSink, record_size
 
-__all__ = ["Commits"]
+__all__ = ["Commits", "SlotTicket"]
 
 log = logging.getLogger("kit.runtime")
 
@@ -31,11 +31,24 @@ _REFUSED = {KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG, KafkaError.RECORD
 Partition = tuple[str, int]
 
 
+class SlotTicket(Ticket):
+    """The records of one partition in a fetched batch (kit.lanes): settled, in order,
+    after the older tickets of its partition only."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot: Partition, records: int) -> None:
+        super().__init__(records)
+        self.slot = slot
+        """(topic, partition) of every record in it."""
+
+
 class Commits:
     """The fetched batches in flight, oldest first, and the offsets they may store.
 
     A batch's offsets are handed to the consumer thread (`take()`) only when it is handled
-    and every record it emitted is confirmed, and only after every older batch. A delivery
+    and every record it emitted is confirmed, and only after every older batch (for a
+    `SlotTicket`, every older batch of its partition). A delivery
     the broker refused for good dead-letters the input record it came from; any other
     failure keeps the batch at the head of the queue and raises DeliveryError, so nothing
     at or after it is ever stored. Everything but `take` and `drop` runs on the event loop;
@@ -76,41 +89,68 @@ class Commits:
 
     # --- the event loop --------------------------------------------------------------
 
-    def drain(self) -> bool:
+    def drain(self) -> Ticket | None:
         """Hand the offsets of finished batches to the consumer thread, oldest first.
 
-        Stops at the first batch still in flight, or with failed deliveries (then returns
-        True: `resolve` must look at it before anything after it may be stored).
+        A `SlotTicket` (one partition's share of a batch, kit.lanes) waits only for older
+        tickets of its partition and for older whole batches; a whole batch (`Ticket`)
+        waits for every older ticket. Returns the first ticket with failed deliveries that
+        is otherwise free to go (`resolve` must look at it before anything after it of its
+        partitions may be stored), else None.
         """
         tickets = self.tickets
         settled: dict[Partition, int] = {}
-        blocked = False
-        while tickets and tickets[0].done:
-            ticket = tickets[0]
-            if ticket.failures:
-                blocked = True
-                break
-            tickets.popleft()
-            if ticket.dropped:
-                self.dispatcher.replies_dropped += ticket.dropped
-                log.warning("%d replies could not be delivered (requester gone)", ticket.dropped)
-            settled.update(ticket.offsets)
+        while tickets and tickets[0].done and not tickets[0].failures:
+            self._settled(tickets.popleft(), settled)
+        blocked = self._drain_rest(settled) if tickets else None
         if settled:
             with self._lock:
                 self._to_store.update(settled)
         return blocked
 
+    def _drain_rest(self, settled: dict[Partition, int]) -> Ticket | None:
+        """Pop the finished tickets behind an unfinished head that no older ticket holds."""
+        tickets = self.tickets
+        held: set[Partition] = set()
+        kept: list[Ticket] = []
+        blocked: Ticket | None = None
+        barrier = popped = False
+        for ticket in tickets:
+            slot = ticket.slot if isinstance(ticket, SlotTicket) else None
+            free = not barrier and (slot not in held if slot is not None else not kept)
+            if free and ticket.done:
+                if not ticket.failures:
+                    self._settled(ticket, settled)
+                    popped = True
+                    continue
+                blocked = blocked or ticket
+            kept.append(ticket)
+            if slot is None:
+                barrier = True
+            else:
+                held.add(slot)
+        if popped:
+            tickets.clear()
+            tickets.extend(kept)
+        return blocked
+
+    def _settled(self, ticket: Ticket, settled: dict[Partition, int]) -> None:
+        if ticket.dropped:
+            self.dispatcher.replies_dropped += ticket.dropped
+            log.warning("%d replies could not be delivered (requester gone)", ticket.dropped)
+        settled.update(ticket.offsets)
+
     async def settle(self) -> None:
-        """Store what is finished; resolve failed deliveries at the head (may raise).
+        """Store what is finished; resolve failed deliveries that hold it up (may raise).
 
         One settle at a time (the loop's, a revoke's or the close's): a failed batch is
         being resolved across awaits, and nothing may pop it meanwhile."""
         async with self._settling:
-            while self.drain():
+            while (blocked := self.drain()) is not None:
                 if self.failed is not None:
                     raise self.failed
-                await self.resolve(self.tickets[0])
-                if not self.tickets[0].done:
+                await self.resolve(blocked)
+                if not blocked.done:
                     return
 
     async def resolve(self, ticket: Ticket) -> None:
@@ -195,8 +235,9 @@ class Commits:
             f"{topic} refused a {size}-byte record (limit {limit} bytes): {text}"
         )
 
-    async def quiesce(self, timeout: float) -> None:
-        """Wait (bounded) until every batch in flight is confirmed and settled."""
+    async def quiesce(self, timeout: float, partitions: set[Partition] | None = None) -> None:
+        """Wait (bounded) until every batch in flight (of `partitions`, when given: those
+        and the whole batches) is confirmed and settled."""
         deadline = time.monotonic() + timeout
         while True:
             self._poll(0)
@@ -204,7 +245,7 @@ class Commits:
                 await self.settle()
             except DeliveryError:
                 return
-            if not self.tickets:
+            if not self._holding(partitions):
                 return
             if time.monotonic() >= deadline:
                 log.error(
@@ -214,3 +255,9 @@ class Commits:
                 )
                 return
             await asyncio.sleep(0.005)  # delivery reports arrive as the producer is polled
+
+    def _holding(self, partitions: set[Partition] | None) -> bool:
+        """Whether a ticket of `partitions` (None: any), or a whole batch, is unsettled."""
+        if partitions is None:
+            return bool(self.tickets)
+        return any(not isinstance(t, SlotTicket) or t.slot in partitions for t in self.tickets)

@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     )
     dead_letter_suffix: str = Field(".dlt", min_length=1, description="Dead-letter topic suffix.")
     batch_size: int = Field(500, ge=1, le=100_000, description="Records fetched per batch.")
+    max_batches_in_flight: int = Field(
+        8,
+        ge=1,
+        le=1_000,
+        description="Batches fetched and not yet settled, at most: partitions are handled "
+        "concurrently across them (memory: this times KIT_BATCH_SIZE records).",
+    )
     delivery_timeout: float = Field(30.0, gt=0, description="Seconds to confirm publishing.")
     schemas_dir: str | None = Field(None, description="Folder of .avsc files.")
     schema_topic: str = Field("_kit_schemas", min_length=1, description="Writer schemas topic.")

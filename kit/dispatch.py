@@ -89,13 +89,13 @@ class Dispatcher:
         for msg in messages:
             groups.setdefault((msg.topic(), msg.partition()), []).append(msg)
         if len(groups) == 1:
-            await self._handle_partition(next(iter(groups.values())), ticket)
+            await self.handle_partition(next(iter(groups.values())), ticket)
         else:
-            await asyncio.gather(*(self._handle_partition(g, ticket) for g in groups.values()))
+            await asyncio.gather(*(self.handle_partition(g, ticket) for g in groups.values()))
 
-    async def _handle_partition(self, messages: list[MessageLike], ticket: Ticket) -> None:
-        offsets = ticket.offsets
-        first = messages[0]
+    async def handle_partition(self, messages: Sequence[MessageLike], ticket: Ticket) -> None:
+        """Handle records of one partition in order; offsets: the next after the last done."""
+        offsets, first = ticket.offsets, messages[0]
         slot = (first.topic() or "", first.partition() or 0)
         handler = self.by_topic.get(slot[0])
         if handler is None or isinstance(handler, Responder) or tracer().spans:
@@ -158,7 +158,7 @@ class Dispatcher:
 
     async def _handle_each(
         self,
-        messages: list[MessageLike],
+        messages: Sequence[MessageLike],
         ticket: Ticket,
         slot: tuple[str, int],
         handler: Handler | None,
@@ -360,8 +360,8 @@ class Dispatcher:
         self, msg: MessageLike, value: bytes | None, error: BaseException | None, ticket: Ticket
     ) -> None:
         """Send a responder's encoded result (or its error) to the requester's reply topic."""
-        reply_to = header(msg, REPLY_TO)
-        correlation = header(msg, CORRELATION_ID)
+        found = dict(msg.headers() or ())  # one scan of the headers for both
+        reply_to, correlation = found.get(REPLY_TO), found.get(CORRELATION_ID)
         if not reply_to or not correlation:
             return
         topic = reply_to.decode(errors="replace")

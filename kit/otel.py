@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
@@ -85,14 +86,18 @@ class OtelTracer(Tracer):
         self._kinds = trace.SpanKind
         self._tracer = trace.get_tracer(INSTRUMENTATION, tracer_provider=provider)
         self._live = provider is not None
+        self._next_look = 0.0
 
     @property
     def spans(self) -> bool:  # type: ignore[override]  # read-only: the base's is a constant
         """True once there is a TracerProvider to send spans to (given, or set globally):
         until then kit only carries the headers and the dispatcher keeps its fast path."""
         if not self._live:  # the global provider can be set once; then it stays
-            found = self._trace.get_tracer_provider()
-            self._live = not isinstance(found, self._trace.ProxyTracerProvider)
+            now = time.monotonic()
+            if now >= self._next_look:  # get_tracer_provider reads os.environ: once a second
+                self._next_look = now + 1.0
+                found = self._trace.get_tracer_provider()
+                self._live = not isinstance(found, self._trace.ProxyTracerProvider)
         return self._live
 
     def outgoing(

@@ -58,13 +58,21 @@ def reply_topic_name(instance_id: str) -> str:
 
 
 def request_headers(
-    correlation_id: str, reply_topic: str, deadline_ms: int, service: str, method: str
+    correlation_id: str | bytes,
+    reply_topic: str | bytes,
+    deadline_ms: int,
+    service: str,
+    method: str,
 ) -> list[tuple[str, bytes]]:
-    """The headers that make a record a request: where to reply, to what, and by when."""
+    """The headers that make a record a request: where to reply, to what, and by when
+    (ids and topics may be given already encoded, as the Kafka requester does)."""
     return [
-        (CORRELATION_ID, correlation_id.encode()),
-        (REPLY_TO, reply_topic.encode()),
-        (DEADLINE, str(deadline_ms).encode()),
+        (
+            CORRELATION_ID,
+            correlation_id if isinstance(correlation_id, bytes) else correlation_id.encode(),
+        ),
+        (REPLY_TO, reply_topic if isinstance(reply_topic, bytes) else reply_topic.encode()),
+        (DEADLINE, b"%d" % deadline_ms),
         (METHOD, f"{service}.{method}".encode()),
     ]
 
@@ -130,7 +138,10 @@ class BaseRequester(Caller):
             timeout=timeout,
             started=started,
         )
-        return await self.decode_reply(raw.value(), reply_type)
+        try:  # the usual case, with no await: the reply's writer schema is known
+            return self.codec.decode(raw.value(), reply_type)
+        except UnknownWriterSchema:
+            return await self.decode_reply(raw.value(), reply_type)
 
     async def decode_reply(self, value: bytes | None, reply_type: type[R]) -> R:
         """Decode a reply, first resolving its writer schema off the loop if the codec does

@@ -15,9 +15,10 @@ from kit.codec import Codec
 from kit.commits import Commits
 from kit.config import Settings, load_settings, resolve_bootstrap
 from kit.dead_letters import dead_letter_topic
-from kit.dispatch import Dispatcher, Ticket
+from kit.dispatch import Dispatcher
 from kit.errors import ConfigError, KitError
 from kit.exactly_once import Transactions
+from kit.lanes import Lanes
 from kit.protocol import Sink
 from kit.schema import SchemaRepository
 from kit.service import Handler, Service, repository_of
@@ -118,6 +119,8 @@ class Runtime:
         self._stopping = asyncio.Event()
         self.commits: Commits
         """The batches in flight and the offsets they may store (made by start())."""
+        self.lanes = Lanes(self)
+        """The loop's body: a lane per busy partition (see kit.lanes)."""
         self._close_deadline = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread, self._started = 0, False
@@ -306,10 +309,9 @@ class Runtime:
             await self.start()
         current_instance.set((self.service.name, self.instance_id))  # this task's logs
         try:
-            step = self.step
-            stopping = self._stopping
+            turn, stopping = self.lanes.turn, self._stopping
             while not stopping.is_set():
-                await step()
+                await turn(False)
         except BaseException as exc:
             self.error = exc  # /health/live reports it (kit.health)
             raise
@@ -317,27 +319,10 @@ class Runtime:
             await self.close()
 
     async def step(self) -> int:
-        """One turn of the loop: fetch a batch, handle it, serve delivery reports, and
-        settle what is confirmed. Returns the number of records fetched."""
-        commits = self.commits
-        records = await self.consumer.fetch()
-        if commits.failed is not None:  # a revoke found it while settling
-            raise commits.failed
-        if records:
-            if self.transactions is not None:
-                await self.transactions.run_batch(records)
-            else:
-                ticket = Ticket(len(records))
-                commits.tickets.append(ticket)
-                try:
-                    await self.dispatcher.handle_batch(records, ticket)
-                finally:
-                    ticket.closed = True
-        self.transport.poll(0)
-        tickets = commits.tickets
-        if tickets and tickets[0].done:
-            await commits.settle()
-        return len(records)
+        """One turn of the loop, waited out: fetch a batch, handle it (partitions in their
+        lanes), serve delivery reports, settle. Returns the number of records fetched. (`run`
+        turns without waiting for the lanes: see kit.lanes.)"""
+        return await self.lanes.turn(True)
 
     async def close(self) -> None:
         """Settle, commit, close the consumer, run the on_closed hooks and stop the
@@ -345,6 +330,7 @@ class Runtime:
         timeout = self.settings.shutdown_timeout
         self._close_deadline = time.monotonic() + timeout
         try:
+            await self.lanes.close(self._time_left())
             if self.commits.failed is None:
                 await self.commits.quiesce(self._time_left())
         finally:
@@ -400,13 +386,14 @@ class Runtime:
     def lost(self, partitions: set[Partition]) -> None:
         """The transport lost these partitions: their settled offsets are not stored."""
         self.commits.drop(partitions)
-        self._to_loop(self.assignment.difference_update, partitions)
+        self._to_loop(self.lanes.lost, partitions)
 
-    async def settle(self, timeout: float) -> None:
-        """Settle what is in flight, within `timeout` and the close deadline (a revoke)."""
+    async def settle(self, timeout: float, partitions: set[Partition] | None = None) -> None:
+        """Finish or abandon the work of `partitions` (None: all), then settle what is in
+        flight, within `timeout` and the close deadline (a revoke)."""
         if self._close_deadline:
             timeout = min(timeout, self._time_left())
-        await self.commits.quiesce(timeout)
+        await self.lanes.settle(timeout, partitions)
 
     def take(self) -> dict[Partition, int]:
         """The offsets settled since the last call, for the transport to store."""

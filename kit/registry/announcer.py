@@ -34,7 +34,7 @@ from kit.transport.kafka import admin_client, make_producer
 from kit.transport.schema_topic import SchemaTopic
 
 if TYPE_CHECKING:
-    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin import AdminClient, TopicMetadata
 
 if TYPE_CHECKING:
     from kit.runtime import Runtime
@@ -72,6 +72,7 @@ class Announcer:
         admin: AdminClient | None = None,
         schema_topic: SchemaTopic | None = None,
         stats: Stats | None = None,
+        listed: dict[str, TopicMetadata] | None = None,
     ) -> None:
         config = load_registry_config(heartbeat=heartbeat_interval, topic=topic)
         self.service = service
@@ -96,6 +97,9 @@ class Announcer:
         self._runtime: Runtime | None = None
         self._admin = admin
         self._schema_topic = schema_topic
+        self._listed = listed
+        """A topic listing from the runtime's start, which `prepare` checks the registry
+        topic against instead of asking again (once: a later prepare asks)."""
         self._delivered = False  # a registration was acknowledged by the broker
         self._producer: Producer | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -147,7 +151,8 @@ class Announcer:
         producer = make_producer(self.settings, low_latency=True)
         if self._admin is None:
             self._admin = admin_client(self.settings)
-        ensure_topics(self._admin, [registry_topic_spec(self.settings, self.topic)])
+        listed, self._listed = self._listed, None
+        ensure_topics(self._admin, [registry_topic_spec(self.settings, self.topic)], listed=listed)
         producer.list_topics(self.topic, timeout=self.flush_timeout)  # connect before announcing
         if self._producer is None:
             self._producer = producer

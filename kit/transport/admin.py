@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
@@ -19,6 +20,9 @@ from confluent_kafka.admin import (
 
 from kit.errors import BrokerError
 from kit.transport.diagnose import authorization_message
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import TopicMetadata
 
 __all__ = ["TopicSpec", "ensure_topics", "raise_topic_limits", "topic_limits"]
 
@@ -37,13 +41,22 @@ class TopicSpec:
 
 
 def ensure_topics(
-    admin: AdminClient, specs: Iterable[TopicSpec], timeout: float = 30.0
+    admin: AdminClient,
+    specs: Iterable[TopicSpec],
+    timeout: float = 30.0,
+    *,
+    listed: dict[str, TopicMetadata] | None = None,
 ) -> list[str]:
-    """Create missing topics; warn where an existing one differs. Returns those created."""
+    """Create missing topics; warn where an existing one differs. Returns those created.
+
+    `listed`, a topic listing taken a moment ago (``admin.list_topics().topics``), saves
+    asking for one: start-up checks all its topics against one answer. The metadata of the
+    topics created is added to it.
+    """
     wanted = {s.name: s for s in specs}
     if not wanted:
         return []
-    existing = admin.list_topics(timeout=timeout).topics
+    existing = admin.list_topics(timeout=timeout).topics if listed is None else listed
     missing = [s for n, s in wanted.items() if n not in existing]
     for name, spec in wanted.items():
         meta = existing.get(name)
@@ -72,13 +85,19 @@ def ensure_topics(
                 continue
             denied = authorization_message(err, topic=name, action="create")
             raise BrokerError(denied or f"cannot create topic {name!r}: {err}") from None
-    _wait_for_metadata(admin, created, timeout)
+    ready = _wait_for_metadata(admin, created, timeout)
+    if listed is not None:
+        listed.update({n: ready[n] for n in created})
     return created
 
 
-def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> None:
+def _wait_for_metadata(
+    admin: AdminClient, names: list[str], timeout: float
+) -> dict[str, TopicMetadata]:
+    """The last listing, once every name in it has a leader for each partition."""
     deadline = time.monotonic() + timeout
     pending = set(names)
+    topics: dict[str, TopicMetadata] = {}
     while pending and time.monotonic() < deadline:
         topics = admin.list_topics(timeout=timeout).topics
         pending = {
@@ -92,6 +111,7 @@ def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> 
             time.sleep(0.05)
     if pending:
         raise BrokerError(f"topics not ready after {timeout:.0f}s: {sorted(pending)}")
+    return topics
 
 
 def topic_limits(

@@ -42,9 +42,10 @@ class Rebalance(Protocol):
         """These partitions were taken away without a chance to commit."""
         ...
 
-    async def settle(self, timeout: float) -> None:
-        """Wait, at most `timeout` seconds, until what is in flight is confirmed, so
-        that `take()` holds every offset that may be stored before a revoke."""
+    async def settle(self, timeout: float, partitions: set[Partition] | None = None) -> None:
+        """Before a revoke of `partitions` (None: all): finish or abandon their handling and
+        wait, at most `timeout` seconds, until what they emitted is confirmed, so that
+        `take()` holds every offset that may be stored."""
         ...
 
     def take(self) -> dict[Partition, int]:

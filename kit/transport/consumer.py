@@ -222,11 +222,12 @@ class KafkaConsumer:
         # Settle in-flight deliveries on the loop (which never waits on this thread), then
         # store and commit here, on the thread that owns the consumer.
         loop, listener = self._loop, self._listener
+        gone = {(tp.topic, tp.partition) for tp in partitions}
         if loop is not None and listener is not None and loop.is_running():
             limit = self.settings.shutdown_timeout
             if self._close_deadline:
                 limit = max(0.0, min(limit, self._close_deadline - time.monotonic()))
-            future = asyncio.run_coroutine_threadsafe(listener.settle(limit), loop)
+            future = asyncio.run_coroutine_threadsafe(listener.settle(limit, gone), loop)
             try:
                 future.result(limit + 1)
             except Exception as exc:  # a revoke must go on: what is unsettled is redone
@@ -234,7 +235,6 @@ class KafkaConsumer:
                 log.warning("settling before revoke failed: %r", exc)
         self._store_pending(client)
         self._commit(client)
-        gone = {(tp.topic, tp.partition) for tp in partitions}
         self._owned -= gone
         log.info("%s revoked %s", self.instance_id, _fmt(partitions))
         if listener is not None:

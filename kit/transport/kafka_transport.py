@@ -80,7 +80,7 @@ class KafkaTransport:
         )
         self.reply_sink = self.sink_for(self.producer, events=False)
         self.sink = self.reply_sink
-        self.schema_topic = SchemaTopic(settings, admin)
+        self.schema_topic = SchemaTopic(settings, admin, listed=self.topics.listed)
         overrides: dict[str, object] = {} if auto_commit else {"enable.auto.commit": False}
         self.consumer = KafkaConsumer(settings, group, instance_id, **overrides)
         self._opened = True

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
@@ -26,7 +27,7 @@ from kit.errors import (
     RequestTimeout,
     ServiceUnavailable,
 )
-from kit.protocol import CORRELATION_ID, MARKER, header
+from kit.protocol import CORRELATION_ID, MARKER
 from kit.requests import (
     BaseRequester,
     LiveCheck,
@@ -85,7 +86,8 @@ class Requester(BaseRequester):
         self._registry_factory = registry_factory
         self._own_registry: LiveCheck | None = None
         self._registry_lock = asyncio.Lock()
-        self.pending: dict[str, _Pending] = {}
+        self.pending: dict[bytes, _Pending] = {}
+        """Calls waiting for their reply, by correlation id."""
         self.late_replies = 0
         self.stats = Stats()
         self._tracer = tracer()
@@ -100,7 +102,8 @@ class Requester(BaseRequester):
         self._start_lock = asyncio.Lock()
         self._verified = time.monotonic()
         self._reassign = threading.Event()
-        self._id_prefix = f"{self.instance_id}-{uuid.uuid4().hex[:8]}-"
+        self._id_prefix = f"{self.instance_id}-{uuid.uuid4().hex[:8]}-".encode()
+        self._reply_to = self.reply_topic.encode()
         self._ids = itertools.count(1)
 
     @property
@@ -179,7 +182,7 @@ class Requester(BaseRequester):
             if not entry.future.done():
                 entry.future.set_exception(
                     RequestTimeout(
-                        entry.service, entry.method, corr, time.monotonic() - entry.started
+                        entry.service, entry.method, corr.decode(), time.monotonic() - entry.started
                     )
                 )
         if self._consumer is not None:
@@ -205,24 +208,33 @@ class Requester(BaseRequester):
                 loop.call_soon_threadsafe(self._deliver, batch)
 
     def _deliver(self, batch: list[Message]) -> None:
+        """Hand a fetched batch of replies to their callers (on the loop, once per batch)."""
+        pending = self.pending
         for msg in batch:
             if msg.error() is not None:
                 log.warning("reply topic error: %s", msg.error())
                 continue
-            if header(msg, MARKER) is not None:
+            corr: bytes | None = None
+            marker: bytes | None = None
+            headers: list[tuple[str, bytes]] = msg.headers() or []  # type: ignore[assignment]
+            for name, data in headers:  # one scan for both
+                if name == CORRELATION_ID:
+                    corr = data
+                elif name == MARKER:
+                    marker = data
+            if marker is not None:  # a liveness mark, not a reply
                 continue
-            corr = header(msg, CORRELATION_ID)
-            entry = self.pending.get(corr.decode()) if corr else None
+            entry = pending.get(corr) if corr is not None else None
             if entry is None or entry.future.done():
                 self.late_replies += 1
                 log.debug("dropped a late or unknown reply (correlation id %r)", corr)
                 continue
             entry.future.set_result(msg)
-            try:
-                if self._tracer.spans:
+            if self._tracer.spans:
+                try:
                     self._tracer.received(msg, entry.service, entry.method)
-            except Exception:  # a tracer's failure must not keep other replies from callers
-                log.exception("tracing a reply failed")
+                except Exception:  # a tracer's failure must not keep other replies from callers
+                    log.exception("tracing a reply failed")
 
     async def request_raw(
         self,
@@ -236,81 +248,115 @@ class Requester(BaseRequester):
         started: float | None = None,
         create_topic: bool = True,
     ) -> Message:
-        """Send encoded request bytes to `service.method`; return the reply record.
-
-        Raises ServiceUnavailable (registry says no live instance, or, with
-        `create_topic=False`, the request topic does not exist), RequestTimeout, or
-        RemoteError (the responder raised or could not decode the request). A missing
-        request topic is created unless `create_topic` is False, so that a call made before
-        its responder started waits for it.
-        """
+        """Send encoded request bytes to `service.method`; return the reply record. Raises
+        ServiceUnavailable (no live instance; with `create_topic=False`, no request topic),
+        RequestTimeout, or RemoteError (the responder raised or could not decode the
+        request). A missing request topic is created otherwise: an early call waits."""
         wait = self.settings.request_timeout if timeout is None else timeout
         if wait <= 0:
             raise ConfigError("timeout", f"must be positive, got {wait}")
-        await self._check_live(service, timeout)
+        if self.registry is None or not self.registry.has_live(service):  # else: no await
+            await self._check_live(service, timeout)
         if self._thread is None:
             await self.start()
         elif time.monotonic() - self._verified > 60:
             await self._heal()
         loop = asyncio.get_running_loop()
-        corr = f"{self._id_prefix}{next(self._ids)}"  # unique: the instance id is unique
+        corr = b"%s%d" % (self._id_prefix, next(self._ids))  # unique: the instance id is
         now = time.monotonic()
         started = now if started is None else started
         wait -= now - started
+        calls = self.stats.call(service, method)
         if wait <= 0:  # set-up (schema, topics, registry check) used the whole deadline
-            self.stats.call(service, method).timeouts += 1
-            raise RequestTimeout(service, method, corr, now - started)
+            calls.timeouts += 1
+            raise RequestTimeout(service, method, corr.decode(), now - started)
         future: asyncio.Future[Message] = loop.create_future()
         self.pending[corr] = _Pending(future, service, method, started)
-        deadline_ms = int((time.time() + wait) * 1000)
         target = topic or f"{service}.{method}"
-        trace = self._tracer = tracer()
-        headers = request_headers(corr, self.reply_topic, deadline_ms, service, method)
-        headers = trace.outgoing(target, key, headers, None) or headers
-        calls = self.stats.call(service, method)
+        headers = self._headers(corr, target, key, wait, service, method)
         calls.sent += 1
         calls.in_flight += 1
+        request = (target, value, key, headers, partial(self._sent, corr))
         try:
-            async with asyncio.timeout(wait):  # the deadline covers topic set-up too
-                await self._send(service, method, target, value, key, headers, future, create_topic)
-                reply = await future
+            reply = await self._exchange(service, method, request, future, now + wait, create_topic)
         except TimeoutError:
             calls.timeouts += 1
-            raise RequestTimeout(service, method, corr, time.monotonic() - started) from None
+            raise RequestTimeout(service, method, corr.decode(), loop.time() - started) from None
         finally:
             calls.in_flight -= 1
             self.pending.pop(corr, None)
         calls.latency.observe(time.monotonic() - started)
         try:
-            return check_reply(reply, service, method, corr)
+            return check_reply(reply, service, method, corr.decode())
         except RemoteError:
             calls.errors += 1
             raise
 
-    async def _send(
+    async def _exchange(
+        self,
+        service: str,
+        method: str,
+        request: tuple[str, bytes, bytes | None, list[tuple[str, bytes]], Callable[..., None]],
+        future: asyncio.Future[Message],
+        deadline: float,
+        create_topic: bool,
+    ) -> Message:
+        """Produce `request` (topic, value, key, headers, delivery callback) and wait for
+        its reply until `deadline` (loop time); TimeoutError after it."""
+        loop = future.get_loop()
+        target = request[0]
+        if target in self._sink.known_topics:  # the usual case: no set-up to wait for
+            self._sink.produce(*request)
+            timer = loop.call_at(deadline, _expire, future)
+            try:
+                return await future
+            finally:
+                timer.cancel()
+        send = partial(self._sink.produce, *request)  # the deadline covers topic set-up too
+        wait = deadline - loop.time()
+        return await self._first(service, method, target, create_topic, send, future, wait)
+
+    def _headers(
+        self, corr: bytes, target: str, key: bytes | None, wait: float, service: str, method: str
+    ) -> list[tuple[str, bytes]]:
+        """A request's headers: the protocol's, and the caller's trace."""
+        deadline_ms = int((time.time() + wait) * 1000)
+        headers = request_headers(corr, self._reply_to, deadline_ms, service, method)
+        trace = self._tracer = tracer()
+        return trace.outgoing(target, key, headers, None) or headers
+
+    async def _first(
         self,
         service: str,
         method: str,
         target: str,
-        value: bytes,
-        key: bytes | None,
-        headers: list[tuple[str, bytes]],
-        future: asyncio.Future[Message],
         create_topic: bool,
-    ) -> None:
-        """Produce the request (its topic checked or created first, off the loop); a
-        failed delivery fails `future`."""
-        loop = future.get_loop()
-
-        def delivered(err: object, _msg: object) -> None:
-            if err is not None:
-                loop.call_soon_threadsafe(_fail, future, DeliveryError(f"request not sent: {err}"))
-
-        if target not in self._sink.known_topics:
+        send: Callable[[], None],
+        future: asyncio.Future[Message],
+        wait: float,
+    ) -> Message:
+        """A call to a request topic met for the first time: check (or create) it off the
+        loop, send, and wait for the reply, all within the deadline (TimeoutError)."""
+        async with asyncio.timeout(wait):
             if not create_topic and not await asyncio.to_thread(self._sink.topic_exists, target):
                 raise NoRequestTopic(service, method, target)
             await asyncio.to_thread(self._sink.ensure_topic, target)
-        self._sink.produce(target, value, key, headers, delivered)
+            send()
+            return await future
+
+    def _sent(self, corr: bytes, err: object, _msg: object) -> None:
+        """Delivery report of a request (where the producer is polled): a request that
+        could not be sent fails its call at once, with DeliveryError. (Delivery reports
+        carry no headers: the correlation id is bound to the callback.)"""
+        loop = self._loop
+        if err is not None and loop is not None:
+            error = DeliveryError(f"request not sent: {err}")
+            loop.call_soon_threadsafe(self._send_failed, corr, error)
+
+    def _send_failed(self, corr: bytes, error: DeliveryError) -> None:
+        entry = self.pending.get(corr)
+        if entry is not None and not entry.future.done():
+            entry.future.set_exception(error)
 
 
 class NoRequestTopic(ServiceUnavailable):
@@ -321,6 +367,7 @@ class NoRequestTopic(ServiceUnavailable):
         self.args = (f"no request topic {topic!r}: no responder {service}.{method} has ever run",)
 
 
-def _fail(future: asyncio.Future[Message], error: BaseException) -> None:
+def _expire(future: asyncio.Future[Message]) -> None:
+    """The deadline of a call passed (a loop timer): its wait ends with TimeoutError."""
     if not future.done():
-        future.set_exception(error)
+        future.set_exception(TimeoutError())

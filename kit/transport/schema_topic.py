@@ -32,11 +32,14 @@ from kit.transport.kafka import make_consumer, make_producer, watermarks
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Producer
-    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin import AdminClient, TopicMetadata
 
 __all__ = ["SchemaTopic"]
 
 log = logging.getLogger("kit.kafka")
+
+LISTING_KEPT = 30.0
+"""Seconds a start-up topic listing given to a SchemaTopic stands for a fresh answer."""
 
 
 class SchemaTopic:
@@ -64,6 +67,7 @@ class SchemaTopic:
         *,
         timeout: float = 10.0,
         create: bool | None = None,
+        listed: dict[str, TopicMetadata] | None = None,
     ) -> None:
         # `producer` is accepted and ignored, for callers that still pass theirs (the runtime
         # does, until it drops the argument): publish() used to flush that shared producer
@@ -89,6 +93,11 @@ class SchemaTopic:
         """Values read and parsed once: their copies further on are not parsed again."""
         self._published: set[bytes] = set()
         self._ensured = False
+        self._listed = listed if self.create else None
+        """A topic listing from start-up, which the first `publish` (at start) checks the
+        topic against instead of asking again. Not kept for a reader that does not create
+        the topic: its first check may come much later; nor past LISTING_KEPT seconds."""
+        self._listed_until = time.monotonic() + LISTING_KEPT
         self._closed = False
         self._lock = threading.Lock()
         """Guards the consumer and `_position`: one read at a time, from any thread."""
@@ -253,7 +262,9 @@ class SchemaTopic:
             spec = TopicSpec(
                 self.topic, 1, self.settings.topic_replication, (("cleanup.policy", "compact"),)
             )
-            ensure_topics(self.admin, [spec])
+            listed, self._listed = self._listed, None
+            fresh = listed is not None and time.monotonic() < self._listed_until
+            ensure_topics(self.admin, [spec], listed=listed if fresh else None)
             self._ensured = True
 
     def _make_consumer(self) -> Consumer:

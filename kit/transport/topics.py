@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka.admin import AdminClient, TopicMetadata
 
@@ -29,6 +29,9 @@ class ServiceTopics:
     """max.message.bytes of each topic, where it could be read."""
     producer_limit: int | None
     """The largest of those limits: the producer's message.max.bytes must reach it."""
+    listed: dict[str, TopicMetadata] = field(default_factory=dict)
+    """The cluster's topic listing taken at start (with the topics start-up created), for
+    the other topics checked while starting (the schema topic, ...): one answer for all."""
 
 
 def setup_service_topics(
@@ -45,6 +48,10 @@ def setup_service_topics(
     to it (or, if the broker refuses, its records are cut to fit, see
     Dispatcher.dead_letter), and the producer's `message.max.bytes` is raised to the
     largest source limit.
+
+    Metadata requests, when every topic exists: one topic listing and one read of the
+    topics' configurations (creating topics adds a create and the listings that wait
+    for their leaders).
     """
     check_reachable(admin, settings, settings.connect_timeout)
     create = settings.create_topics
@@ -52,32 +59,53 @@ def setup_service_topics(
         TopicSpec(h.topic, h.partitions or settings.topic_partitions, settings.topic_replication)
         for h in handlers
     ]
+    listed: dict[str, TopicMetadata] = admin.list_topics(timeout=15).topics
     if create:
-        ensure_topics(admin, specs)
-    meta = listing(admin, [s.name for s in specs], 15.0 if create else 0)
+        ensure_topics(admin, specs, listed=listed)
+    meta = _usable(listed)
     missing = [s.name for s in specs if s.name not in meta]
+    if missing and create:  # listed with an error (no leader yet): ask again, up to 15 s
+        listed.update(listing(admin, missing, 15.0))
+        meta = _usable(listed)
+        missing = [name for name in missing if name not in meta]
     if missing:
         why = "created but not listed in time" if create else "missing"
         hint = "" if create else " and KIT_CREATE_TOPICS is false"
         raise KitError(f"topics {why}{hint}: {missing}")
     sources = [h.topic for h in handlers]
-    limits = topic_limits(admin, sources) if sources else {}
     dlt_of = {h.topic: dead_letter_topic(h) for h in handlers}
+    read = topic_limits(admin, [*sources, *(d for d in dlt_of.values() if d in meta)])
+    limits = {t: read[t] for t in sources if t in read}
+    dlt_limits = {d: read[d] for d in dlt_of.values() if d in read}
     if create:  # DLTs mirror their source's partitions and size limit
-        ensure_topics(
-            admin, [_mirror(dlt, source, meta, limits, settings) for source, dlt in dlt_of.items()]
-        )
-        meta = listing(admin, [*sources, *dlt_of.values()], 15.0)
-    dlt_limits = topic_limits(admin, [d for d in dlt_of.values() if d in meta])
+        mirrors = [_mirror(dlt, source, meta, limits, settings) for source, dlt in dlt_of.items()]
+        created = ensure_topics(admin, mirrors, listed=listed)
+        meta = _usable(listed)
+        dlt_limits.update(_configured_limits(mirrors, created))
     _raise_dead_letter_limits(admin, dlt_of, limits, dlt_limits)
     _warn_fewer_partitions(dlt_of, meta)
     partitions = {
-        name: len(meta[name].partitions)
-        for name in [*sources, *dlt_of.values()]
-        if name in meta and meta[name].error is None
+        name: len(meta[name].partitions) for name in [*sources, *dlt_of.values()] if name in meta
     }
     largest = max([*limits.values(), *dlt_limits.values()], default=0)
-    return ServiceTopics(partitions, {**limits, **dlt_limits}, largest or None)
+    return ServiceTopics(partitions, {**limits, **dlt_limits}, largest or None, listed)
+
+
+def _usable(listed: dict[str, TopicMetadata]) -> dict[str, TopicMetadata]:
+    """The topics of a listing that were listed without an error."""
+    return {n: t for n, t in listed.items() if t.error is None}
+
+
+def _configured_limits(specs: list[TopicSpec], created: list[str]) -> dict[str, int]:
+    """The `max.message.bytes` that the topics just created were given."""
+    made = set(created)
+    return {
+        s.name: int(value)
+        for s in specs
+        if s.name in made
+        for key, value in s.config
+        if key == "max.message.bytes"
+    }
 
 
 def _mirror(
