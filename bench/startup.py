@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import kit
+from bench.rpc import visible
 from kit import Client, Runtime, Settings, load_settings
 from kit.testing.process import OutputLines, spawn_python
 
@@ -145,6 +146,7 @@ def main() -> None:
     responder, out = spawn("tests.fixtures.stockroom:service", env)
     try:
         out.at("kit: stockroom ready:")
+        asyncio.run(visible(settings, "stockroom"))  # as a caller finds it (bench/rpc.py)
         calls = [asyncio.run(client_first_call(settings)) for _ in range(args.repeat)]
     finally:
         stop(responder)

@@ -5,8 +5,9 @@ half second; a stamp older than KIT_HEALTH_STUCK_AFTER fails), no handler call h
 longer than KIT_HEALTH_STUCK_AFTER (`Stats.stuck_for`), and no fatal error stopped it (a
 delivery that failed for good, or the error its `run()` ended with). `ready`: partitions
 assigned (the first assignment came; a service without handlers needs none), announced
-on the registry (when discovery is on) and not stopping. Both are read from the HTTP
-server's thread: each check only reads attributes the loop writes, never waits on it.
+on the registry (its registration delivered to the broker, when discovery is on) and not
+stopping. Both are read from the HTTP server's thread: each check only reads attributes
+the loop writes, never waits on it.
 """
 
 from __future__ import annotations
@@ -104,11 +105,9 @@ def ready(watched: Watched) -> dict[str, bool]:
     """The readiness checks of one runtime (check name → passed)."""
     runtime = watched.runtime
     announcer = runtime.announcer
-    announced = getattr(announcer, "announced", None)
     return {
         "assigned": runtime.ready.is_set() or not runtime.service.handlers,
-        "announced": announcer is None
-        or (isinstance(announced, asyncio.Event) and announced.is_set()),
+        "announced": announcer is None or getattr(announcer, "delivered", False) is True,
         "not_stopping": not runtime.stopping,
     }
 

@@ -224,6 +224,11 @@ class Announcer:
         await asyncio.to_thread(producer.flush, left)
         return self._delivered
 
+    @property
+    def delivered(self) -> bool:
+        """True once a registration of this instance is on the broker (readers see it)."""
+        return self._delivered
+
     def set_metadata(self, **values: str) -> None:
         """Update metadata; re-announces at once when running (readers see "changed")."""
         self.metadata.update(values)

@@ -199,10 +199,10 @@ def test_readiness_needs_assignment_announcement_and_not_stopping() -> None:
     assert ready(watched) == {"assigned": False, "announced": True, "not_stopping": True}
     rt.ready.set()
     assert all(ready(watched).values())
-    rt.announcer = SimpleNamespace(announced=asyncio.Event())
+    rt.announcer = SimpleNamespace(delivered=False)
     status, body = report("ready", [watched], 10)
     assert status == 503 and json.loads(body)["failing"] == ["orders/orders-1: announced"]
-    rt.announcer.announced.set()
+    rt.announcer.delivered = True
     status, body = report("ready", [watched], 10)
     assert status == 200 and json.loads(body)["status"] == "pass"
     rt.stopping = True
