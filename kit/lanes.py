@@ -15,12 +15,10 @@ from kit.exactly_once import Transactions
 from kit.protocol import MessageLike
 from kit.transport.base import Consuming, Partition, Transport
 
-__all__ = ["DEFAULT_MAX_BATCHES", "Lane", "Lanes"]
+__all__ = ["Lane", "Lanes"]
 
 log = logging.getLogger("kit.runtime")
 
-DEFAULT_MAX_BATCHES = 8
-"""Batches of records fetched and not yet settled, at most (KIT_MAX_BATCHES_IN_FLIGHT)."""
 _WAKE = 0.005
 """Seconds between polls of delivery reports while the loop waits for room."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from typing import Any
@@ -294,10 +294,3 @@ def install_tracer(new: Tracer | None) -> Tracer:
     """Make `new` the process's tracer (None: propagation only); returns the old one."""
     old, active.tracer = active.tracer, new or Tracer()
     return old
-
-
-def iter_trace(headers: Headers | None) -> Iterator[tuple[str, bytes]]:
-    """The trace headers among `headers`."""
-    for k, v in headers or ():
-        if k in (TRACEPARENT, TRACESTATE):
-            yield k, v
