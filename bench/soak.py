@@ -40,7 +40,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -231,28 +230,21 @@ def committed(bootstrap: str, group: str, topic: str, want: int, timeout: float 
 def run_service(args: argparse.Namespace, sampler_box: list[Sampler]) -> dict[str, Any]:
     """Topics, pre-fill, the service process, both phases, the checks; the raw figures."""
     from confluent_kafka import Consumer
-    from confluent_kafka.admin import AdminClient
 
-    from bench.pipeline import create_topics, delete_topics
-    from bench.workers import end_offsets
+    from bench.pipeline import delete_topics
+    from bench.workers import end_offsets, service_run
     from kit.testing.process import OutputLines, spawn_python
 
-    tag = f"bench-soak-{uuid.uuid4().hex[:8]}"
-    source, output, group = f"{tag}-in", f"{tag}-out", f"{tag}-g"
-    admin = AdminClient({"bootstrap.servers": args.bootstrap})
-    create_topics(admin, [source, output])
-    env = {
-        "PYTHONPATH": str(ROOT),
-        "KIT_SCHEMAS_DIR": str(ROOT / "schemas"),
-        "KIT_BOOTSTRAP_SERVERS": args.bootstrap,
-        "KIT_GROUP_ID": group,
+    tag, source, output, admin, env = service_run("bench-soak", args.bootstrap)
+    group = env["KIT_GROUP_ID"]
+    env.update({
         "BENCH_SOAK_SERVICE": tag,
         "BENCH_SOAK_INPUT": source,
         "BENCH_SOAK_OUTPUT": output,
         "BENCH_SOAK_EVENTS": str(args.events),
         "BENCH_SOAK_CALLS": str(args.calls),
         "BENCH_SOAK_TRACE": args.trace,
-    }
+    })  # fmt: skip
     out: dict[str, Any] = {"load_before": round(os.getloadavg()[0], 2)}
     proc = None
     try:

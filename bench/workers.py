@@ -89,26 +89,38 @@ def end_offsets(consumer: Consumer, topic: str) -> int:
     return total
 
 
-def one_run(
-    args: argparse.Namespace, workers: int, data: list[tuple[bytes, bytes]]
-) -> dict[str, Any]:
-    """Start the command, feed it, time it, stop it; its figures."""
-    from bench.pipeline import create_topics, delete_topics, prefill
-    from kit.testing.process import OutputLines, spawn_python
+def service_run(prefix: str, bootstrap: str) -> tuple[str, str, str, Any, dict[str, str]]:
+    """A run's tag, fresh input and output topics (created), the admin client, and the
+    environment of a `kit run` child in the run's own group (bench.workers, bench.soak)."""
 
-    tag = f"bench-workers-{uuid.uuid4().hex[:8]}"
-    source, output, group = f"{tag}-in", f"{tag}-out", f"{tag}-g"
-    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    from bench.pipeline import create_topics
+
+    tag = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    source, output = f"{tag}-in", f"{tag}-out"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
     create_topics(admin, [source, output])
     env = {
         "PYTHONPATH": str(ROOT),
         "KIT_SCHEMAS_DIR": str(ROOT / "schemas"),
-        "KIT_BOOTSTRAP_SERVERS": args.bootstrap,
-        "KIT_GROUP_ID": group,
+        "KIT_BOOTSTRAP_SERVERS": bootstrap,
+        "KIT_GROUP_ID": f"{tag}-g",
+    }
+    return tag, source, output, admin, env
+
+
+def one_run(
+    args: argparse.Namespace, workers: int, data: list[tuple[bytes, bytes]]
+) -> dict[str, Any]:
+    """Start the command, feed it, time it, stop it; its figures."""
+    from bench.pipeline import delete_topics, prefill
+    from kit.testing.process import OutputLines, spawn_python
+
+    tag, source, output, admin, env = service_run("bench-workers", args.bootstrap)
+    env.update({
         "BENCH_WORKERS_INPUT": source,
         "BENCH_WORKERS_OUTPUT": output,
         "BENCH_WORKERS_SPIN_US": str(args.spin_us),
-    }
+    })  # fmt: skip
     command = ["-m", "kit.cli", "run", "--workers", str(workers), "bench.workers:service"]
     proc = spawn_python(command, env=env, cwd=ROOT)
     out = OutputLines(proc)
