@@ -136,8 +136,11 @@ class Commits:
 
     def _settled(self, ticket: Ticket, settled: dict[Partition, int]) -> None:
         if ticket.dropped:
-            self.dispatcher.replies_dropped += ticket.dropped
-            log.warning("%d replies could not be delivered (requester gone)", ticket.dropped)
+            self.dispatcher.replies.dropped += ticket.dropped
+            log.warning(
+                "%d replies not delivered (requester gone, or the producer refused them)",
+                ticket.dropped,
+            )
         settled.update(ticket.offsets)
 
     async def settle(self) -> None:

@@ -18,15 +18,14 @@ from kit.errors import (
 )
 from kit.event import Event
 from kit.protocol import (
-    CORRELATION_ID,
     REPLY_TO,
     MessageLike,
     Sink,
     TopicNotReady,
     header,
-    reply_headers,
     request_expired,
 )
+from kit.replying import Replies
 from kit.retry import TRANSIENT_ERRORS, Abandoned, retry_delay
 from kit.service import Handler, Responder, Service
 from kit.telemetry import Stats, active, current_record, tracer, unique_names
@@ -45,10 +44,6 @@ __all__ = [
 log = logging.getLogger("kit.dispatch")
 
 
-async def _always(_topic: str) -> bool:
-    return True
-
-
 class Dispatcher:
     """Runs each record through its handler with retries, then publishes or dead-letters."""
 
@@ -62,14 +57,12 @@ class Dispatcher:
         self.handled = 0
         self.dead_lettered = 0
         self.expired = 0
-        self.replies_dropped = 0
-        self.reply_topic_exists: Callable[[str], Awaitable[bool]] = _always
-        """Checks a reply topic exists before replying (so a dead requester's is not recreated)."""
         # Any: a kit.requests.BaseRequester, of a layer above this one
         self.requester: Callable[[], Awaitable[Any]] | None = None
         """Gives the Requester that handlers' ctx.request() uses (set by the runtime)."""
-        self.reply_sink: Sink = sink
-        """Where replies go (the runtime's plain producer when `sink` is transactional)."""
+        self.replies = Replies(settings, sink)
+        """Where responders' results go (`replies.sink`: the runtime's plain producer when
+        `sink` is transactional)."""
         self.stopping: asyncio.Event | None = None
         """Set by the runtime when it stops: retry waits end at once (see Abandoned)."""
         self.stats = Stats()
@@ -211,7 +204,7 @@ class Dispatcher:
             tracer().failed(exc, final=True)
             await self.dead_letter(msg, handler, exc, 0, ticket)
             if isinstance(handler, Responder):
-                await self.reply(msg, None, exc, ticket)
+                await self.replies.send(msg, None, exc, ticket)
             return
         await self._attempts(msg, handler, event, ticket, 0, None)
 
@@ -282,7 +275,7 @@ class Dispatcher:
         if ctx.outbox and (i := self._publish(ctx, ticket)) >= 0:
             await self._publish_rest(ctx, ticket, i)
         if responder:
-            await self.reply(msg, reply, None, ticket)
+            await self.replies.send(msg, reply, None, ticket)
 
     async def _call(
         self, handler: Handler, event: Event, ctx: Context, responder: bool
@@ -352,29 +345,9 @@ class Dispatcher:
             exc,
         )
         if isinstance(handler, Responder) and header(msg, REPLY_TO):
-            await self.reply(msg, None, exc, ticket)  # the caller gets the error: not lost
+            await self.replies.send(msg, None, exc, ticket)  # the caller gets the error: not lost
         else:
             await self.dead_letter(msg, handler, exc, attempts, ticket)
-
-    async def reply(
-        self, msg: MessageLike, value: bytes | None, error: BaseException | None, ticket: Ticket
-    ) -> None:
-        """Send a responder's encoded result (or its error) to the requester's reply topic."""
-        found = dict(msg.headers() or ())  # one scan of the headers for both
-        reply_to, correlation = found.get(REPLY_TO), found.get(CORRELATION_ID)
-        if not reply_to or not correlation:
-            return
-        topic = reply_to.decode(errors="replace")
-        if not await self.reply_topic_exists(topic):
-            self.replies_dropped += 1
-            log.warning("reply topic %s is gone (requester stopped); reply dropped", topic)
-            return
-        headers = reply_headers(correlation, error, with_trace=self.settings.remote_tracebacks)
-        headers = tracer().outgoing(topic, None, headers, msg) or headers
-        if error is not None:
-            value = None
-        ticket.pending += 1
-        self.reply_sink.produce(topic, value, None, headers, ticket.settled)
 
     async def dead_letter(
         self,

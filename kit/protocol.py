@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -22,6 +23,7 @@ __all__ = [
     "MessageLike",
     "Sink",
     "TopicNotReady",
+    "TurnBatch",
     "header",
     "reply_headers",
     "request_expired",
@@ -97,6 +99,52 @@ class Sink(Protocol):
     def record_limit(self, topic: str) -> int | None:
         """The largest record `topic` accepts from this sink, in bytes, if known."""
         ...
+
+
+class TurnBatch:
+    """Records given in one turn of the event loop, produced back to back at its end.
+
+    The reply paths' producers run with ``linger.ms`` 0: librdkafka sends a record the
+    moment it is produced. Produced one handler call apart (tens of microseconds), requests
+    and replies then go to the broker one or two per request, and a broker serving many
+    tiny requests is what limited request-reply (docs/benchmarks.md: 8.2k calls/s at 256
+    in flight, 1.6 broker requests per call). Queued here and produced together at the end
+    of the turn, they share requests (18.5k calls/s, 0.55 requests per call). At one call
+    in flight this costs one turn of the loop: microseconds.
+
+    `produce` is called on the event loop only. A record the sink refuses when the batch
+    is sent (its queue stayed full, a topic it no longer knows) is reported to its
+    `on_delivery` with the exception as the error, as are the records after it.
+    """
+
+    __slots__ = ("_queued", "sink")
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self._queued: list[tuple[str, bytes | None, bytes | None, Headers | None, Any]] = []
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        on_delivery: Callable[[Any, Any], None],  # Any: as Sink.produce's
+    ) -> None:
+        """Queue one record; it goes to the sink at the end of this turn of the loop."""
+        self._queued.append((topic, value, key, headers, on_delivery))
+        if len(self._queued) == 1:
+            asyncio.get_running_loop().call_soon(self._send)
+
+    def _send(self) -> None:
+        queued, self._queued = self._queued, []
+        for i, record in enumerate(queued):
+            try:
+                self.sink.produce(*record)
+            except Exception as exc:  # not queued: this record and the rest report it
+                for _topic, _value, _key, _headers, on_delivery in queued[i:]:
+                    on_delivery(exc, None)
+                return
 
 
 # Any: a MessageLike or a confluent_kafka.Message, whose stubbed headers() type is wider

@@ -189,9 +189,9 @@ class Runtime:
             self.sink = kafka.sink_for(await self.transactions.start())
         self.codec = self._make_codec(headers)
         self.dispatcher = Dispatcher(self.service, self.codec, settings, self.sink)
-        self.dispatcher.reply_sink = self.reply_sink
+        self.dispatcher.replies.sink = self.reply_sink
         if isinstance(transport, KafkaTransport):
-            self.dispatcher.reply_topic_exists = self._topic_exists
+            self.dispatcher.replies.topic_exists = self._topic_exists
         self.dispatcher.stopping = self._stopping
         self.dispatcher.stats = self.stats
         self.commits = Commits(settings, self.dispatcher, self.sink, transport.poll)

@@ -27,7 +27,7 @@ from kit.errors import (
     RequestTimeout,
     ServiceUnavailable,
 )
-from kit.protocol import CORRELATION_ID, MARKER
+from kit.protocol import CORRELATION_ID, MARKER, TurnBatch
 from kit.requests import (
     BaseRequester,
     LiveCheck,
@@ -95,6 +95,8 @@ class Requester(BaseRequester):
         runtime's `stats`)."""
         self._admin = admin_client(settings)
         self._sink = KafkaSink(producer, self._admin, settings)
+        self._requests = TurnBatch(self._sink)
+        """Requests made in one turn of the loop are produced together (TurnBatch)."""
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
@@ -306,7 +308,7 @@ class Requester(BaseRequester):
         loop = future.get_loop()
         target = request[0]
         if target in self._sink.known_topics:  # the usual case: no set-up to wait for
-            self._sink.produce(*request)
+            self._requests.produce(*request)
             timer = loop.call_at(deadline, _expire, future)
             try:
                 return await future

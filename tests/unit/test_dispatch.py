@@ -731,7 +731,7 @@ def test_replies_go_to_the_reply_sink_and_a_failed_reply_is_only_counted() -> No
     svc, _ = stockroom()
     replies = RecordingSink(confirm=False)
     d = dispatcher(svc)
-    d.reply_sink = replies
+    d.replies.sink = replies
     ticket = Ticket()
     run(d.handle_batch([request(CODEC.encode(CheckStock(sku="tea", quantity=1)))], ticket))
     assert [p.topic for p in d.sink.produced] == ["shop.OrderChecked"]
@@ -748,10 +748,10 @@ def test_a_reply_to_a_topic_that_is_gone_is_dropped() -> None:
     async def gone(topic: str) -> bool:
         return False
 
-    d.reply_topic_exists = gone
+    d.replies.topic_exists = gone
     ticket = Ticket()
     run(d.handle_batch([request(CODEC.encode(CheckStock(sku="tea", quantity=1)))], ticket))
-    assert calls == ["tea"] and d.replies_dropped == 1
+    assert calls == ["tea"] and d.replies.dropped == 1
     assert [p.topic for p in d.sink.produced] == ["shop.OrderChecked"]
     assert ticket.offsets == {("stockroom.check_stock", 0): 1}
 

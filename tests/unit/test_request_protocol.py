@@ -174,6 +174,7 @@ class MemoryRequester(BaseRequester):
         msg = self.broker.append(topic or f"{service}.{method}", value, key, headers)
         self.sent.append(msg)
         await self.dispatcher.handle_batch([msg], Ticket())
+        await asyncio.sleep(0)  # replies go out at the end of the loop turn (TurnBatch)
         answer = [m for m in self.broker.log if m.topic() == "_kit.replies.me"][-1]
         assert answer.headers()[0] == ("kit-correlation-id", corr.encode())
         return check_reply(answer, service, method, corr)
