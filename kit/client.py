@@ -73,6 +73,8 @@ class Client(Caller):
         """The schema registry, when KIT_SCHEMA_REGISTRY_URL is set."""
         writes = self._format is not None and self.settings.schema_registry_write
         self._headers: dict[bytes, bytes] | None = {} if writes else None
+        if not writes:  # schemas go to the schema topic: its producer is made ahead
+            self._schemas.open_writer()
         self._subjects: set[tuple[str, bytes]] = set()
         """(topic, fingerprint) registered under the topic's subject (registry format)."""
         self._codec = Codec(  # on the loop: never blocks (UnknownWriterSchema, then resolve)

@@ -153,7 +153,10 @@ class Announcer:
             self._admin = admin_client(self.settings)
         listed, self._listed = self._listed, None
         ensure_topics(self._admin, [registry_topic_spec(self.settings, self.topic)], listed=listed)
-        producer.list_topics(self.topic, timeout=self.flush_timeout)  # connect before announcing
+        # No list_topics() here to connect early: the producer connects and gets its
+        # producer id by itself within some 50 ms. A metadata request this early makes
+        # librdkafka retry its id request only 500 ms later, and the first announcement
+        # (a `kit run` ready line) waited that long in one start in two (bench.startup).
         if self._producer is None:
             self._producer = producer
 

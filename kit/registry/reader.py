@@ -13,7 +13,6 @@ import weakref
 from types import TracebackType
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -206,6 +205,7 @@ class Registry:
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "client.id": self.reader_id,
+                "auto.offset.reset": "earliest",  # whatever KIT_KAFKA_* says: see _run
             },
         )
 
@@ -244,8 +244,11 @@ class Registry:
         assert consumer is not None
         try:
             tp = TopicPartition(self.topic, 0)
-            _low, high = watermarks(consumer, tp, self.start_timeout)
-            consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+            low, high = watermarks(consumer, tp, self.start_timeout)
+            # from `low`, not OFFSET_BEGINNING: no offset query (librdkafka retries one
+            # asked before the leader is known only 500 ms later); if retention moved
+            # past `low` meanwhile, auto.offset.reset (earliest) applies
+            consumer.assign([TopicPartition(self.topic, 0, low)])
             if not self._read_to(high, time.monotonic() + self.start_timeout):
                 raise BrokerError(
                     f"registry topic {self.topic} not read to offset {high} within "

@@ -70,9 +70,17 @@ class KafkaTransport:
             self.registry = RegistryFormat(settings)
             await asyncio.to_thread(self.registry.check)
         self.admin = admin = admin_client(settings)
-        self.topics = await asyncio.to_thread(
-            setup_service_topics, admin, settings, service.handlers, dead_letter_topic
-        )
+        self.schema_topic = SchemaTopic(settings, admin)
+        if not (self.registry is not None and settings.schema_registry_write):
+            self.schema_topic.open_writer()  # made ahead of publish_schemas: see open_writer
+        try:
+            self.topics = await asyncio.to_thread(
+                setup_service_topics, admin, settings, service.handlers, dead_letter_topic
+            )
+        except BaseException:
+            await asyncio.to_thread(self.schema_topic.close)
+            raise
+        self.schema_topic.use_listing(self.topics.listed)
         self.producer = make_producer(
             settings,
             low_latency=bool(service.responders()),
@@ -80,7 +88,6 @@ class KafkaTransport:
         )
         self.reply_sink = self.sink_for(self.producer, events=False)
         self.sink = self.reply_sink
-        self.schema_topic = SchemaTopic(settings, admin, listed=self.topics.listed)
         overrides: dict[str, object] = {} if auto_commit else {"enable.auto.commit": False}
         self.consumer = KafkaConsumer(settings, group, instance_id, **overrides)
         self._opened = True

@@ -118,6 +118,27 @@ class SchemaTopic:
         """True once this process made sure the schema is on the topic."""
         return schema.fingerprint in self._published
 
+    def use_listing(self, listed: dict[str, TopicMetadata]) -> None:
+        """A topic listing from start-up that the first `publish` may use instead of
+        asking again (as `listed` given to the constructor)."""
+        self._listed = listed if self.create else None
+        self._listed_until = time.monotonic() + LISTING_KEPT
+
+    def open_writer(self) -> None:
+        """Make the producer `publish` uses now, if it has none: call it as soon as this
+        process will publish. A new idempotent producer that sends at once waits about
+        500 ms for its producer id (librdkafka retries the id request it made before its
+        broker connection was up only after that); made some 20 ms ahead, it does not."""
+        with self._publish_lock:
+            if not self._closed:
+                self._writer()
+
+    def _writer(self) -> Producer:
+        """The producer (made if need be); call it holding `_publish_lock`."""
+        if self._producer is None:
+            self._producer = make_producer(self.settings, low_latency=True)
+        return self._producer
+
     def publish(self, schemas: Iterable[Schema], timeout: float = 15.0) -> None:
         """Make sure every schema is on the topic (idempotent: same key, same value).
 
@@ -131,9 +152,7 @@ class SchemaTopic:
             if self._missing():
                 raise KitError(f"schema topic {self.topic} does not exist (and create is off)")
             self._ensure()
-            if self._producer is None:
-                self._producer = make_producer(self.settings, low_latency=True)
-            producer = self._producer
+            producer = self._writer()
             errors: list[KafkaError] = []
             for schema in todo:
                 producer.produce(
