@@ -11,9 +11,14 @@ and a fresh group, timed from its first handled record to its N-th. Reports even
 most records handled at once, whether each partition kept its order, the offsets the group
 committed against the topic's end offsets, and peak RSS. Prints JSON; asserts nothing.
 
+With `--key-concurrency K` the handler is declared `key_concurrency=K`: records of one
+partition with different keys (1,000 keys here) overlap, K at a time, in order per key
+(`out_of_order` then counts per key).
+
 Run (broker: `kit broker start`; KIT_BOOTSTRAP_SERVERS or the local broker):
     PYTHONPATH=. python -m bench.waiting                    # N=6,000, 2 ms
     PYTHONPATH=. python -m bench.waiting --events 600 --wait-ms 2
+    PYTHONPATH=. python -m bench.waiting --events 30000 --key-concurrency 16
 """
 
 from __future__ import annotations
@@ -43,16 +48,18 @@ class Probe:
         self.handled = 0
         self.first = self.last = 0.0
         self.active = self.peak = 0
-        self.last_offset: dict[int, int] = {}
+        self.last_offset: dict[object, int] = {}
         self.out_of_order = 0
         self.done = asyncio.Event()
 
 
-def make_service(topic: str, group: str, probe: Probe, wait: float) -> Service:
+def make_service(
+    topic: str, group: str, probe: Probe, wait: float, keys: int | None = None
+) -> Service:
     """One handler that waits `wait` seconds per event (as an I/O call would)."""
     svc = Service("bench-waiting", group_id=group)
 
-    @svc.handler(topic=topic, partitions=PARTITIONS)
+    @svc.handler(topic=topic, partitions=PARTITIONS, key_concurrency=keys)
     async def on_reading(event: Reading, ctx: Context) -> None:
         if not probe.first:
             probe.first = time.perf_counter()
@@ -62,9 +69,10 @@ def make_service(topic: str, group: str, probe: Probe, wait: float) -> Service:
             await asyncio.sleep(wait)
         finally:
             probe.active -= 1
-        if ctx.offset <= probe.last_offset.get(ctx.partition, -1):
+        order = (ctx.partition, ctx.key) if keys else ctx.partition
+        if ctx.offset <= probe.last_offset.get(order, -1):
             probe.out_of_order += 1
-        probe.last_offset[ctx.partition] = ctx.offset
+        probe.last_offset[order] = ctx.offset
         probe.handled += 1
         if probe.handled >= probe.events:
             probe.last = time.perf_counter()
@@ -85,10 +93,13 @@ def committed(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
         consumer.close()
 
 
-async def run_kit(topic: str, group: str, events: int, wait: float) -> Probe:
+async def run_kit(
+    topic: str, group: str, events: int, wait: float, keys: int | None = None
+) -> Probe:
     """Run the service until it handled `events` records, then stop it gracefully."""
     probe = Probe(events)
-    runtime = Runtime(make_service(topic, group, probe, wait), load_settings(), extensions=[])
+    service = make_service(topic, group, probe, wait, keys)
+    runtime = Runtime(service, load_settings(), extensions=[])
     await runtime.start()
     task = asyncio.create_task(runtime.run())
     try:
@@ -104,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=6000)
     parser.add_argument("--wait-ms", type=float, default=2.0)
+    parser.add_argument("--key-concurrency", type=int, default=None)
     args = parser.parse_args()
     bootstrap, _source = resolve_bootstrap(load_settings())
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -112,7 +124,9 @@ def main() -> None:
     create_topics(admin, [topic])
     try:
         prefill(bootstrap, topic, records(args.events))
-        probe = asyncio.run(run_kit(topic, group, args.events, args.wait_ms / 1000))
+        probe = asyncio.run(
+            run_kit(topic, group, args.events, args.wait_ms / 1000, args.key_concurrency)
+        )
         done, ends = committed(bootstrap, group, topic)
     finally:
         delete_topics(admin, [topic])
@@ -122,10 +136,11 @@ def main() -> None:
         "events": args.events,
         "wait_ms": args.wait_ms,
         "partitions": PARTITIONS,
+        "key_concurrency": args.key_concurrency,
         "handled": probe.handled,
         "seconds": round(seconds, 3),
         "events_per_s": round(args.events / seconds) if seconds > 0 else 0,
-        "ideal_events_per_s": round(PARTITIONS * 1000 / args.wait_ms),
+        "ideal_events_per_s": round(PARTITIONS * (args.key_concurrency or 1) * 1000 / args.wait_ms),
         "peak_concurrency": probe.peak,
         "out_of_order": probe.out_of_order,
         "committed": done,

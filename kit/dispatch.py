@@ -43,6 +43,9 @@ __all__ = [
 
 log = logging.getLogger("kit.dispatch")
 
+Offsets = dict[tuple[str, int], int]
+"""Per partition, the offset after the last record done."""
+
 
 class Dispatcher:
     """Runs each record through its handler with retries, then publishes or dead-letters."""
@@ -86,13 +89,15 @@ class Dispatcher:
         else:
             await asyncio.gather(*(self.handle_partition(g, ticket) for g in groups.values()))
 
-    async def handle_partition(self, messages: Sequence[MessageLike], ticket: Ticket) -> None:
-        """Handle records of one partition in order; offsets: the next after the last done."""
-        offsets, first = ticket.offsets, messages[0]
+    async def handle_partition(
+        self, messages: Sequence[MessageLike], ticket: Ticket, offsets: Offsets | None = None
+    ) -> None:
+        """Handle records of one partition in order; `offsets` (the ticket's): next to do."""
+        offsets, first = (ticket.offsets if offsets is None else offsets), messages[0]
         slot = (first.topic() or "", first.partition() or 0)
         handler = self.by_topic.get(slot[0])
         if handler is None or isinstance(handler, Responder) or tracer().spans:
-            await self._handle_each(messages, ticket, slot, handler)
+            await self._handle_each(messages, ticket, slot, handler, offsets)
             return
         # The hot path: one partition of one handler's topic. Anything unusual (a record
         # that does not decode, a handler that raises) goes through the full path.
@@ -155,13 +160,14 @@ class Dispatcher:
         ticket: Ticket,
         slot: tuple[str, int],
         handler: Handler | None,
+        offsets: Offsets,
     ) -> None:
         """The full path for each record of one partition, in order."""
         began = time.monotonic()
         try:
             for msg in messages:
                 await self.handle(msg, ticket)
-                ticket.offsets[slot] = (msg.offset() or 0) + 1
+                offsets[slot] = (msg.offset() or 0) + 1
         except Abandoned:
             log.info("stopping: %s[%s] left before offset %s", *slot, msg.offset())
         finally:

@@ -6,10 +6,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 from typing import Protocol
 
 from kit.commits import Commits, SlotTicket
 from kit.config import Settings
+from kit.context import Ticket
 from kit.dispatch import Dispatcher
 from kit.exactly_once import Transactions
 from kit.protocol import MessageLike
@@ -187,7 +189,12 @@ class Lanes:
 
     async def _serve(self, lane: Lane, first: tuple[SlotTicket, Sequence[MessageLike]]) -> None:
         """Handle `first`, then the lane's waiting shares in order until none is left."""
-        handle = self.host.dispatcher.handle_partition
+        dispatcher = self.host.dispatcher
+        handle = dispatcher.handle_partition
+        declared = dispatcher.by_topic.get(lane.slot[0])
+        keys = declared.key_concurrency if declared is not None else None
+        if keys is not None and keys > 1:
+            handle = partial(handle_by_key, dispatcher.handle_partition, limit=keys)
         queue, progress = lane.queue, self._progress
         ticket, share = first
         try:
@@ -294,3 +301,48 @@ async def _call(
         await fn(sorted(slots))
     except Exception as exc:
         log.warning("could not %s %s: %r", what, sorted(slots), exc)
+
+
+# Any: a Dispatcher.handle_partition (ticket, offsets)
+async def handle_by_key(
+    handle: Callable[..., Awaitable[None]],
+    messages: Sequence[MessageLike],
+    ticket: Ticket,
+    *,
+    limit: int,
+) -> None:
+    """Handle one partition's records in order per key, up to `limit` keys at a time.
+
+    Each key's records run as one `handle` (in order); the ticket's offset is then put
+    just below the lowest record not handled (every record before it is done), so a
+    record still running, or given up at a stop, is fetched again, never skipped.
+    """
+    slot = (messages[0].topic() or "", messages[0].partition() or 0)
+    by_key: dict[bytes | None, list[MessageLike]] = {}
+    for msg in messages:
+        by_key.setdefault(msg.key(), []).append(msg)
+    room = asyncio.Semaphore(limit)
+    progress: list[tuple[list[MessageLike], dict[Partition, int]]] = [
+        (records, {}) for records in by_key.values()
+    ]
+
+    async def run(records: list[MessageLike], done: dict[Partition, int]) -> None:
+        async with room:
+            await handle(records, ticket, done)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for records, done in progress:
+                group.create_task(run(records, done))
+    except BaseExceptionGroup as failed:  # what one key's handling raised, as without keys
+        raise failed.exceptions[0] from None
+    finally:
+        unfinished = [
+            next((o for m in records if (o := m.offset() or 0) >= done.get(slot, -1)), None)
+            for records, done in progress
+        ]
+        lowest = min((o for o in unfinished if o is not None), default=None)
+        if lowest is None:
+            ticket.offsets[slot] = (messages[-1].offset() or 0) + 1
+        elif lowest is not None and lowest > (messages[0].offset() or 0):
+            ticket.offsets[slot] = lowest

@@ -60,6 +60,9 @@ class Handler:
     publishes: tuple[tuple[str, type[Event]], ...] = ()
     """(topic, Event class) of each event the handler declares it publishes (`publishes=`);
     the registry carries them, with what the instance learned it publishes at run time."""
+    key_concurrency: int | None = None
+    """With 2 or more: records of one partition with different keys are handled
+    concurrently, up to this many keys at a time, in order per key (kit.lanes)."""
 
     @property
     def schema_name(self) -> str:
@@ -210,6 +213,7 @@ class Service:
         partitions: int | None = None,
         transient_timeout: float | None = None,
         publishes: Publishes = (),
+        key_concurrency: int | None = None,
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         """Declare a handler of one event type.
 
@@ -221,8 +225,18 @@ class Service:
         (ServiceUnavailable, RequestTimeout, DeliveryError) is retried, in order, before
         the record is dead-lettered. `publishes` declares the events it publishes: Event
         classes, or (topic, Event class) pairs (for `kit catalog`; nothing checks them).
+
+        By default a partition's records are handled one after another. `key_concurrency`
+        N (2 or more) is for a handler that needs order only per key, and waits (I/O):
+        records of one partition with different keys are then handled concurrently, up
+        to N keys at a time, each key's records still in order, and offsets are committed
+        only below the lowest record not yet handled. Records without a key share one
+        order. Not under KIT_EXACTLY_ONCE, where each batch runs in order in its
+        transaction.
         """
         _check_options(retries, transient_timeout)
+        if key_concurrency is not None and key_concurrency < 1:
+            raise ConfigError("key_concurrency", f"must be >= 1, got {key_concurrency}")
 
         localns = sys._getframe(1).f_locals  # resolve annotations of locally defined events
 
@@ -241,6 +255,7 @@ class Service:
                     partitions=partitions,
                     transient_timeout=transient_timeout,
                     publishes=_publications(publishes, func),
+                    key_concurrency=key_concurrency,
                 )
             )
             return func

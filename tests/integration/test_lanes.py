@@ -81,3 +81,54 @@ def test_a_waiting_handler_overlaps_partitions_in_order(
     done, ends = _committed_and_ends(bootstrap, group, orders)
     assert sum(ends.values()) == EVENTS
     assert done == ends
+
+
+def test_key_concurrency_overlaps_keys_of_one_partition_each_in_order(
+    kit_settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    orders, group = unique_name("orders"), unique_name("g")
+    keys, events = 8, 240
+    seen: list[tuple[str, int]] = []
+    active: set[str] = set()
+    peak = overlaps = 0
+
+    svc = Service("keys-test", group_id=group)
+
+    @svc.handler(topic=orders, partitions=1, key_concurrency=4)
+    async def on_order(event: OrderPlaced, ctx: Context) -> None:
+        nonlocal peak, overlaps
+        key = (ctx.key or b"").decode()
+        overlaps += key in active
+        active.add(key)
+        peak = max(peak, len(active))
+        try:
+            await asyncio.sleep(0.002)  # the I/O the handler waits for
+        finally:
+            active.discard(key)
+        seen.append((key, ctx.offset))
+
+    async def scenario() -> None:
+        async with Client(kit_settings) as client:  # the backlog, before the service starts
+            for n in range(events):
+                await client.publish(order(n), key=f"k-{n % keys}", topic=orders)
+        async with running(svc, kit_settings, extensions=[]):
+            await wait_until_async(lambda: len(seen) >= events, timeout=60, what="all handled")
+
+    bootstrap = kit_settings.bootstrap_servers or ""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(orders, 1, 1)]).values():
+        future.result(30)
+    asyncio.run(scenario())
+    assert 1 < peak <= 4  # keys of the one partition overlapped, at most 4 at a time
+    assert overlaps == 0  # never two records of one key at once
+    assert len(seen) == len(set(seen)) == events  # each record once
+    for k in range(keys):
+        offsets = [o for key, o in seen if key == f"k-{k}"]
+        assert offsets == list(range(k, events, keys))  # in order per key, none missing
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tp = TopicPartition(orders, 0)
+        [done] = consumer.committed([tp], timeout=10)
+        assert done.offset == consumer.get_watermark_offsets(tp, timeout=10)[1] == events
+    finally:
+        consumer.close()
