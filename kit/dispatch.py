@@ -108,7 +108,7 @@ class Dispatcher:
         is_async = handler.is_async
         stats = self.stats.handler(self.stats_names[handler.topic])
         running, observe, clock = stats.started, stats.latency.observe, time.monotonic
-        part, timed, track = slot[1], active.timed, active.records
+        part, timed, track = asyncio.current_task() or slot, active.timed, active.records
         done, handled, began = -1, 0, 0.0
         batch_began = clock()
         try:
@@ -243,7 +243,7 @@ class Dispatcher:
         )
         first_failure = time.monotonic() if error is not None else 0.0
         stats = self.stats.handler(self.stats_names[handler.topic])
-        part = msg.partition() or 0
+        part = asyncio.current_task() or msg.partition()  # as handle_partition's
         while True:
             if error is not None:
                 if not first_failure:

@@ -108,9 +108,10 @@ class HandlerStats:
         self.latency = Latency()
         """Seconds per successful handler call: every call when `active.timed`, else only
         the calls of the full path (retries, responders, traced records)."""
-        self.started: dict[int, float] = {}
-        """Monotonic start of the call in progress, per partition (for the liveness check;
-        always on the full path, on the fast path when `active.timed`)."""
+        self.started: dict[object, float] = {}
+        """Monotonic start of the call in progress, per task handling records (a
+        partition's lane, or one key of it: kit.lanes.handle_by_key), for the liveness
+        check; always on the full path, on the fast path when `active.timed`."""
 
     def as_dict(self) -> dict[str, Any]:  # Any: JSON values
         """The counters as JSON (in heartbeats)."""

@@ -156,3 +156,30 @@ def test_a_key_concurrency_below_one_is_refused_naming_the_option() -> None:
             pass
 
     assert caught.value.setting == "key_concurrency"
+
+
+def test_a_key_still_running_counts_for_the_liveness_check_while_other_keys_finish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kit import telemetry
+
+    monkeypatch.setattr(telemetry.active, "timed", True)  # as with KIT_METRICS_PORT set
+    gate = asyncio.Event()
+    seen: list[int] = []
+
+    async def handle(key: bytes, offset: int) -> None:
+        if offset == 1:
+            await asyncio.wait_for(gate.wait(), 10)
+        seen.append(offset)
+
+    async def main() -> None:
+        h = _harness(handle, records=8, key_concurrency=KEYS, batch_size=8)
+        runtime, _consumer, task = await _running(h)
+        await wait_until_async(lambda: len(seen) == 6, what="the other keys handled")
+        assert runtime.stats.stuck_for() > 0  # offset 1's call is still running
+        gate.set()
+        await wait_until_async(lambda: len(seen) == 8, what="k1 handled")
+        assert runtime.stats.stuck_for() == 0
+        await _stop(runtime, task)
+
+    asyncio.run(main())
