@@ -69,7 +69,7 @@ def make_service(
             await asyncio.sleep(wait)
         finally:
             probe.active -= 1
-        order = (ctx.partition, ctx.key) if keys else ctx.partition
+        order = (ctx.partition, ctx.key) if keys and keys > 1 else ctx.partition
         if ctx.offset <= probe.last_offset.get(order, -1):
             probe.out_of_order += 1
         probe.last_offset[order] = ctx.offset

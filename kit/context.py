@@ -76,7 +76,8 @@ class Ticket:
 
     def settled(self, err: Any, _msg: Any) -> None:  # Any: a delivery report, as Failure's
         """Delivery callback for replies: a reply that cannot be delivered (its requester is
-        gone) is logged and dropped; it must not stop the service."""
+        gone, or the producer refused it) is logged and dropped; it must not stop the
+        service (its caller gets RequestTimeout)."""
         self.pending -= 1
         if err is not None:
             self.dropped += 1

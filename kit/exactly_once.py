@@ -124,6 +124,13 @@ class Transactions:
         """Make the transactional producer and init its transactions (off the loop)."""
         self.producer = await asyncio.to_thread(self._make_producer)
         log.info("%s: exactly-once, transactional id %s", self.runtime.instance_id, self.id)
+        for handler in self.runtime.service.handlers:
+            if (handler.key_concurrency or 1) > 1:
+                log.warning(
+                    "%s: key_concurrency is not used under exactly-once: each batch runs "
+                    "in order, in its transaction",
+                    handler.name,
+                )
         return self.producer
 
     def close(self) -> None:
@@ -147,6 +154,8 @@ class Transactions:
                 await runtime.dispatcher.handle_batch(records, ticket)
         finally:
             ticket.closed = True
+            runtime.dispatcher.replies.flush()  # now, on the loop: the consumer thread
+            # polls their producer next (kit.protocol.TurnBatch)
         offsets = dict(ticket.offsets)
         try:
             await self._consumer().call(self._commit, producer, ticket, offsets)

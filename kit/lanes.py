@@ -194,7 +194,9 @@ class Lanes:
         declared = dispatcher.by_topic.get(lane.slot[0])
         keys = declared.key_concurrency if declared is not None else None
         if keys is not None and keys > 1:
-            handle = partial(handle_by_key, dispatcher.handle_partition, limit=keys)
+            handle = partial(
+                handle_by_key, dispatcher.handle_partition, limit=keys, stopped=self._stopped
+            )
         queue, progress = lane.queue, self._progress
         ticket, share = first
         try:
@@ -223,6 +225,9 @@ class Lanes:
             lane.task = None
             if not queue and self.lanes.get(lane.slot) is lane:
                 del self.lanes[lane.slot]
+
+    def _stopped(self) -> bool:
+        return self.host.stopping
 
     def _drop(self, lane: Lane) -> None:
         """Give up the shares not started: their tickets close with no offsets."""
@@ -310,12 +315,14 @@ async def handle_by_key(
     ticket: Ticket,
     *,
     limit: int,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> None:
     """Handle one partition's records in order per key, up to `limit` keys at a time.
 
     Each key's records run as one `handle` (in order); the ticket's offset is then put
     just below the lowest record not handled (every record before it is done), so a
-    record still running, or given up at a stop, is fetched again, never skipped.
+    record still running, or given up at a stop, is fetched again, never skipped. Once
+    `stopped()`, keys not yet started are not started: they are fetched again anyway.
     """
     slot = (messages[0].topic() or "", messages[0].partition() or 0)
     by_key: dict[bytes | None, list[MessageLike]] = {}
@@ -328,13 +335,16 @@ async def handle_by_key(
 
     async def run(records: list[MessageLike], done: dict[Partition, int]) -> None:
         async with room:
-            await handle(records, ticket, done)
+            if not stopped():
+                await handle(records, ticket, done)
 
     try:
         async with asyncio.TaskGroup() as group:
             for records, done in progress:
                 group.create_task(run(records, done))
     except BaseExceptionGroup as failed:  # what one key's handling raised, as without keys
+        for other in failed.exceptions[1:]:
+            log.error("handling %s[%d] failed too: %r", *slot, other)
         raise failed.exceptions[0] from None
     finally:
         unfinished = [

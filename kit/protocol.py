@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 Headers = list[tuple[str, bytes]]
+
+log = logging.getLogger("kit.protocol")
 
 CORRELATION_ID = "kit-correlation-id"
 """Request and reply: matches a reply to its request."""
@@ -113,8 +116,10 @@ class TurnBatch:
     in flight this costs one turn of the loop: microseconds.
 
     `produce` is called on the event loop only. A record the sink refuses when the batch
-    is sent (its queue stayed full, a topic it no longer knows) is reported to its
-    `on_delivery` with the exception as the error, as are the records after it.
+    is sent is reported to its `on_delivery` with the exception as the error: a topic it
+    does not know (TopicNotReady) fails that record only; anything else (the producer's
+    queue stayed full for KIT_DELIVERY_TIMEOUT) fails the records after it too, without
+    trying them (each would wait as long), and is logged.
     """
 
     __slots__ = ("_queued", "sink")
@@ -134,14 +139,18 @@ class TurnBatch:
         """Queue one record; it goes to the sink at the end of this turn of the loop."""
         self._queued.append((topic, value, key, headers, on_delivery))
         if len(self._queued) == 1:
-            asyncio.get_running_loop().call_soon(self._send)
+            asyncio.get_running_loop().call_soon(self.flush)
 
-    def _send(self) -> None:
+    def flush(self) -> None:
+        """Give the sink what is queued, now (the end of the turn does it otherwise)."""
         queued, self._queued = self._queued, []
         for i, record in enumerate(queued):
             try:
                 self.sink.produce(*record)
-            except Exception as exc:  # not queued: this record and the rest report it
+            except TopicNotReady as exc:  # this record only: the others may go elsewhere
+                record[4](exc, None)
+            except Exception as exc:  # the producer's queue stayed full: so it is for the rest
+                log.error("%d records not produced: %s", len(queued) - i, exc)
                 for _topic, _value, _key, _headers, on_delivery in queued[i:]:
                     on_delivery(exc, None)
                 return

@@ -42,6 +42,10 @@ class Replies:
         self.dropped = 0
         """Replies not sent (their topic was gone) or not delivered."""
 
+    def flush(self) -> None:
+        """Give the sink the replies queued in this turn now."""
+        self._batch.flush()
+
     @property
     def sink(self) -> Sink:
         """Where replies go (the runtime's plain producer when events are transactional)."""

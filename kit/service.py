@@ -227,16 +227,21 @@ class Service:
         classes, or (topic, Event class) pairs (for `kit catalog`; nothing checks them).
 
         By default a partition's records are handled one after another. `key_concurrency`
-        N (2 or more) is for a handler that needs order only per key, and waits (I/O):
-        records of one partition with different keys are then handled concurrently, up
-        to N keys at a time, each key's records still in order, and offsets are committed
-        only below the lowest record not yet handled. Records without a key share one
-        order. Not under KIT_EXACTLY_ONCE, where each batch runs in order in its
-        transaction.
+        N (2 or more; 1 is the default order) is for a handler that needs order only per
+        key, and waits (I/O): records of one partition with different keys are then
+        handled concurrently, up to N keys at a time, each key's records still in order,
+        and offsets are committed only below the lowest record not yet handled, so after
+        a stop or a crash the records of other keys past it are handled again. Records
+        without a key share one order. Not under KIT_EXACTLY_ONCE (a warning at start),
+        where each batch runs in order in its transaction.
         """
         _check_options(retries, transient_timeout)
-        if key_concurrency is not None and key_concurrency < 1:
-            raise ConfigError("key_concurrency", f"must be >= 1, got {key_concurrency}")
+        if key_concurrency is not None and (
+            isinstance(key_concurrency, bool)
+            or not isinstance(key_concurrency, int)
+            or key_concurrency < 1
+        ):
+            raise ConfigError("key_concurrency", f"must be an int >= 1, got {key_concurrency!r}")
 
         localns = sys._getframe(1).f_locals  # resolve annotations of locally defined events
 

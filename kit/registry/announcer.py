@@ -139,7 +139,8 @@ class Announcer:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Create the topic if missing and connect the producer (idempotent).
+        """Create the topic if missing and make the producer, which connects by itself
+        (idempotent).
 
         `start()` calls it; a runtime may call it earlier, so that announcing at
         assignment costs one produce.

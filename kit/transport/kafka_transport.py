@@ -73,23 +73,23 @@ class KafkaTransport:
         self.schema_topic = SchemaTopic(settings, admin)
         if not (self.registry is not None and settings.schema_registry_write):
             self.schema_topic.open_writer()  # made ahead of publish_schemas: see open_writer
-        try:
+        try:  # a failure from here on closes what was made (close() runs once opened)
             self.topics = await asyncio.to_thread(
                 setup_service_topics, admin, settings, service.handlers, dead_letter_topic
             )
+            self.schema_topic.use_listing(self.topics.listed)
+            self.producer = make_producer(
+                settings,
+                low_latency=bool(service.responders()),
+                message_max_bytes=self.topics.producer_limit,
+            )
+            self.reply_sink = self.sink_for(self.producer, events=False)
+            self.sink = self.reply_sink
+            overrides: dict[str, object] = {} if auto_commit else {"enable.auto.commit": False}
+            self.consumer = KafkaConsumer(settings, group, instance_id, **overrides)
         except BaseException:
             await asyncio.to_thread(self.schema_topic.close)
             raise
-        self.schema_topic.use_listing(self.topics.listed)
-        self.producer = make_producer(
-            settings,
-            low_latency=bool(service.responders()),
-            message_max_bytes=self.topics.producer_limit,
-        )
-        self.reply_sink = self.sink_for(self.producer, events=False)
-        self.sink = self.reply_sink
-        overrides: dict[str, object] = {} if auto_commit else {"enable.auto.commit": False}
-        self.consumer = KafkaConsumer(settings, group, instance_id, **overrides)
         self._opened = True
 
     def sink_for(self, producer: Producer, *, events: bool = True) -> KafkaSink:

@@ -46,7 +46,9 @@ log = logging.getLogger("kit.rpc")
 
 FIRST_OFFSET = 0
 """Where the reply reader starts: the first offset of its topic, which this requester has
-just created (an offset out of range falls back to the earliest: auto.offset.reset).
+just created (or `_heal` re-created). On a topic left by an earlier run of the same
+instance id whose first records were deleted, the offset is out of range and the reader
+starts at the earliest (auto.offset.reset), as OFFSET_BEGINNING would.
 Not OFFSET_BEGINNING: librdkafka resolves that with an offset query, and one asked
 before the new topic's leader is known is retried only 500 ms later, which every
 first call waited for (bench.startup: Client() to the first answer 1.17 s)."""

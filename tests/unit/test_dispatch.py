@@ -733,12 +733,33 @@ def test_replies_go_to_the_reply_sink_and_a_failed_reply_is_only_counted() -> No
     d = dispatcher(svc)
     d.replies.sink = replies
     ticket = Ticket()
-    run(d.handle_batch([request(CODEC.encode(CheckStock(sku="tea", quantity=1)))], ticket))
+    run(handled_and_flushed(d, [request(CODEC.encode(CheckStock(sku="tea", quantity=1)))], ticket))
     assert [p.topic for p in d.sink.produced] == ["shop.OrderChecked"]
     assert [p.topic for p in replies.produced] == ["_kit.replies.me"]
     replies.callbacks[0]("UNKNOWN_TOPIC_OR_PART", None)
     ticket.closed = True
     assert ticket.done and ticket.failures == [] and ticket.dropped == 1
+
+
+async def handled_and_flushed(d: Dispatcher, records: list[Any], ticket: Ticket) -> None:
+    """handle_batch, then the end of its loop turn, when the queued replies go out."""
+    await d.handle_batch(records, ticket)
+    await asyncio.sleep(0)
+
+
+def test_a_reply_the_producer_refuses_is_dropped_and_its_request_counts_as_handled() -> None:
+    class FullSink(RecordingSink):
+        def produce(self, topic, value, key, headers, on_delivery, partition=None) -> None:
+            raise DeliveryError("producer queue stayed full for 30s")
+
+    svc, calls = stockroom()
+    d = dispatcher(svc)
+    d.replies.sink = FullSink()
+    ticket = Ticket()
+    run(handled_and_flushed(d, [request(CODEC.encode(CheckStock(sku="tea", quantity=1)))], ticket))
+    ticket.closed = True
+    assert calls == ["tea"] and ticket.done and ticket.dropped == 1  # caller: RequestTimeout
+    assert ticket.offsets == {("stockroom.check_stock", 0): 1} and ticket.failures == []
 
 
 def test_a_reply_to_a_topic_that_is_gone_is_dropped() -> None:

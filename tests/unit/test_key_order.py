@@ -11,14 +11,14 @@ import pytest
 
 from kit import Service
 from kit.context import Context
-from kit.errors import ConfigError
+from kit.errors import ConfigError, ServiceUnavailable
 from kit.runtime import Runtime
 from kit.testing.harness import Harness
 from kit.testing.wait import wait_until_async
 from kit.transport.memory import MemoryConsumer
 from tests.fixtures.events import OrderPlaced
 from tests.integration.helpers import order
-from tests.unit.test_lanes import _settings
+from tests.unit.test_lanes import _settings, _stop
 
 TOPIC = "keys.orders"
 KEYS = 4
@@ -26,9 +26,15 @@ KEYS = 4
 Handle = Callable[[bytes, int], Awaitable[None]]
 
 
-def _harness(handle: Handle, records: int, key_concurrency: int, **settings: object) -> Harness:
-    """One partition of `records` orders keyed k0..k3 in turn; the handler awaits
-    `handle(key, offset)`."""
+def _harness(
+    handle: Handle,
+    records: int,
+    key_concurrency: int,
+    keys: list[bytes | None] | None = None,
+    **settings: object,
+) -> Harness:
+    """One partition of `records` orders keyed k0..k3 in turn (or `keys`, one per record);
+    the handler awaits `handle(key, offset)`."""
     svc = Service("keys")
 
     @svc.handler(topic=TOPIC, partitions=1, key_concurrency=key_concurrency)
@@ -36,8 +42,9 @@ def _harness(handle: Handle, records: int, key_concurrency: int, **settings: obj
         await handle(ctx.key or b"", ctx.offset)
 
     h = Harness(svc, settings=_settings(**settings), partitions=1)
-    for n in range(records):
-        h.broker.append(TOPIC, h.codec.encode(order(n)), f"k{n % KEYS}".encode(), partition=0)
+    chosen = keys or [f"k{n % KEYS}".encode() for n in range(records)]
+    for n, key in enumerate(chosen):
+        h.broker.append(TOPIC, h.codec.encode(order(n)), key, partition=0)
     return h
 
 
@@ -45,11 +52,6 @@ async def _running(h: Harness) -> tuple[Runtime, MemoryConsumer, asyncio.Task[No
     await h.start()
     runtime = h.runtimes["keys"]
     return runtime, h.transports["keys"].consumer, asyncio.create_task(runtime.run())
-
-
-async def _stop(runtime: Runtime, task: asyncio.Task[None]) -> None:
-    runtime.stop()
-    await asyncio.wait_for(task, 10)
 
 
 def _per_key(seen: list[tuple[bytes, int]]) -> dict[bytes, list[int]]:
@@ -147,11 +149,12 @@ def test_a_stop_leaves_the_lowest_unfinished_record_to_be_fetched_again() -> Non
     asyncio.run(main())
 
 
-def test_a_key_concurrency_below_one_is_refused_naming_the_option() -> None:
+@pytest.mark.parametrize("bad", [0, -2, True, 2.5, "4"])
+def test_a_key_concurrency_that_is_not_an_int_of_at_least_one_is_refused(bad: object) -> None:
     svc = Service("keys")
     with pytest.raises(ConfigError) as caught:
 
-        @svc.handler(topic=TOPIC, key_concurrency=0)
+        @svc.handler(topic=TOPIC, key_concurrency=bad)  # type: ignore[arg-type]
         async def on_order(event: OrderPlaced) -> None:
             pass
 
@@ -181,5 +184,81 @@ def test_a_key_still_running_counts_for_the_liveness_check_while_other_keys_fini
         await wait_until_async(lambda: len(seen) == 8, what="k1 handled")
         assert runtime.stats.stuck_for() == 0
         await _stop(runtime, task)
+
+    asyncio.run(main())
+
+
+def test_records_without_a_key_share_one_order() -> None:
+    seen: list[tuple[bytes, int]] = []
+
+    async def handle(key: bytes, offset: int) -> None:
+        await asyncio.sleep(0.001 * (6 - offset))  # later records would finish first
+        seen.append((key, offset))
+
+    async def main() -> None:
+        keys: list[bytes | None] = [None, b"x", None, b"x", None, b"y"]
+        h = _harness(handle, records=6, key_concurrency=KEYS, keys=keys, batch_size=6)
+        runtime, consumer, task = await _running(h)
+        await wait_until_async(lambda: len(seen) == 6, what="every record handled")
+        await _stop(runtime, task)
+        assert _per_key(seen) == {b"": [0, 2, 4], b"x": [1, 3], b"y": [5]}
+        assert consumer.committed == {(TOPIC, 0): 6}
+
+    asyncio.run(main())
+
+
+def test_a_record_given_up_at_a_stop_holds_the_offsets_and_waiting_keys_do_not_start() -> None:
+    seen: list[int] = []
+    blocked, release = asyncio.Event(), asyncio.Event()
+
+    async def handle(key: bytes, offset: int) -> None:
+        if offset == 0:
+            raise ServiceUnavailable("stock")  # transient: retried until the stop
+        if offset == 1:
+            blocked.set()
+            await asyncio.wait_for(release.wait(), 10)  # finishes after the stop
+        seen.append(offset)
+
+    async def main() -> None:
+        h = _harness(
+            handle,
+            records=8,
+            key_concurrency=2,
+            batch_size=8,
+            retry_backoff=5.0,
+            retry_backoff_max=5.0,
+            transient_timeout=60.0,
+        )
+        runtime, consumer, task = await _running(h)
+        await asyncio.wait_for(blocked.wait(), 10)  # k0 retrying, k1 running: no room left
+        runtime.stop()
+        release.set()
+        await asyncio.wait_for(task, 10)
+        assert seen == [1, 5]  # k1 finished what it had begun; k2 and k3 were not started
+        assert consumer.committed.get((TOPIC, 0), 0) == 0  # offset 0 is fetched again
+
+    asyncio.run(main())
+
+
+def test_a_key_whose_handling_fails_stops_the_runtime_without_storing_past_it() -> None:
+    seen: list[int] = []
+
+    async def handle(key: bytes, offset: int) -> None:
+        seen.append(offset)
+
+    async def main() -> None:
+        h = _harness(handle, records=8, key_concurrency=KEYS, batch_size=8)
+        runtime, consumer, task = await _running(h)
+        real = runtime.dispatcher.handle_partition
+
+        async def broken(records, ticket, offsets=None):  # type: ignore[no-untyped-def]
+            if records[0].offset() == 2:  # k2: a bug outside the handler (not retried)
+                raise RuntimeError("bug in the k2 path")
+            await real(records, ticket, offsets)
+
+        runtime.dispatcher.handle_partition = broken  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="bug in the k2 path"):
+            await asyncio.wait_for(task, 10)
+        assert consumer.committed.get((TOPIC, 0), 0) <= 2
 
     asyncio.run(main())

@@ -4,10 +4,11 @@ together, in order, at the end of that turn (request-reply's batching, docs/benc
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from kit.errors import DeliveryError
-from kit.protocol import TurnBatch
+from kit.protocol import TopicNotReady, TurnBatch
 
 
 class Sink:
@@ -67,3 +68,30 @@ def test_a_refused_record_and_those_after_it_report_the_error_and_nothing_is_los
     assert sink.produced == [("replies", b"0")]
     assert reports[b"0"] is None
     assert isinstance(reports[b"1"], DeliveryError) and reports[b"2"] is reports[b"1"]
+
+
+def test_a_topic_the_sink_does_not_know_fails_that_record_only() -> None:
+    class Picky(Sink):
+        def produce(self, topic, value, key, headers, on_delivery, partition=None) -> None:
+            if topic == "gone":
+                raise TopicNotReady(topic)
+            super().produce(topic, value, key, headers, on_delivery, partition)
+
+    sink = Picky()
+    batch = TurnBatch(sink)
+    reports: list[tuple[bytes, Any]] = []
+
+    async def main() -> None:
+        for topic, value in (("replies", b"0"), ("gone", b"1"), ("replies", b"2")):
+            batch.produce(topic, value, None, None, partial(_note, reports, value))
+        batch.flush()  # now, not at the end of the turn
+        assert sink.produced == [("replies", b"0"), ("replies", b"2")]
+
+    asyncio.run(main())
+    errors = dict(reports)
+    assert errors[b"0"] is None and errors[b"2"] is None
+    assert isinstance(errors[b"1"], TopicNotReady)
+
+
+def _note(reports: list[tuple[bytes, Any]], value: bytes, err: Any, _msg: Any) -> None:
+    reports.append((value, err))
