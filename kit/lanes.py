@@ -354,5 +354,5 @@ async def handle_by_key(
         lowest = min((o for o in unfinished if o is not None), default=None)
         if lowest is None:
             ticket.offsets[slot] = (messages[-1].offset() or 0) + 1
-        elif lowest is not None and lowest > (messages[0].offset() or 0):
+        elif lowest > (messages[0].offset() or 0):
             ticket.offsets[slot] = lowest

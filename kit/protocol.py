@@ -112,8 +112,8 @@ class TurnBatch:
     and replies then go to the broker one or two per request, and a broker serving many
     tiny requests is what limited request-reply (docs/benchmarks.md: 8.2k calls/s at 256
     in flight, 1.6 broker requests per call). Queued here and produced together at the end
-    of the turn, they share requests (18.5k calls/s, 0.55 requests per call). At one call
-    in flight this costs one turn of the loop: microseconds.
+    of the turn, they share requests (15.9k-20.8k calls/s, 0.55 requests per call). At one
+    call in flight this costs one turn of the loop: microseconds.
 
     `produce` is called on the event loop only. A record the sink refuses when the batch
     is sent is reported to its `on_delivery` with the exception as the error: a topic it
