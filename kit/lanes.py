@@ -61,7 +61,7 @@ class Lanes:
     Each fetched batch is split by partition into `SlotTicket`s (kit.commits), queued on
     their partition's lane: a lane handles its shares one after another, so a partition's
     records keep their order while partitions overlap (a handler that waits, waits once per
-    partition). The loop fetches again while fewer than `max_batches` batches' worth of
+    partition). The loop fetches again while fewer than KIT_MAX_BATCHES_IN_FLIGHT batches' worth of
     records are unsettled, and pauses a partition whose lane has a whole batch waiting, so
     the next fetches bring the other partitions. Offsets are stored per partition below its
     first unfinished record (kit.commits). Stop, close, revoke and loss drop the shares
@@ -82,9 +82,7 @@ class Lanes:
         """Paused when revoked or lost: resumed should they come back."""
         self._progress = asyncio.Event()
         settings = host.settings
-        most = settings.max_batches_in_flight
-        self.max_batches: int = most
-        self.max_records = most * settings.batch_size
+        self.max_records = settings.max_batches_in_flight * settings.batch_size
         """Records fetched and not settled, at most (give or take one batch)."""
         self.pause_at = settings.batch_size
         """Records waiting in one lane from which its partition is paused."""
@@ -251,16 +249,7 @@ class Lanes:
         """Drop what waits in these lanes (None: all) and finish what they are handling
         within `timeout`, else cancel it (a revoke, a loss, the close)."""
         slots = list(self.lanes) if partitions is None else list(partitions)
-        tasks: list[asyncio.Task[None]] = []
-        for slot in slots:
-            lane = self.lanes.get(slot)
-            if lane is not None:
-                self._drop(lane)
-                if lane.task is not None:
-                    tasks.append(lane.task)
-            if slot in self.paused:
-                self.paused.discard(slot)
-                self._unpause.add(slot)
+        tasks = [task for slot in slots if (task := self._give_up(slot)) is not None]
         if not tasks:
             return
         _done, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -284,12 +273,19 @@ class Lanes:
         """Partitions taken away (on the loop): drop what waits in their lanes."""
         self.host.assignment.difference_update(partitions)
         for slot in partitions:
-            lane = self.lanes.get(slot)
-            if lane is not None:
-                self._drop(lane)
-            if slot in self.paused:
-                self.paused.discard(slot)
-                self._unpause.add(slot)
+            self._give_up(slot)
+
+    def _give_up(self, slot: Partition) -> asyncio.Task[None] | None:
+        """Drop what waits in `slot`'s lane (a paused partition is resumed should it come
+        back); returns the task still handling its share, if any."""
+        if slot in self.paused:
+            self.paused.discard(slot)
+            self._unpause.add(slot)
+        lane = self.lanes.get(slot)
+        if lane is None:
+            return None
+        self._drop(lane)
+        return lane.task
 
     async def close(self, timeout: float) -> None:
         """Stop: drop what waits, finish what is being handled within `timeout`, else
