@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -82,8 +84,11 @@ def resolve_broker() -> ResolvedBroker:
 
     1. ``KIT_BOOTSTRAP_SERVERS`` (closing it does nothing);
     2. a Kafka testcontainer, when a Docker engine answers (closing stops it);
-    3. kit's local broker (:func:`kit.broker.local.ensure_running`); closing stops it
-       only if this call started it and ``KIT_KEEP_BROKER`` is not set.
+    3. kit's local broker: the one running from ``KIT_BROKER_DIR`` (closing does
+       nothing), else one started here. With ``KIT_KEEP_BROKER`` or ``KIT_BROKER_DIR``
+       set, it is started on that data dir and closing stops it unless
+       ``KIT_KEEP_BROKER`` is set; with neither, it is started on a fresh temporary data
+       dir, which closing stops and deletes.
     """
     env = (load_settings().bootstrap_servers or "").strip()
     if env:
@@ -93,10 +98,37 @@ def resolve_broker() -> ResolvedBroker:
     running = local.status()
     if running is not None:
         return ResolvedBroker(running.bootstrap_servers, "local", _nothing)
-    info = local.start()
+    tools = load_tool_settings()
+    if tools.keep_broker or tools.broker_dir is not None:
+        info = local.start()
+        return ResolvedBroker(info.bootstrap_servers, "local", _stop_unless_kept)
+    return _start_throwaway()
+
+
+def _stop_unless_kept() -> None:
+    if not load_tool_settings().keep_broker:
+        local.stop()
+
+
+def _start_throwaway() -> ResolvedBroker:
+    """Start the local broker on a fresh data dir (KIT_BROKER_DIR for this process and its
+    children), which closing stops and deletes. Topics that tests make are never deleted,
+    so a data dir kept from run to run would grow until the broker runs out of file
+    descriptors."""
+    data_dir = tempfile.mkdtemp(prefix="kit-test-broker-")
+    os.environ["KIT_BROKER_DIR"] = data_dir
 
     def close() -> None:
-        if not load_tool_settings().keep_broker:
+        try:
             local.stop()
+        finally:
+            if os.environ.get("KIT_BROKER_DIR") == data_dir:
+                del os.environ["KIT_BROKER_DIR"]
+            shutil.rmtree(data_dir, ignore_errors=True)
 
+    try:
+        info = local.start()
+    except BaseException:
+        close()
+        raise
     return ResolvedBroker(info.bootstrap_servers, "local", close)

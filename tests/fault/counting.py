@@ -82,11 +82,20 @@ def create_topic(
         time.sleep(0.05)
 
 
-def _partitions(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[int]:
-    meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-    if meta is None or meta.error is not None:
-        return []
-    return sorted(meta.partitions)
+def _partitions(
+    consumer: Consumer, topic: str, timeout: float = 10.0, wait: bool = True
+) -> list[int]:
+    """The partitions of `topic`. With `wait`, asks again until `timeout` while the broker
+    asked does not know it yet (on a cluster, a topic just made reaches each broker's
+    metadata in turn); [] if it never appears (at once without `wait`)."""
+    deadline = time.monotonic() + (timeout if wait else 0.0)
+    while True:
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is not None and meta.error is None and meta.partitions:
+            return sorted(meta.partitions)
+        if time.monotonic() > deadline:
+            return []
+        time.sleep(0.05)
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
@@ -155,7 +164,7 @@ def read_all(bootstrap: str, topic: str, timeout: float = 120.0) -> list[Message
         )
     )
     try:
-        parts = _partitions(consumer, topic)
+        parts = _partitions(consumer, topic, wait=False)  # a missing topic reads as empty
         marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10) for p in parts}
         todo = {p: high for p, (low, high) in marks.items() if high > low}
         consumer.assign([TopicPartition(topic, p, marks[p][0]) for p in todo])

@@ -262,11 +262,48 @@ def test_resolve_broker_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(local, "status", lambda: None)  # we start it: close stops it
     monkeypatch.setattr(local, "start", lambda: info)
+    monkeypatch.setenv("KIT_BROKER_DIR", str(tmp_path / "kept"))
     testing_broker.resolve_broker().close()
     assert stopped == [True]
     monkeypatch.setenv("KIT_KEEP_BROKER", "1")
     testing_broker.resolve_broker().close()
     assert stopped == [True]
+
+
+def test_resolve_broker_starts_on_a_throwaway_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With neither KIT_BROKER_DIR nor KIT_KEEP_BROKER, the tests' broker gets a fresh data
+    dir (for this process and its children), deleted on close: a kept one would collect
+    every test topic until the broker runs out of file descriptors."""
+    monkeypatch.delenv("KIT_BROKER_DIR", raising=False)
+    monkeypatch.delenv("KIT_KEEP_BROKER", raising=False)
+    monkeypatch.setattr(testing_broker, "docker_available", lambda: False)
+    monkeypatch.setattr(local, "status", lambda: None)
+    seen: list[Path] = []
+    stopped: list[Path] = []
+
+    def start() -> local.BrokerInfo:
+        data_dir = local.broker_dir()
+        (data_dir / "kraft-logs").mkdir()
+        seen.append(data_dir)
+        return local.BrokerInfo("127.0.0.1:1", 1, 1, "4.4.0", data_dir)
+
+    monkeypatch.setattr(local, "start", start)
+    monkeypatch.setattr(local, "stop", lambda: stopped.append(local.broker_dir()) or True)
+    for _ in range(2):
+        resolved = testing_broker.resolve_broker()
+        assert os.environ["KIT_BROKER_DIR"] == str(seen[-1])
+        resolved.close()
+        assert stopped[-1] == seen[-1] and not seen[-1].exists()
+        assert "KIT_BROKER_DIR" not in os.environ
+    assert seen[0] != seen[1] and seen[0] != Path.home() / ".cache" / "kit" / "broker"
+
+    def refused() -> local.BrokerInfo:
+        raise RuntimeError("no java")
+
+    monkeypatch.setattr(local, "start", refused)
+    with pytest.raises(RuntimeError):
+        testing_broker.resolve_broker()
+    assert "KIT_BROKER_DIR" not in os.environ
 
 
 def test_ports_for_servers_are_free_and_below_the_ephemeral_range() -> None:
