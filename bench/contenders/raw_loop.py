@@ -84,6 +84,9 @@ def main(typed: bool = False) -> None:
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
             "fetch.wait.max.ms": 10,
+            "queued.min.messages": 5_000,  # kit's prefetch bounds (kit.transport.kafka.PREFETCH)
+            "queued.max.messages.kbytes": 16_384,
+            "fetch.queue.backoff.ms": 10,
             "socket.nagle.disable": True,
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
