@@ -8,7 +8,11 @@ from kit.config import load_settings
 from kit.transport.kafka import PREFETCH, consumer_config, make_consumer
 
 
-def test_consumers_fetch_a_bounded_way_ahead_and_refetch_soon() -> None:
+def test_consumers_fetch_a_bounded_way_ahead_and_refetch_soon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("QUEUED_MIN_MESSAGES", "QUEUED_MAX_MESSAGES_KBYTES", "FETCH_QUEUE_BACKOFF_MS"):
+        monkeypatch.delenv(f"KIT_KAFKA_{name}", raising=False)
     config = consumer_config(load_settings({"KIT_BOOTSTRAP_SERVERS": "x:1"}), "g")
     # librdkafka's defaults (100,000 records per partition, 64 MiB, 1 s back-off) held most
     # of a backlog in memory; with small queues, the 1 s back-off halved the throughput
