@@ -149,7 +149,12 @@ class RegistryConfig(BaseSettings):
     enabled: bool = Field(True, description="Announce running instances (runtime integration).")
     topic: str = Field("_kit_registry", min_length=1, description="The registry topic.")
     heartbeat: float = Field(2.0, gt=0, description="Seconds between heartbeats.")
-    ttl: float = Field(6.0, gt=0, description="Heartbeat age (s) after which readers drop one.")
+    ttl: float = Field(
+        20.0,
+        gt=0,
+        description="Heartbeat age (s) after which readers drop one. Above a cluster's "
+        "failover (9 s, while no acks=all write lands) plus a heartbeat interval.",
+    )
     clean: bool = Field(True, description="Readers tombstone entries of long-dead instances.")
     clean_after: float | None = Field(
         None, gt=0, description="Heartbeat age (s) before a cleaner tombstones (default 3 x ttl)."

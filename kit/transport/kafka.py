@@ -109,11 +109,23 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
         "fetch.wait.max.ms": 10,
         **PREFETCH,
         "socket.nagle.disable": True,
-        "session.timeout.ms": 10_000,
+        "session.timeout.ms": SESSION_TIMEOUT_MS,
         "heartbeat.interval.ms": 1_000,
         **(_STATISTICS if settings.metrics_port is not None else {}),
         **base_config(settings),
     }
+
+
+SESSION_TIMEOUT_MS = 20_000
+"""How long a consumer that hears nothing from its group coordinator keeps its partitions.
+
+It must outlast a cluster's failover: a broker that dies without a word is fenced after
+the cluster's ``broker.session.timeout.ms`` (9 s by default), and only then do its group
+coordinators move and acks=all writes go on. At 10 s, killing the node that coordinated a
+responder's group made the responder drop its partitions and rejoin after the failover:
+calls failed for 19-21 s instead of ~10 s (tests/fault/test_cluster.py). The cost is that
+a crashed instance (kill -9; a graceful stop leaves the group at once) holds its partitions
+this long. ``KIT_KAFKA_SESSION_TIMEOUT_MS`` overrides it."""
 
 
 PREFETCH = {

@@ -1,5 +1,7 @@
 """A broker of a three-node cluster SIGKILLed mid-stream (issue 9): nothing lost, and
-discovery and request-reply go on."""
+discovery and request-reply go on after one outage, the cluster's own failover.
+
+The killed node is the group coordinator of the responder being called."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from kit import Client, load_settings
 from kit.broker import local
@@ -36,6 +39,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 EVENTS = 30_000
 
+OUTAGE_LIMIT_S = 15.0
+"""Calls may fail up to this long after the kill. Until the cluster fences the dead broker
+(`broker.session.timeout.ms`, 9 s) every acks=all write waits for it: requests, replies and
+registry heartbeats. A call fails at its 2 s deadline, so the last failure comes by about
+11 s; the rest is margin for a loaded machine. The old defaults (session 10 s, TTL 6 s)
+failed calls for 19-21 s when the killed node was the responder's group coordinator."""
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.BrokerInfo]:
@@ -48,6 +58,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.BrokerIn
     finally:
         with _cluster_env(data_dir):
             local.stop()
+
+
+def _coordinator(bootstrap: str, group: str) -> int:
+    """The node id of `group`'s coordinator."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
+    return int(future.result(timeout=15).coordinator.id)
+
+
+def _leader(bootstrap: str, topic: str) -> int:
+    """The node id of the leader of `topic`'s partition 0."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    return int(admin.list_topics(topic, timeout=10).topics[topic].partitions[0].leader)
 
 
 @pytest.mark.timeout(600)
@@ -67,6 +90,7 @@ def test_a_broker_killed_mid_stream_loses_nothing_and_calls_go_on(
     calls: list[tuple[float, str]] = []  # (time, "ok" or the error type)
     stop_calls = threading.Event()
     figures: dict[str, object] = {}
+    marks: dict[str, float] = {}
 
     async def call_loop(client: Client) -> None:
         while not stop_calls.is_set():
@@ -90,26 +114,28 @@ def test_a_broker_killed_mid_stream_loses_nothing_and_calls_go_on(
                 await asyncio.to_thread(instance.wait_assigned, p.input, 90)
                 stream.start()
                 await asyncio.to_thread(watcher.wait_for, 5_000, 60, lambda: instance.alive)
+                # the worst case for the responder: kill the node coordinating its group
+                victim = await asyncio.to_thread(_coordinator, bootstrap, stock)
+                figures["victim_leads_registry"] = victim == await asyncio.to_thread(
+                    _leader, bootstrap, "_kit_registry"
+                )
                 with _cluster_env(cluster.data_dir):
-                    victim = 1
-                    killed_at = time.monotonic()
+                    killed_at = marks["killed"] = time.monotonic()
                     await asyncio.to_thread(local.kill_node, victim)
                     await asyncio.to_thread(
                         watcher.wait_for, watcher.count + 5_000, 90, lambda: instance.alive
                     )
 
-                    def answered_after_kill() -> list[float]:
-                        return [t for t, r in calls if r == "ok" and t > killed_at]
+                    def answered_again() -> bool:  # the last 3 calls, all sent after the kill
+                        last = calls[-3:]
+                        return len(last) == 3 and all(
+                            r == "ok" and t > killed_at + 2.5 for t, r in last
+                        )
 
                     # calls fail over on their own clock (the broker session timeout, 9 s),
-                    # not the stream's: wait for the first answer, with a deadline
+                    # not the stream's: wait for them to be answered again, with a deadline
                     await wait_until_async(
-                        answered_after_kill, timeout=60, what="a call answered after the kill"
-                    )
-                    ok_after = answered_after_kill()
-                    figures["first_call_ok_after_kill_s"] = round(ok_after[0] - killed_at, 2)
-                    figures["failed_calls_after_kill"] = sum(
-                        1 for t, r in calls if r != "ok" and t > killed_at
+                        answered_again, timeout=60, what="calls answered after the kill"
                     )
                     async with Registry(settings) as registry:
                         assert registry.lookup(stock), "the responder is not in the registry"
@@ -140,11 +166,21 @@ def test_a_broker_killed_mid_stream_loses_nothing_and_calls_go_on(
         group=p.group,
         expected=items,
     )
+    failures = [(round(t - marks["killed"], 1), r) for t, r in calls if t > marks["killed"]]
+    failures = [(s, r) for s, r in failures if r != "ok"]
+    figures["failed_calls"] = failures
+    last_failure = max((s for s, _ in failures), default=0.0)
+    figures["last_failure_after_kill_s"] = last_failure
     print(report.summary(), figures)
     record_result("cluster broker killed", {**report_figures(report), **figures})
     assert report.lost == 0, report.summary()
     assert report.order_violations == 0, report.summary()
     assert report.committed_at_end, report.summary()
     assert figures["exit_code"] == 0
+    # the responder ran throughout: the registry must not drop it while the cluster fails over
+    assert not [f for f in failures if f[1] == "ServiceUnavailable"], failures
+    # one outage, Kafka's own, and no second one of kit's making (a consumer session or a
+    # registry TTL that runs out before the cluster has failed over)
+    assert last_failure <= OUTAGE_LIMIT_S, failures
     late = [r for t, r in calls[-10:]]
     assert late == ["ok"] * len(late), f"calls after the restart failed: {late}"

@@ -1,7 +1,7 @@
 """Instances killed, stopped and churned mid-stream: nothing lost, order kept per key.
 
 Each kill or stop comes after the instance logged its assignment and handled some records
-(a kill inside the 10 s session timeout of the previous member would exercise nothing).
+(a kill inside the 20 s session timeout of the previous member would exercise nothing).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ orders placed: before order 12 the test waits until it has paid a few, then SIGK
 and checks that it had paid fewer orders than had been accepted by then (so at least one
 was in its hands, or queued for it, when it died). Five more orders are placed while no
 payments instance runs; then a new one (no delay to speak of) starts, waits out the dead
-member's session (10 s) and gets the partitions. Every placed order must still end
+member's session (20 s) and gets the partitions. Every placed order must still end
 confirmed or cancelled, none lost and none paid twice, and every count of the account
 (stock, Faust totals) must add up, exactly.
 

@@ -315,7 +315,7 @@ def test_three_instances_of_two_services_visible_within_a_second(
                 for child in children:
                     child.stop()
             # Each stopped gracefully: its tombstone ("stopped", not "expired") removes it
-            # before the 6 s TTL could.
+            # before the 20 s TTL could.
             await wait_until_async(lambda: not registry.instances(), timeout=5, what="all down")
             await wait_until_async(
                 lambda: all(watcher.of(i)[-1:] == [("down", "stopped")] for i in ids), timeout=5
