@@ -18,15 +18,12 @@ from kit.errors import DeliveryError, DeliveryRefused
 from kit.protocol import TRUNCATED, Sink
 from kit.transport.diagnose import authorization_message
 from kit.transport.kafka import describe_record
-from kit.transport.sink import KafkaSink, record_size
+from kit.transport.sink import REFUSED, TOO_LARGE, KafkaSink, record_size
 
 __all__ = ["Commits", "SlotTicket"]
 
 log = logging.getLogger("kit.runtime")
 
-_TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE}
-_REFUSED = {KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG, KafkaError.RECORD_LIST_TOO_LARGE}
-"""Produce errors after which sending the same record again cannot succeed."""
 
 Partition = tuple[str, int]
 
@@ -202,12 +199,12 @@ class Commits:
         if failure.kind == "dead-letter":
             headers = (produced.headers() or []) if produced is not None else []
             emptied = any(k == TRUNCATED for k, _v in headers) and not produced.value()
-            if code in _TOO_LARGE and not emptied:
+            if code in TOO_LARGE and not emptied:
                 return DeliveryRefused(f"dead letter refused by {topic}: {text}")
             return f"cannot dead-letter to {topic}: {text}"
-        if code in _TOO_LARGE and produced is not None:
+        if code in TOO_LARGE and produced is not None:
             return await self._too_large(topic, record_size(produced), text)
-        if code in _REFUSED:
+        if code in REFUSED:
             return DeliveryRefused(f"{topic} refused a record: {text}")
         denied = authorization_message(err, topic=topic, action="produce", settings=self.settings)
         return denied or f"publishing to {topic} failed: {text}"

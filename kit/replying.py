@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from kit.config import Settings
 from kit.context import Ticket
+from kit.errors import DeliveryRefused
 from kit.protocol import (
     CORRELATION_ID,
     REPLY_TO,
@@ -26,6 +29,10 @@ async def _always(_topic: str) -> bool:
     return True
 
 
+def _never(_err: Any) -> bool:  # Any: as a delivery report's error
+    return False
+
+
 class Replies:
     """Sends a responder's encoded result (or its error) where its request asked.
 
@@ -39,6 +46,10 @@ class Replies:
         self.topic_exists: Callable[[str], Awaitable[bool]] = _always
         """Checks a reply topic exists before replying (so a dead requester's is not
         recreated)."""
+        self.refused_for_good: Callable[[Any], bool] = _never  # Any: a report's error
+        """Whether a delivery error means the reply will never be taken (too large for the
+        requester's reply topic, invalid); the Kafka runtime sets the transport's judgement.
+        Such a reply is replaced by an error reply, so the caller fails at once."""
         self.dropped = 0
         """Replies not sent (their topic was gone) or not delivered."""
 
@@ -71,7 +82,60 @@ class Replies:
             return
         headers = reply_headers(correlation, error, with_trace=self.settings.remote_tracebacks)
         headers = tracer().outgoing(topic, None, headers, msg) or headers
+        on_delivery: Callable[[Any, Any], None] = ticket.settled  # Any: a delivery report
         if error is not None:
             value = None
+        elif value is not None:
+            loop = asyncio.get_running_loop()
+            on_delivery = _Delivery(self, ticket, loop, topic, correlation, len(value))
         ticket.pending += 1
-        self._batch.produce(topic, value, None, headers, ticket.settled)
+        self._batch.produce(topic, value, None, headers, on_delivery)
+
+    def _refused(self, topic: str, correlation: bytes, error: DeliveryRefused) -> None:
+        """Tell the caller of a refused reply why, in a reply it will take (on the loop)."""
+        log.warning("%s; sent the caller an error reply instead", error)
+        headers = reply_headers(correlation, error)
+        self._batch.produce(topic, None, None, headers, self._error_delivered)
+
+    def _error_delivered(self, err: Any, _msg: Any) -> None:  # Any: a delivery report
+        if err is not None:
+            log.warning("error reply not delivered either: %s", err)
+
+
+class _Delivery:
+    """The delivery callback of a reply with a value: counts it in its batch's ticket, and
+    has a reply refused for good replaced by an error reply, so that its caller gets a
+    RemoteError (DeliveryRefused) at once instead of a RequestTimeout at its deadline.
+
+    Reports may come from a worker thread (exactly-once commits poll there while the loop
+    waits), so the error reply is produced on the loop, uncounted: it must not hold up the
+    commit that the loop is waiting for."""
+
+    __slots__ = ("correlation", "loop", "replies", "size", "ticket", "topic")
+
+    def __init__(
+        self,
+        replies: Replies,
+        ticket: Ticket,
+        loop: asyncio.AbstractEventLoop,
+        topic: str,
+        correlation: bytes,
+        size: int,
+    ) -> None:
+        self.replies = replies
+        self.ticket = ticket
+        self.loop = loop
+        self.topic = topic
+        self.correlation = correlation
+        self.size = size
+
+    def __call__(self, err: Any, msg: Any) -> None:  # Any: a delivery report
+        if err is not None and self.replies.refused_for_good(err):
+            text = err.str() if hasattr(err, "str") else str(err)
+            error = DeliveryRefused(f"reply of {self.size} bytes refused by {self.topic}: {text}")
+            try:
+                refused = self.replies._refused
+                self.loop.call_soon_threadsafe(refused, self.topic, self.correlation, error)
+            except RuntimeError:  # the loop is closed: the service has stopped
+                log.warning("%s; the service stopped, so no error reply", error)
+        self.ticket.settled(err, msg)

@@ -27,6 +27,7 @@ from kit.transport.base import Consuming, Partition, Transport
 from kit.transport.consumer import ConsumerThread
 from kit.transport.diagnose import authorization_message
 from kit.transport.kafka_transport import KafkaTransport
+from kit.transport.sink import refused_for_good
 
 __all__ = ["ConsumerThread", "Extension", "Runtime", "repository_of"]
 
@@ -192,6 +193,7 @@ class Runtime:
         self.dispatcher.replies.sink = self.reply_sink
         if isinstance(transport, KafkaTransport):
             self.dispatcher.replies.topic_exists = self._topic_exists
+            self.dispatcher.replies.refused_for_good = refused_for_good
         self.dispatcher.stopping = self._stopping
         self.dispatcher.stats = self.stats
         self.commits = Commits(settings, self.dispatcher, self.sink, transport.poll)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from kit.config import Settings, client_config
@@ -19,10 +19,32 @@ from kit.transport.admin import TopicSpec, ensure_topics, topic_limits
 if TYPE_CHECKING:
     from kit.transport.registry_format import TopicRegistrar
 
-__all__ = ["PRODUCER_MESSAGE_MAX_BYTES", "KafkaSink", "Unsent", "record_size"]
+__all__ = [
+    "PRODUCER_MESSAGE_MAX_BYTES",
+    "REFUSED",
+    "TOO_LARGE",
+    "KafkaSink",
+    "Unsent",
+    "record_size",
+    "refused_for_good",
+]
 
 PRODUCER_MESSAGE_MAX_BYTES = 1_000_000
 """librdkafka's default `message.max.bytes`: the largest record a producer sends."""
+
+TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE})
+"""Produce errors of a record (or of its batch) larger than its topic or producer takes."""
+
+REFUSED = frozenset(
+    {KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG, KafkaError.RECORD_LIST_TOO_LARGE}
+)
+"""Other produce errors after which sending the same record again cannot succeed."""
+
+
+# Any: the error of a delivery report (a KafkaError), or an exception a sink raised
+def refused_for_good(err: Any) -> bool:
+    """Whether a delivery error says the record will never be taken (too large, invalid)."""
+    return isinstance(err, KafkaError) and (err.code() in TOO_LARGE or err.code() in REFUSED)
 
 
 class KafkaSink:

@@ -72,6 +72,36 @@ def test_typed_request_reply_and_remote_error(
     asyncio.run(scenario())
 
 
+def test_a_reply_too_large_for_its_topic_fails_the_call_at_once(
+    kit_settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    """The broker (or librdkafka) refuses a reply for good: the caller gets a RemoteError
+    saying so at once, not a RequestTimeout at its deadline; the responder goes on."""
+    name = unique_name("big")
+    svc = Service(name)
+
+    @svc.responder()
+    async def check(request: CheckStock) -> StockLevel:
+        sku = "x" * 2_000_000 if request.sku == "huge" else request.sku
+        return StockLevel(sku=sku, available=1, enough=True, request_id=request.request_id)
+
+    async def scenario() -> None:
+        async with running(svc, kit_settings) as runtime, Client(kit_settings) as client:
+            started = time.monotonic()
+            with pytest.raises(RemoteError) as info:
+                await client.request(check, CheckStock(sku="huge", quantity=1), timeout=30)
+            assert time.monotonic() - started < 10, "waited out the deadline instead"
+            err = info.value
+            assert (err.service, err.method, err.error_type) == (name, "check", "DeliveryRefused")
+            assert "reply of 20000" in err.message and "refused" in err.message, err.message
+            level = await client.request(check, CheckStock(sku="tea", quantity=1), timeout=30)
+            assert level.sku == "tea"
+            replies = runtime.dispatcher.replies
+            await wait_until_async(lambda: replies.dropped == 1, timeout=10, what="counted")
+
+    asyncio.run(scenario())
+
+
 def test_service_unavailable_at_once_when_no_instance_is_registered(
     kit_settings: Settings, unique_name: Callable[[str], str]
 ) -> None:
