@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,6 +53,8 @@ class Replies:
         Such a reply is replaced by an error reply, so the caller fails at once."""
         self.dropped = 0
         """Replies not sent (their topic was gone) or not delivered."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
 
     def flush(self) -> None:
         """Give the sink the replies queued in this turn now."""
@@ -86,56 +89,66 @@ class Replies:
         if error is not None:
             value = None
         elif value is not None:
-            loop = asyncio.get_running_loop()
-            on_delivery = _Delivery(self, ticket, loop, topic, correlation, len(value))
+            if self._loop is None:
+                self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
+            on_delivery = _Delivery(self, ticket, correlation)
         ticket.pending += 1
         self._batch.produce(topic, value, None, headers, on_delivery)
 
-    def _refused(self, topic: str, correlation: bytes, error: DeliveryRefused) -> None:
-        """Tell the caller of a refused reply why, in a reply it will take (on the loop)."""
+    # Any: (err, msg) of a delivery report
+    def refused(self, err: Any, msg: Any, ticket: Ticket, correlation: bytes) -> None:
+        """Answer the caller of reply `msg`, which was refused for good, with an error reply
+        naming why. On the loop it is counted in `ticket`, so the
+        batch's commit waits for it; from a worker thread (an exactly-once commit polls
+        there while the loop waits for it) it is made on the loop, uncounted."""
+        topic = msg.topic() if msg is not None else "?"
+        size = len(msg.value() or b"") if msg is not None else 0
+        text = err.str() if hasattr(err, "str") else str(err)
+        error = DeliveryRefused(f"reply of {size} bytes refused by {topic}: {text}")
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            log.warning("%s; the service has stopped, so no error reply", error)
+        elif threading.get_ident() == self._loop_thread:
+            ticket.pending += 1
+            self._error_reply(topic, correlation, error, ticket.settled)
+        else:
+            loop.call_soon_threadsafe(
+                self._error_reply, topic, correlation, error, self._error_delivered
+            )
+
+    def _error_reply(
+        self,
+        topic: str,
+        correlation: bytes,
+        error: DeliveryRefused,
+        on_delivery: Callable[[Any, Any], None],  # Any: a delivery report
+    ) -> None:
         log.warning("%s; sent the caller an error reply instead", error)
         headers = reply_headers(correlation, error)
-        self._batch.produce(topic, None, None, headers, self._error_delivered)
+        self._batch.produce(topic, None, None, headers, on_delivery)
 
     def _error_delivered(self, err: Any, _msg: Any) -> None:  # Any: a delivery report
         if err is not None:
+            self.dropped += 1
             log.warning("error reply not delivered either: %s", err)
 
 
 class _Delivery:
     """The delivery callback of a reply with a value: counts it in its batch's ticket, and
-    has a reply refused for good replaced by an error reply, so that its caller gets a
-    RemoteError (DeliveryRefused) at once instead of a RequestTimeout at its deadline.
+    has a reply refused for good followed by an error reply (`Replies.refused`), so that
+    its caller gets a RemoteError (DeliveryRefused) at once instead of a RequestTimeout at
+    its deadline."""
 
-    Reports may come from a worker thread (exactly-once commits poll there while the loop
-    waits), so the error reply is produced on the loop, uncounted: it must not hold up the
-    commit that the loop is waiting for."""
+    __slots__ = ("correlation", "replies", "ticket")
 
-    __slots__ = ("correlation", "loop", "replies", "size", "ticket", "topic")
-
-    def __init__(
-        self,
-        replies: Replies,
-        ticket: Ticket,
-        loop: asyncio.AbstractEventLoop,
-        topic: str,
-        correlation: bytes,
-        size: int,
-    ) -> None:
+    def __init__(self, replies: Replies, ticket: Ticket, correlation: bytes) -> None:
         self.replies = replies
         self.ticket = ticket
-        self.loop = loop
-        self.topic = topic
         self.correlation = correlation
-        self.size = size
 
     def __call__(self, err: Any, msg: Any) -> None:  # Any: a delivery report
-        if err is not None and self.replies.refused_for_good(err):
-            text = err.str() if hasattr(err, "str") else str(err)
-            error = DeliveryRefused(f"reply of {self.size} bytes refused by {self.topic}: {text}")
-            try:
-                refused = self.replies._refused
-                self.loop.call_soon_threadsafe(refused, self.topic, self.correlation, error)
-            except RuntimeError:  # the loop is closed: the service has stopped
-                log.warning("%s; the service stopped, so no error reply", error)
-        self.ticket.settled(err, msg)
+        try:
+            if err is not None and self.replies.refused_for_good(err):
+                self.replies.refused(err, msg, self.ticket, self.correlation)
+        finally:
+            self.ticket.settled(err, msg)
