@@ -129,7 +129,7 @@ def respond(bootstrap: str, topic: str, group: str, typed: bool) -> None:
             "partition.assignment.strategy": "cooperative-sticky",
             "fetch.wait.max.ms": 10,
             "socket.nagle.disable": True,
-            "session.timeout.ms": 10_000,
+            "session.timeout.ms": 20_000,  # kit.transport.kafka.SESSION_TIMEOUT_MS
             "heartbeat.interval.ms": 1_000,
         }
     )

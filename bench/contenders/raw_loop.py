@@ -88,7 +88,7 @@ def main(typed: bool = False) -> None:
             "queued.max.messages.kbytes": 16_384,
             "fetch.queue.backoff.ms": 10,
             "socket.nagle.disable": True,
-            "session.timeout.ms": 10_000,
+            "session.timeout.ms": 20_000,  # kit.transport.kafka.SESSION_TIMEOUT_MS
             "heartbeat.interval.ms": 1_000,
         }
     )
