@@ -98,15 +98,15 @@ class Replies:
     # Any: (err, msg) of a delivery report
     def refused(self, err: Any, msg: Any, ticket: Ticket, correlation: bytes) -> None:
         """Answer the caller of reply `msg`, which was refused for good, with an error reply
-        naming why. On the loop it is counted in `ticket`, so the
-        batch's commit waits for it; from a worker thread (an exactly-once commit polls
-        there while the loop waits for it) it is made on the loop, uncounted."""
+        naming why. On the loop it is counted in `ticket`, so the batch's commit waits for
+        it; from a worker thread (an exactly-once commit polls there while the loop waits
+        for it) it is made on the loop, uncounted. With no loop running, none is sent."""
         topic = msg.topic() if msg is not None else "?"
         size = len(msg.value() or b"") if msg is not None else 0
         text = err.str() if hasattr(err, "str") else str(err)
         error = DeliveryRefused(f"reply of {size} bytes refused by {topic}: {text}")
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop is None or loop.is_closed() or not loop.is_running():
             log.warning("%s; the service has stopped, so no error reply", error)
         elif threading.get_ident() == self._loop_thread:
             ticket.pending += 1

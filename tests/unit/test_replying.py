@@ -138,3 +138,22 @@ def test_a_reply_lost_otherwise_is_not_answered_twice() -> None:
 
     # the broker may have it (a time-out is not a refusal): the caller gets it, or times out
     assert len(asyncio.run(scenario()).produced) == 1
+
+
+def test_no_error_reply_once_the_loop_has_stopped() -> None:
+    sink, ticket = Sink(), Ticket(1)
+    replies = _replies(sink)
+
+    async def reply() -> None:
+        await replies.send(Request(), b"v", None, ticket)
+        await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(reply())
+        too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
+        # a last flush on the loop's thread, once the loop has stopped (not yet closed)
+        sink.reports[0](too_large, Report("caller.replies", b"v"))
+    finally:
+        loop.close()
+    assert len(sink.produced) == 1 and ticket.pending == 0 and ticket.dropped == 1
