@@ -40,11 +40,13 @@ REFUSED = frozenset(
 )
 """Other produce errors after which sending the same record again cannot succeed."""
 
+_FOR_GOOD = TOO_LARGE | REFUSED
+
 
 # Any: the error of a delivery report (a KafkaError), or an exception a sink raised
 def refused_for_good(err: Any) -> bool:
     """Whether a delivery error says the record will never be taken (too large, invalid)."""
-    return isinstance(err, KafkaError) and (err.code() in TOO_LARGE or err.code() in REFUSED)
+    return isinstance(err, KafkaError) and err.code() in _FOR_GOOD
 
 
 class KafkaSink:

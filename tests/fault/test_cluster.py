@@ -20,7 +20,7 @@ from kit import Client, load_settings
 from kit.broker import local
 from kit.errors import RequestError
 from kit.registry import Registry
-from kit.testing.wait import wait_until_async
+from kit.testing.wait import wait_until, wait_until_async
 from tests.fault.counting import (
     OutputWatcher,
     Pipeline,
@@ -75,21 +75,15 @@ def _coordinator(bootstrap: str, group: str) -> int:
 def _wait_fenced(bootstrap: str, node: int, timeout: float) -> float:
     """When (time.monotonic()) the cluster's metadata stopped listing `node` (fenced)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def fenced() -> bool:
         try:
-            if node not in admin.list_topics(timeout=5).brokers:
-                return time.monotonic()
-        except KafkaException:
-            pass  # asked the dead node: ask again
-        time.sleep(0.1)
-    raise AssertionError(f"node {node} still listed {timeout}s after it was killed")
+            return node not in admin.list_topics(timeout=5).brokers
+        except KafkaException:  # asked the dead node: ask again
+            return False
 
-
-def _leader(bootstrap: str, topic: str) -> int:
-    """The node id of the leader of `topic`'s partition 0."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    return int(admin.list_topics(topic, timeout=10).topics[topic].partitions[0].leader)
+    wait_until(fenced, timeout=timeout, interval=0.1, what=f"node {node} fenced")
+    return time.monotonic()
 
 
 @pytest.mark.timeout(600)
@@ -135,9 +129,6 @@ def test_a_broker_killed_mid_stream_loses_nothing_and_calls_go_on(
                 await asyncio.to_thread(watcher.wait_for, 5_000, 60, lambda: instance.alive)
                 # the worst case for the responder: kill the node coordinating its group
                 victim = await asyncio.to_thread(_coordinator, bootstrap, stock)
-                figures["victim_leads_registry"] = victim == await asyncio.to_thread(
-                    _leader, bootstrap, "_kit_registry"
-                )
                 with _cluster_env(cluster.data_dir):
                     killed_at = marks["killed"] = time.monotonic()
                     await asyncio.to_thread(local.kill_node, victim)
@@ -149,10 +140,9 @@ def test_a_broker_killed_mid_stream_loses_nothing_and_calls_go_on(
                     )
 
                     def answered_again() -> bool:  # the last 3 calls, all sent after the kill
+                        sent_after = killed_at + CALL_DEADLINE_S + 0.5  # none took longer
                         last = calls[-3:]
-                        return len(last) == 3 and all(
-                            r == "ok" and t > killed_at + 2.5 for t, r in last
-                        )
+                        return len(last) == 3 and all(r == "ok" and t > sent_after for t, r in last)
 
                     # calls fail over on their own clock (the broker session timeout, 9 s),
                     # not the stream's: wait for them to be answered again, with a deadline

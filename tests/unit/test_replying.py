@@ -13,34 +13,22 @@ from kit.config import load_settings
 from kit.context import Ticket
 from kit.protocol import CORRELATION_ID, ERROR_MESSAGE, ERROR_TYPE, REPLY_TO, Headers
 from kit.replying import Replies
+from kit.transport.memory import MemoryMessage
 from kit.transport.sink import refused_for_good
 
 OnDelivery = Callable[[Any, Any], None]
 
 
-class Request:
-    """A request record as a responder got it (Replies reads its headers)."""
+def _record(
+    topic: str, value: bytes | None, headers: tuple[tuple[str, bytes], ...] = ()
+) -> MemoryMessage:
+    """A record, or the message of a delivery report (confluent_kafka.Message's methods)."""
+    return MemoryMessage(topic, 0, 7, None, value, headers, 1)
 
-    def topic(self) -> str:
-        return "stock.check"
 
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return 7
-
-    def key(self) -> bytes | None:
-        return None
-
-    def value(self) -> bytes:
-        return b"request"
-
-    def headers(self) -> Headers:
-        return [(REPLY_TO, b"caller.replies"), (CORRELATION_ID, b"c-1")]
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 0)
+REQUEST = _record(
+    "stock.check", b"request", ((REPLY_TO, b"caller.replies"), (CORRELATION_ID, b"c-1"))
+)
 
 
 class Sink:
@@ -75,27 +63,14 @@ def _replies(sink: Sink) -> Replies:
     return replies
 
 
-class Report:
-    """The message of a delivery report: where the record went, and what it was."""
-
-    def __init__(self, topic: str, value: bytes | None) -> None:
-        self._topic, self._value = topic, value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def value(self) -> bytes | None:
-        return self._value
-
-
 async def _reply_and_refuse(in_thread: bool) -> tuple[Sink, Ticket]:
     sink, ticket = Sink(), Ticket(1)
     replies = _replies(sink)
-    await replies.send(Request(), b"v" * 2_000, None, ticket)
+    await replies.send(REQUEST, b"v" * 2_000, None, ticket)
     await asyncio.sleep(0)  # the end of the turn: the batch goes to the sink
     assert len(sink.produced) == 1 and ticket.pending == 1
     too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
-    args = (too_large, Report("caller.replies", b"v" * 2_000))
+    args = (too_large, _record("caller.replies", b"v" * 2_000))
     if in_thread:  # as an exactly-once commit polls, while the loop waits
         worker = threading.Thread(target=sink.reports[0], args=args)
         worker.start()
@@ -108,7 +83,7 @@ async def _reply_and_refuse(in_thread: bool) -> tuple[Sink, Ticket]:
     for _ in range(3):  # the error reply is batched (and, from a thread, made on the loop)
         await asyncio.sleep(0)
     assert len(sink.produced) == 2
-    sink.reports[1](None, Report("caller.replies", None))
+    sink.reports[1](None, _record("caller.replies", None))
     assert ticket.pending == 0 and ticket.dropped == 1
     return sink, ticket
 
@@ -128,7 +103,7 @@ def test_a_refused_reply_is_followed_by_an_error_reply_naming_why() -> None:
 def test_a_reply_lost_otherwise_is_not_answered_twice() -> None:
     async def scenario() -> Sink:
         sink, ticket = Sink(), Ticket(1)
-        await _replies(sink).send(Request(), b"v", None, ticket)
+        await _replies(sink).send(REQUEST, b"v", None, ticket)
         await asyncio.sleep(0)
         sink.reports[0](KafkaError(KafkaError._MSG_TIMED_OUT, "timed out"), None)
         for _ in range(3):
@@ -145,7 +120,7 @@ def test_no_error_reply_once_the_loop_has_stopped() -> None:
     replies = _replies(sink)
 
     async def reply() -> None:
-        await replies.send(Request(), b"v", None, ticket)
+        await replies.send(REQUEST, b"v", None, ticket)
         await asyncio.sleep(0)
 
     loop = asyncio.new_event_loop()
@@ -153,7 +128,7 @@ def test_no_error_reply_once_the_loop_has_stopped() -> None:
         loop.run_until_complete(reply())
         too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
         # a last flush on the loop's thread, once the loop has stopped (not yet closed)
-        sink.reports[0](too_large, Report("caller.replies", b"v"))
+        sink.reports[0](too_large, _record("caller.replies", b"v"))
     finally:
         loop.close()
     assert len(sink.produced) == 1 and ticket.pending == 0 and ticket.dropped == 1
