@@ -37,6 +37,7 @@ from kit.requests import (
 )
 from kit.telemetry import Stats, tracer
 from kit.transport.admin import TopicSpec, ensure_topics
+from kit.transport.deadlines import Deadlines
 from kit.transport.kafka import admin_client, make_consumer, poll_batch
 from kit.transport.sink import KafkaSink
 
@@ -54,7 +55,7 @@ before the new topic's leader is known is retried only 500 ms later, which every
 first call waited for (bench.startup: Client() to the first answer 1.17 s)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     future: asyncio.Future[Message]
     service: str
@@ -97,6 +98,7 @@ class Requester(BaseRequester):
         self._registry_lock = asyncio.Lock()
         self.pending: dict[bytes, _Pending] = {}
         """Calls waiting for their reply, by correlation id."""
+        self._deadlines = Deadlines(self.pending)
         self.late_replies = 0
         self.stats = Stats()
         self._tracer = tracer()
@@ -193,6 +195,7 @@ class Requester(BaseRequester):
         self._closed.set()
         await asyncio.to_thread(self._thread.join, 5)
         self._thread = None
+        self._deadlines.close()
         for corr, entry in list(self.pending.items()):
             if not entry.future.done():
                 entry.future.set_exception(
@@ -293,7 +296,12 @@ class Requester(BaseRequester):
         calls.in_flight += 1
         request = (target, value, key, headers, partial(self._sent, corr))
         try:
-            reply = await self._exchange(service, method, request, future, now + wait, create_topic)
+            if target in self._sink.known_topics:  # the usual case: no set-up to wait for
+                self._requests.produce(*request)
+                self._deadlines.watch(loop, now + wait, corr)
+                reply = await future
+            else:
+                reply = await self._first(service, method, create_topic, request, future, wait)
         except TimeoutError:
             calls.timeouts += 1
             raise RequestTimeout(service, method, corr.decode(), loop.time() - started) from None
@@ -306,30 +314,6 @@ class Requester(BaseRequester):
         except RemoteError:
             calls.errors += 1
             raise
-
-    async def _exchange(
-        self,
-        service: str,
-        method: str,
-        request: tuple[str, bytes, bytes | None, list[tuple[str, bytes]], Callable[..., None]],
-        future: asyncio.Future[Message],
-        deadline: float,
-        create_topic: bool,
-    ) -> Message:
-        """Produce `request` (topic, value, key, headers, delivery callback) and wait for
-        its reply until `deadline` (loop time); TimeoutError after it."""
-        loop = future.get_loop()
-        target = request[0]
-        if target in self._sink.known_topics:  # the usual case: no set-up to wait for
-            self._requests.produce(*request)
-            timer = loop.call_at(deadline, _expire, future)
-            try:
-                return await future
-            finally:
-                timer.cancel()
-        send = partial(self._sink.produce, *request)  # the deadline covers topic set-up too
-        wait = deadline - loop.time()
-        return await self._first(service, method, target, create_topic, send, future, wait)
 
     def _headers(
         self, corr: bytes, target: str, key: bytes | None, wait: float, service: str, method: str
@@ -344,19 +328,20 @@ class Requester(BaseRequester):
         self,
         service: str,
         method: str,
-        target: str,
         create_topic: bool,
-        send: Callable[[], None],
+        request: tuple[str, bytes, bytes | None, list[tuple[str, bytes]], Callable[..., None]],
         future: asyncio.Future[Message],
         wait: float,
     ) -> Message:
         """A call to a request topic met for the first time: check (or create) it off the
-        loop, send, and wait for the reply, all within the deadline (TimeoutError)."""
+        loop, produce `request` (topic, value, key, headers, delivery callback), and wait
+        for the reply, all within the deadline (TimeoutError)."""
+        target = request[0]
         async with asyncio.timeout(wait):
             if not create_topic and not await asyncio.to_thread(self._sink.topic_exists, target):
                 raise NoRequestTopic(service, method, target)
             await asyncio.to_thread(self._sink.ensure_topic, target)
-            send()
+            self._sink.produce(*request)
             return await future
 
     def _sent(self, corr: bytes, err: object, _msg: object) -> None:
@@ -380,9 +365,3 @@ class NoRequestTopic(ServiceUnavailable):
     def __init__(self, service: str, method: str, topic: str) -> None:
         super().__init__(service)
         self.args = (f"no request topic {topic!r}: no responder {service}.{method} has ever run",)
-
-
-def _expire(future: asyncio.Future[Message]) -> None:
-    """The deadline of a call passed (a loop timer): its wait ends with TimeoutError."""
-    if not future.done():
-        future.set_exception(TimeoutError())
