@@ -28,7 +28,7 @@ from kit.protocol import (
 from kit.replying import Replies
 from kit.retry import TRANSIENT_ERRORS, Abandoned, retry_delay
 from kit.service import Handler, Responder, Service
-from kit.telemetry import Stats, active, current_record, tracer, unique_names
+from kit.telemetry import HandlerStats, Stats, active, current_record, tracer, unique_names
 
 __all__ = [
     "RECORD_OVERHEAD",
@@ -96,26 +96,27 @@ class Dispatcher:
         offsets, first = (ticket.offsets if offsets is None else offsets), messages[0]
         slot = (first.topic() or "", first.partition() or 0)
         handler = self.by_topic.get(slot[0])
-        if handler is None or isinstance(handler, Responder) or tracer().spans:
+        if handler is None or tracer().spans:
             await self._handle_each(messages, ticket, slot, handler, offsets)
             return
         # The hot path: one partition of one handler's topic. Anything unusual (a record
-        # that does not decode, a handler that raises) goes through the full path.
-        decode = self.codec.decode
-        event_type = handler.event_type
-        func = handler.func
-        takes_context = handler.takes_context
-        is_async = handler.is_async
+        # that does not decode, an expired request, a handler that raises) takes the full one.
+        replies = self.replies if isinstance(handler, Responder) else None
+        decode, event_type, func = self.codec.decode, handler.event_type, handler.func
+        takes_context, is_async = handler.takes_context, handler.is_async
+        reply: bytes | None = None
         stats = self.stats.handler(self.stats_names[handler.topic])
         running, observe, clock = stats.started, stats.latency.observe, time.monotonic
         part, timed, track = asyncio.current_task() or slot, active.timed, active.records
-        done, handled, began = -1, 0, 0.0
-        batch_began = clock()
+        done, handled, began, batch_began = -1, 0, 0.0, clock()
         try:
             for msg in messages:
                 try:
-                    event = decode(msg.value(), event_type)
+                    expired = replies is not None and request_expired(msg)
+                    event = None if expired else decode(msg.value(), event_type)
                 except DecodeError:
+                    event = None
+                if event is None:  # the full path skips it (expired) or dead-letters it
                     await self.handle(msg, ticket)
                     done = msg.offset() or 0
                     continue
@@ -127,7 +128,9 @@ class Dispatcher:
                 try:
                     result = func(event, ctx) if takes_context else func(event)
                     if is_async:
-                        await result
+                        result = await result
+                    if replies is not None:  # an unencodable reply fails the attempt
+                        reply = self._encoded(handler, result)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -141,18 +144,26 @@ class Dispatcher:
                     handled += 1
                     if ctx.outbox and (i := self._publish(ctx, ticket)) >= 0:
                         await self._publish_rest(ctx, ticket, i)
+                    if replies is not None:
+                        await replies.send(msg, reply, None, ticket)
                 done = msg.offset() or 0
         except Abandoned:
             log.info("stopping: %s[%s] left at offset %s", slot[0], slot[1], done + 1)
         finally:  # the records handled so far count, even if the run was cancelled
-            running.pop(part, None)
-            self.handled += handled
-            stats.handled += handled
-            stats.busy += clock() - batch_began
-            if track:
-                current_record.set(None)
+            self._ran(stats, part, handled, clock() - batch_began, track)
             if done >= 0:
                 offsets[slot] = done + 1
+
+    def _ran(
+        self, stats: HandlerStats, part: object, handled: int, busy: float, track: bool
+    ) -> None:
+        """Count a run of the hot path over a partition's records, however it ended."""
+        stats.started.pop(part, None)
+        self.handled += handled
+        stats.handled += handled
+        stats.busy += busy
+        if track:
+            current_record.set(None)
 
     async def _handle_each(
         self,
@@ -291,8 +302,10 @@ class Dispatcher:
         result = handler.func(event, ctx) if handler.takes_context else handler.func(event)
         if handler.is_async:
             result = await result
-        if not responder:
-            return None
+        return self._encoded(handler, result) if responder else None
+
+    def _encoded(self, handler: Handler, result: object) -> bytes:
+        """A responder's result, encoded; EncodeError if it is not an encodable Event."""
         if not isinstance(result, Event):
             raise EncodeError(f"{handler.name} returned {type(result).__name__}, not an Event")
         return self.codec.encode(result)

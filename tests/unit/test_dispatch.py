@@ -790,6 +790,35 @@ def test_an_expired_request_is_skipped_but_counted_as_handled() -> None:
     assert calls == ["tea"] and d.expired == 1
 
 
+def test_requests_of_one_partition_are_answered_in_order_whatever_each_needs() -> None:
+    """The hot path hands an expired, an undecodable or a failing request to the full
+    path, and goes on with the next; every answer goes out in order, and all count."""
+    svc, calls = stockroom()
+    d = dispatcher(svc)
+    broker, now_ms = MemoryBroker(), int(time.time() * 1000)
+
+    def call(value: bytes, corr: str, deadline_ms: int = now_ms + 60_000) -> MemoryMessage:
+        headers = request_headers(corr, "_kit.replies.me", deadline_ms, "stockroom", "check_stock")
+        return broker.append("stockroom.check_stock", value, b"key", headers)
+
+    tea, cake = (CODEC.encode(CheckStock(sku=s, quantity=1)) for s in ("tea", "cake"))
+    batch = [
+        call(tea, "a"),
+        call(tea, "old", now_ms - 1),
+        call(b"garbage", "bad"),
+        call(CODEC.encode(CheckStock(sku="caviar", quantity=1)), "boom"),
+        call(cake, "b"),
+    ]
+    ticket = Ticket()
+    run(d.handle_batch(batch, ticket))
+    assert calls[0] == "tea" and calls[-1] == "cake" and set(calls[1:-1]) == {"caviar"}
+    replies = [(p.header["kit-correlation-id"], p.header.get("kit-error")) for p in d.sink.produced
+               if p.topic == "_kit.replies.me"]  # fmt: skip
+    assert replies == [(b"a", None), (b"bad", b"DecodeError"), (b"boom", b"KeyError"), (b"b", None)]
+    assert d.expired == 1 and d.handled == 2  # the others: skipped, dead-lettered
+    assert ticket.offsets == {("stockroom.check_stock", 0): 5} and ticket.pending == 0
+
+
 def test_a_responder_returning_something_else_than_an_event_tells_its_caller() -> None:
     svc = Service("stockroom")
 
