@@ -12,6 +12,7 @@ import pytest
 from kit import (
     Client,
     Context,
+    DeliveryError,
     RemoteError,
     RequestTimeout,
     Service,
@@ -21,6 +22,7 @@ from kit import (
 from kit.testing.wait import wait_until_async
 from tests.fixtures.events import CheckStock, OrderChecked, OrderLine, OrderPlaced, StockLevel
 from tests.integration.helpers import order, read_raw, running
+from tests.integration.test_reliability import create_topic
 
 pytestmark = pytest.mark.integration
 
@@ -98,6 +100,46 @@ def test_a_reply_too_large_for_its_topic_fails_the_call_at_once(
             assert level.sku == "tea"
             replies = runtime.dispatcher.replies
             await wait_until_async(lambda: replies.dropped == 1, timeout=10, what="counted")
+
+    asyncio.run(scenario())
+
+
+def test_a_request_the_broker_refuses_fails_its_call_at_once(
+    kit_settings: Settings, unique_name: Callable[[str], str], kafka_bootstrap: str
+) -> None:
+    """A request larger than its topic takes fails with DeliveryError when the producer's
+    report comes back, not with RequestTimeout at the deadline, whether it is sent alone
+    or among calls in flight; the calls in flight are answered."""
+    name = unique_name("small")
+    create_topic(kafka_bootstrap, f"{name}.check", 1, **{"max.message.bytes": "100000"})
+    svc = Service(name)
+    answer = asyncio.Event()  # held back: the other calls stay in flight
+
+    @svc.responder(partitions=1)
+    async def check(request: CheckStock) -> StockLevel:
+        await answer.wait()
+        return StockLevel(sku=request.sku, available=1, enough=True)
+
+    async def refused(client: Client) -> float:
+        started = time.monotonic()
+        with pytest.raises(DeliveryError, match="request not sent"):
+            await client.request(check, CheckStock(sku="x" * 200_000, quantity=1), timeout=30)
+        return time.monotonic() - started
+
+    async def scenario() -> None:
+        async with running(svc, kit_settings), Client(kit_settings) as client:
+            assert await refused(client) < 10, "waited out the deadline instead (alone)"
+            calls = [
+                client.request(check, CheckStock(sku=f"s{i}", quantity=1), timeout=30)
+                for i in range(20)
+            ]
+            in_flight = asyncio.gather(*calls)
+            await wait_until_async(lambda: len(client.requester.pending) == 20, timeout=10)
+            took = await refused(client)
+            assert took < 10, "waited out the deadline instead (among calls in flight)"
+            answer.set()
+            assert [r.sku for r in await in_flight] == [f"s{i}" for i in range(20)]
+            assert client.requester.pending == {}
 
     asyncio.run(scenario())
 
