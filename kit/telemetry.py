@@ -107,7 +107,7 @@ class HandlerStats:
         """Seconds spent handling records (decode, handler, publish), summed per batch."""
         self.latency = Latency()
         """Seconds per successful handler call: every call when `active.timed`, else only
-        the calls of the full path (retries, responders, traced records)."""
+        the calls of the full path (retried calls, traced records)."""
         self.started: dict[object, float] = {}
         """Monotonic start of the call in progress, per task handling records (a
         partition's lane, or one key of it: kit.lanes.handle_by_key), for the liveness
