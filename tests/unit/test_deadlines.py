@@ -18,9 +18,7 @@ class Call:
     )
 
 
-def test_each_call_still_waiting_at_its_deadline_ends_with_timeout_error_in_deadline_order() -> (
-    None
-):
+def test_calls_still_waiting_at_their_deadlines_end_with_timeout_error_in_order() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         waiting: dict[bytes, Call] = {}
