@@ -25,20 +25,20 @@ class Deadlines:
     is armed for the earliest deadline. Used on the event loop only.
     """
 
-    __slots__ = ("_at", "_heap", "_timer", "waiting")
+    __slots__ = ("_heap", "_timer", "waiting")
 
     def __init__(self, waiting: Mapping[bytes, _Waiting]) -> None:
         self.waiting = waiting
         """The calls by id: a call is expired if it is still here and not done."""
         self._heap: list[tuple[float, bytes]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._at = float("inf")
+        """Armed for the earliest deadline of a call that was waiting when it was armed."""
 
     def watch(self, loop: asyncio.AbstractEventLoop, deadline: float, call_id: bytes) -> None:
         """Expire call `call_id` at `deadline` (loop time) if it is still waiting then."""
         heap = self._heap
         heapq.heappush(heap, (deadline, call_id))
-        if deadline < self._at:
+        if self._timer is None or deadline < self._timer.when():
             self._arm(loop, deadline)
         elif len(heap) > 2 * len(self.waiting) + 1024:  # mostly finished calls: drop them
             waiting = self.waiting
@@ -49,11 +49,10 @@ class Deadlines:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = loop.call_at(deadline, self._expire, loop)
-        self._at = deadline
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         """The timer fired: expire every call past its deadline; arm for the next one."""
-        self._timer, self._at = None, float("inf")
+        self._timer = None
         heap, waiting, now = self._heap, self.waiting, loop.time()
         while heap:
             deadline, call_id = heap[0]
@@ -69,5 +68,5 @@ class Deadlines:
         """Forget every deadline and stop the timer."""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer, self._at = None, float("inf")
+        self._timer = None
         self._heap.clear()
