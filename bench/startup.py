@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import kit
-from bench.rpc import visible
 from kit import Client, Runtime, Settings, load_settings
 from kit.testing.process import OutputLines, spawn_python
 
@@ -145,8 +144,7 @@ def main() -> None:
         print(json.dumps(row), file=sys.stderr, flush=True)
     responder, out = spawn("tests.fixtures.stockroom:service", env)
     try:
-        out.at("kit: stockroom ready:")
-        asyncio.run(visible(settings, "stockroom"))  # as a caller finds it (bench/rpc.py)
+        out.at("kit: stockroom ready:")  # registered on the broker: a Client finds it now
         calls = [asyncio.run(client_first_call(settings)) for _ in range(args.repeat)]
     finally:
         stop(responder)

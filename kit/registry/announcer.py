@@ -87,7 +87,8 @@ class Announcer:
         self.started_at = from_ms(now_ms())
         self.flush_timeout = flush_timeout
         self.announced = asyncio.Event()
-        """Set once the first registration was handed to the producer."""
+        """Set once the first registration was handed to the producer (`confirmed()` waits
+        for the broker; the log line "announced <instance> ..." comes then)."""
         self.announced_at: float | None = None
         """Wall-clock time (epoch s) of the first announce."""
         self.delivery_errors = 0
@@ -206,8 +207,7 @@ class Announcer:
         producer.poll(0)
         if self.announced_at is None:
             self.announced_at = time.time()
-            self.announced.set()
-            log.info("announced %s (%s) on %s", self.instance_id, self.service.name, self.topic)
+            self.announced.set()  # logged as "announced" once the broker has it: _on_delivery
 
     async def confirmed(self, timeout: float = 10.0) -> bool:
         """Wait until the first registration is on the broker; False if `timeout` passed.
@@ -318,8 +318,10 @@ class Announcer:
                 err, topic=self.topic, action="produce", settings=self.settings
             )
             log.warning("registry write of %s failed: %s", self.instance_id, denied or err)
-        elif msg.value() is not None:
+        elif msg.value() is not None and not self._delivered:
+            # Readers that sync from now on find the instance: a line others can wait on.
             self._delivered = True
+            log.info("announced %s (%s) on %s", self.instance_id, self.service.name, self.topic)
 
     # --- runtime integration -----------------------------------------------------------
 

@@ -594,7 +594,7 @@ def stockroom_process(env: dict[str, str]) -> Iterator[OutputLines]:
     )
     out = OutputLines(proc)
     try:
-        out.wait_for("(stockroom) on _kit_registry", 60)
+        out.wait_for("kit: stockroom ready:", 60)  # once its registration is on the broker
         yield out
     finally:
         if proc.poll() is None:

@@ -483,7 +483,12 @@ def started(bridge: KitBridge) -> list[str]:
     async def announce() -> None:
         done.append("announced")
 
+    async def confirmed(_timeout: float) -> bool:
+        done.append("confirmed")
+        return True
+
     bridge.announcer.start = announce  # type: ignore[method-assign]
+    bridge.announcer.confirmed = confirmed  # type: ignore[method-assign]
     return done
 
 
@@ -494,7 +499,7 @@ def test_the_start_registers_every_schema_and_the_codec_writes_their_ids(
     bridge.topic(OrderConfirmed)
     done = started(bridge)
     asyncio.run(bridge._start())
-    assert done == ["announced"] and bridge._schema_topic is None
+    assert done == ["announced", "confirmed"] and bridge._schema_topic is None
     fmt = RegistryFormat(load_settings(env={}, schema_registry_url=mock_schema_registry))
     assert bridge.codec.encode(CONFIRMED)[:5] == fmt.register(
         OrderConfirmed.kit_schema(), "orders.OrderConfirmed"

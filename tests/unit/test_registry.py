@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -245,3 +246,58 @@ def test_require_refuses_only_once_the_view_is_ready() -> None:
     with pytest.raises(ServiceUnavailable, match="shop"):
         registry.require("shop")
     assert not registry.has_live("shop") and registry.lookup("shop") == []
+
+
+class HeldProducer:
+    """A producer whose delivery reports come only when flushed, as from a slow broker."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[bytes | None, Any]] = []
+
+    def produce(self, _topic: str, value: bytes | None, _key: bytes, on_delivery: Any) -> None:
+        self.held.append((value, on_delivery))
+
+    def poll(self, _timeout: float) -> int:
+        return 0  # the broker has not answered yet
+
+    def flush(self, _timeout: float) -> int:
+        held, self.held = self.held, []
+        for value, report in held:
+            report(None, HeldRecord(value))
+        return 0
+
+
+class HeldRecord:
+    def __init__(self, value: bytes | None) -> None:
+        self._value = value
+
+    def value(self) -> bytes | None:
+        return self._value
+
+
+def test_the_announced_line_is_logged_once_the_broker_has_the_registration(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A test or an operator waiting for this line calls the service next: a fail-fast
+    # caller must find the instance then, so the line waits for the delivery report.
+    import kit.registry.announcer as announcer_module
+
+    producer = HeldProducer()
+    monkeypatch.setattr(announcer_module, "make_producer", lambda *_a, **_k: producer)
+    monkeypatch.setattr(announcer_module, "admin_client", lambda *_a, **_k: object())
+    monkeypatch.setattr(announcer_module, "ensure_topics", lambda *_a, **_k: None)
+    ann = Announcer(shop(), load_settings(bootstrap_servers="127.0.0.1:1"), "shop-x", topic="reg")
+    caplog.set_level("INFO", logger="kit.registry")
+
+    async def scenario() -> None:
+        await ann.prepare()
+        ann.announce()
+        assert ann.announced.is_set() and not ann.delivered
+        assert "announced shop-x" not in caplog.text  # produced, not on the broker yet
+        assert await ann.confirmed(5.0)
+        ann.announce()  # a heartbeat: logged once only
+        producer.flush(0)
+
+    asyncio.run(scenario())
+    assert ann.delivered
+    assert caplog.text.count("announced shop-x (shop) on reg") == 1, caplog.text
