@@ -8,11 +8,15 @@ bench/faust_rpc.py for why, and for the workaround of a faust-streaming 0.15.3 b
 Same broker, same run.
 
 Also the ceiling (bench/rpc_ceiling.py): a hand-written confluent-kafka request-reply loop,
-bare and with kit's Avro + pydantic work, so kit is reported as a ratio of each.
+bare and with kit's Avro + pydantic work, so kit is reported as a ratio of each. Asked for
+by name, `kit-caller` (kit.Client against the typed ceiling's responder) and
+`kit-responder` (the typed ceiling's caller against `kit run`) tell which side of kit costs
+what.
 
 Run (broker: `python -m kit.cli broker start`):
     PYTHONPATH=. python -m bench.rpc                        # all four, write docs
     PYTHONPATH=. python -m bench.rpc --only kit --no-doc --latency 500 --requests 5000
+    PYTHONPATH=. python -m bench.rpc --only kit,kit-caller,kit-responder,ceiling-typed
 Prints JSON; appends a table to docs/benchmarks-history.md unless --no-doc.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -27,6 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +46,18 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 async def measure(
-    call: Any, latency_n: int, requests: int, warmup: int, gather: bool = False
+    call: Any,
+    latency_n: int,
+    requests: int,
+    warmup: int,
+    gather: bool = False,
+    responder_pid: int | None = None,
 ) -> dict[str, Any]:
     """Latency of `latency_n` sequential calls, then throughput at 64 and 256 in flight
-    (closed loop: that many callers; with `gather`, a task per call behind a semaphore)."""
+    (closed loop: that many callers; with `gather`, a task per call behind a semaphore),
+    with the CPU per call of this process and of the process `responder_pid`."""
+    from bench.rpc_ceiling import CpuMeter
+
     for i in range(warmup):
         await call(i)
     lat = []
@@ -58,8 +72,10 @@ async def measure(
         "mean_ms": round(statistics.fmean(lat), 3),
         "latency_samples": latency_n,
     }
+    cpu = CpuMeter(responder_pid)
     for depth in (64, 256):
         took: list[float] = []
+        cpu.start()
         t = time.perf_counter()
         if gather:  # the old method: a task per call, all made at once, a semaphore
             sem = asyncio.Semaphore(depth)
@@ -82,6 +98,7 @@ async def measure(
             calls = iter(range(requests))  # shared: each call is made once
             await asyncio.gather(*(caller(calls) for _ in range(depth)))
         out[f"rps_{depth}"] = round(requests / (time.perf_counter() - t))
+        out[f"cpu_us_{depth}"] = cpu.per_call(requests)
         out[f"p50_{depth}_ms"] = round(percentile(took, 50), 3)
         out[f"p99_{depth}_ms"] = round(percentile(took, 99), 3)
     out["throughput_requests"] = requests
@@ -101,11 +118,10 @@ def start(args: list[str], ready: str, env: dict[str, str]) -> subprocess.Popen[
     return proc
 
 
-async def bench_kit(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
-    """kit: Client.request against a responder in another process."""
-    from bench.stock import CheckStock, StockLevel
-    from kit import Client, load_settings
-
+@contextlib.contextmanager
+def kit_responder(bootstrap: str) -> Iterator[tuple[str, int]]:
+    """`kit run bench.rpc_responder:service` in a process of its own, for the block; yields
+    the service's name (its method `check` answers on the topic `<name>.check`) and pid."""
     service = f"bench-rpc-{uuid.uuid4().hex[:6]}"
     env = {
         **os.environ,
@@ -117,18 +133,63 @@ async def bench_kit(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
     # `kit run` says ready once its registration is on the broker: a Client finds it then
     proc = start(["-m", "kit.cli", "run", "bench.rpc_responder:service"], " ready: ", env)
     try:
-        async with Client(load_settings(bootstrap_servers=bootstrap)) as client:
-            request = CheckStock(sku="tea", quantity=1)
-
-            async def call(_i: int) -> None:
-                await client.request(f"{service}.check", request, reply=StockLevel, timeout=30)
-
-            result = await measure(call, args.latency, args.requests, args.warmup, args.gather)
-            result["late_replies"] = client.requester.late_replies
-            return result
+        yield service, proc.pid
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+async def kit_calls(
+    bootstrap: str,
+    service: str,
+    args: argparse.Namespace,
+    responder_pid: int,
+    *,
+    fail_fast: bool | None = None,
+) -> dict[str, Any]:
+    """Measure `kit.Client.request` calls to `<service>.check` (answered by the process
+    `responder_pid`)."""
+    from bench.stock import CheckStock, StockLevel
+    from kit import Client, load_settings
+
+    settings = load_settings(bootstrap_servers=bootstrap)
+    async with Client(settings, fail_fast=fail_fast) as client:
+        request = CheckStock(sku="tea", quantity=1)
+
+        async def call(_i: int) -> None:
+            await client.request(f"{service}.check", request, reply=StockLevel, timeout=30)
+
+        result = await measure(
+            call, args.latency, args.requests, args.warmup, args.gather, responder_pid
+        )
+        result["late_replies"] = client.requester.late_replies
+        return result
+
+
+async def bench_kit(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
+    """kit: Client.request against a responder in another process."""
+    with kit_responder(bootstrap) as (service, pid):
+        return await kit_calls(bootstrap, service, args, pid)
+
+
+async def bench_kit_caller(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
+    """kit's caller alone: Client.request against the typed hand-written responder (which
+    is not in the registry: the Client does not fail fast)."""
+    from bench.rpc_ceiling import created, responder_process
+
+    service = f"bench-rpc-{uuid.uuid4().hex[:6]}"
+    topic = f"{service}.check"
+    with created(bootstrap, {topic: 4}), responder_process(bootstrap, topic, True) as pid:
+        return await kit_calls(bootstrap, service, args, pid, fail_fast=False)
+
+
+async def bench_kit_responder(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
+    """kit's responder alone: the typed hand-written caller against `kit run`."""
+    from bench.rpc_ceiling import call_topic
+
+    with kit_responder(bootstrap) as (service, pid):
+        topic = f"{service}.check"
+        return await asyncio.to_thread(call_topic, bootstrap, topic, True, args, pid)
 
 
 async def bench_faust(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -248,7 +309,12 @@ RUNNERS = {
     "ceiling-bare": bench_ceiling_bare,
     "ceiling-typed": bench_ceiling_typed,
     "faust": bench_faust,
+    "kit-caller": bench_kit_caller,
+    "kit-responder": bench_kit_responder,
 }
+DEFAULT = "kit,ceiling-bare,ceiling-typed,faust"
+"""What runs without --only: kit-caller and kit-responder (each side of kit against the
+other side of the typed ceiling, to tell which side costs what) are asked for by name."""
 
 
 def main() -> int:
@@ -257,7 +323,7 @@ def main() -> int:
     parser.add_argument("--latency", type=int, default=2000, help="sequential calls")
     parser.add_argument("--requests", type=int, default=20000, help="calls per depth")
     parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--only", default=",".join(RUNNERS), help=f"of {','.join(RUNNERS)}")
+    parser.add_argument("--only", default=DEFAULT, help=f"of {','.join(RUNNERS)}")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument(
         "--gather", action="store_true", help="kit: a task per call + semaphore (the old method)"
@@ -295,16 +361,19 @@ def rpc_table(results: dict[str, Any], args: argparse.Namespace, info: dict[str,
         f"Command: `PYTHONPATH=. python -m bench.rpc --latency {args.latency} "
         f"--requests {args.requests}`. Machine: {info}.",
         "",
-        "| contender | p50 ms | p99 ms | max ms | req/s @64 | req/s @256 | p50/p99 ms @256 |",
-        "|---|---|---|---|---|---|---|",
+        "| contender | p50 ms | p99 ms | max ms | req/s @64 | req/s @256 | p50/p99 ms @256 "
+        "| CPU µs per call @256, caller/responder |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {name} | failed: {r['error']} | | | | | | |")
             continue
+        cpu = r.get("cpu_us_256", {})
         lines.append(
             f"| {name} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['rps_64']} "
-            f"| {r['rps_256']} | {r.get('p50_256_ms')}/{r.get('p99_256_ms')} |"
+            f"| {r['rps_256']} | {r.get('p50_256_ms')}/{r.get('p99_256_ms')} "
+            f"| {cpu.get('caller', '')}/{cpu.get('responder', '')} |"
         )
     kit = results.get("kit")
     for other in ("ceiling-bare", "ceiling-typed"):

@@ -21,6 +21,7 @@ Prints JSON (the same keys as bench.rpc's kit figures).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -29,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -259,8 +261,39 @@ class Caller:
         self.consumer.close()
 
 
-def measure(caller: Caller, latency_n: int, requests: int, warmup: int) -> dict[str, Any]:
-    """As bench.rpc.measure: sequential latency, then throughput at 64 and 256 in flight."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) of process `pid` so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU per call of this process (the caller) and of the responder's, over a phase."""
+
+    def __init__(self, responder_pid: int | None) -> None:
+        self.pid = responder_pid
+        self.began = (0.0, 0.0)
+
+    def start(self) -> None:
+        self.began = (time.process_time(), self._responder())
+
+    def per_call(self, calls: int) -> dict[str, float]:
+        """µs of CPU per call since start(), for the caller and the responder."""
+        caller, responder = time.process_time(), self._responder()
+        out = {"caller": round((caller - self.began[0]) / calls * 1e6, 1)}
+        if self.pid is not None:
+            out["responder"] = round((responder - self.began[1]) / calls * 1e6, 1)
+        return out
+
+    def _responder(self) -> float:
+        return cpu_seconds(self.pid) if self.pid is not None else 0.0
+
+
+def measure(
+    caller: Caller, latency_n: int, requests: int, warmup: int, responder_pid: int | None = None
+) -> dict[str, Any]:
+    """As bench.rpc.measure: sequential latency, then throughput at 64 and 256 in flight
+    (with the CPU per call of both processes at 256)."""
     caller.run(warmup, 1)
     lat = caller.run(latency_n, 1)
     out: dict[str, Any] = {
@@ -270,10 +303,13 @@ def measure(caller: Caller, latency_n: int, requests: int, warmup: int) -> dict[
         "mean_ms": round(sum(lat) / len(lat), 3),
         "latency_samples": latency_n,
     }
+    cpu = CpuMeter(responder_pid)
     for depth in (64, 256):
+        cpu.start()
         t = time.perf_counter()
         lat = caller.run(requests, depth)
         out[f"rps_{depth}"] = round(requests / (time.perf_counter() - t))
+        out[f"cpu_us_{depth}"] = cpu.per_call(requests)
         out[f"p50_{depth}_ms"] = round(percentile(lat, 50), 3)
         out[f"p99_{depth}_ms"] = round(percentile(lat, 99), 3)
     out["throughput_requests"] = requests
@@ -282,16 +318,34 @@ def measure(caller: Caller, latency_n: int, requests: int, warmup: int) -> dict[
 
 
 def run_variant(bootstrap: str, typed: bool, args: argparse.Namespace) -> dict[str, Any]:
-    """Create the topics, start the responder process, measure, clean up."""
+    """Create the request topic, start the responder process, measure, clean up."""
+    topic = f"bench-ceiling-{uuid.uuid4().hex[:6]}"
+    with created(bootstrap, {topic: 4}), responder_process(bootstrap, topic, typed) as pid:
+        return call_topic(bootstrap, topic, typed, args, pid)
+
+
+@contextlib.contextmanager
+def created(bootstrap: str, topics: dict[str, int]) -> Iterator[None]:
+    """Topics (name: partitions) that exist for the block, deleted after it."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    suffix = uuid.uuid4().hex[:6]
-    topic, reply_topic = f"bench-ceiling-{suffix}", f"bench-ceiling-replies-{suffix}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics(
-        [NewTopic(topic, 4, 1), NewTopic(reply_topic, 1, 1)]
-    ).values():
+    for future in admin.create_topics([NewTopic(t, n, 1) for t, n in topics.items()]).values():
         future.result(30)
+    try:
+        yield
+    finally:
+        for future in admin.delete_topics(list(topics), operation_timeout=10).values():
+            try:
+                future.result(15)
+            except Exception:  # best effort
+                pass
+
+
+@contextlib.contextmanager
+def responder_process(bootstrap: str, topic: str, typed: bool) -> Iterator[int]:
+    """The hand-written responder on `topic`, in a process of its own, for the block;
+    yields its pid."""
     cmd = [sys.executable, "-m", "bench.rpc_ceiling", "--role", "responder"]
     cmd += ["--bootstrap", bootstrap, "--topic", topic, "--variant", "typed" if typed else "bare"]
     proc = subprocess.Popen(
@@ -302,7 +356,6 @@ def run_variant(bootstrap: str, typed: bool, args: argparse.Namespace) -> dict[s
         stdout=subprocess.PIPE,
         text=True,
     )
-    caller: Caller | None = None
     try:
         lines: queue.SimpleQueue[str] = queue.SimpleQueue()
         threading.Thread(target=_pump, args=(proc, lines), daemon=True).start()
@@ -312,11 +365,8 @@ def run_variant(bootstrap: str, typed: bool, args: argparse.Namespace) -> dict[s
             line = "nothing within 60 s"
         if not line.startswith("READY"):
             raise RuntimeError(f"responder did not start: {line!r}")
-        caller = Caller(bootstrap, topic, reply_topic, typed)
-        return measure(caller, args.latency, args.requests, args.warmup)
+        yield proc.pid
     finally:
-        if caller is not None:
-            caller.close()
         if proc.stdin is not None:
             proc.stdin.close()
         try:
@@ -324,11 +374,20 @@ def run_variant(bootstrap: str, typed: bool, args: argparse.Namespace) -> dict[s
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        for future in admin.delete_topics([topic, reply_topic], operation_timeout=10).values():
-            try:
-                future.result(15)
-            except Exception:  # best effort
-                pass
+
+
+def call_topic(
+    bootstrap: str, topic: str, typed: bool, args: argparse.Namespace, responder_pid: int
+) -> dict[str, Any]:
+    """Measure the hand-written caller against whatever answers on `topic` (the process
+    `responder_pid`; replies come to a reply topic of the caller's own, made for the run)."""
+    reply_topic = f"bench-ceiling-replies-{uuid.uuid4().hex[:6]}"
+    with created(bootstrap, {reply_topic: 1}):
+        caller = Caller(bootstrap, topic, reply_topic, typed)
+        try:
+            return measure(caller, args.latency, args.requests, args.warmup, responder_pid)
+        finally:
+            caller.close()
 
 
 def _pump(proc: subprocess.Popen[str], lines: queue.SimpleQueue[str]) -> None:

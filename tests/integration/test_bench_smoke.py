@@ -17,9 +17,10 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 240.0  # seconds per script; bench.instructions under valgrind takes the longest
 
-RPC_KEYS = ("p50_ms", "p99_ms", "rps_64", "rps_256", "throughput_requests")
+RPC_KEYS = ("p50_ms", "p99_ms", "rps_64", "rps_256", "cpu_us_256", "throughput_requests")
 RPC_BREAKDOWN_KEYS = ("caller_us", "responder_us", "typed_us")
-RPC_ONLY = ["--only", "kit,ceiling-bare,ceiling-typed,faust"]
+RPC_CONTENDERS = ("kit", "ceiling-bare", "ceiling-typed", "faust", "kit-caller", "kit-responder")
+RPC_ONLY = ["--only", ",".join(RPC_CONTENDERS)]
 PIPELINE_KEYS = ("name", "events_per_s", "complete", "output_records", "committed")
 
 # (module, arguments, the keys its JSON must hold). Tiny inputs; --no-doc wherever the
@@ -31,7 +32,7 @@ SCRIPTS: list[tuple[str, list[str], tuple[str, ...]]] = [
     (
         "rpc",
         ["--requests", "200", "--latency", "50", "--warmup", "10", "--no-doc", *RPC_ONLY],
-        ("kit", "ceiling-bare", "ceiling-typed", "faust"),
+        RPC_CONTENDERS,
     ),
     (
         "rpc_ceiling",
