@@ -30,7 +30,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from bench.common import HEADER, HEADER_SIZE, PARSED, Meter
 from bench.contenders.kit_service import make_service
 from bench.reading import Reading, records
-from bench.report import machine
+from bench.report import emit, in_process_head, machine
 from kit import Codec, load_settings
 from kit.dispatch import Dispatcher, Ticket
 
@@ -166,14 +166,8 @@ def _ignore(_err: Any, _msg: Any) -> None:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    m = report["machine"]
     lines = [
-        f"### kit per-event cost breakdown, in-process, no broker ({report['date']})",
-        "",
-        f"- Command: `{report['command']}`",
-        f"- Machine: nproc {m['nproc']}, {m['cpu']}, Python {m['python']}",
-        f"- kit at commit {m['kit_commit']}",
-        "",
+        *in_process_head("kit per-event cost breakdown, in-process, no broker", report),
         "| stage | µs per event |",
         "|---|---:|",
     ]
@@ -204,10 +198,7 @@ def main() -> None:
         "kit_total": round(kit_total(batches, "in"), 2),
         "raw_total": round(raw_total(batches), 2),
     }
-    print(json.dumps(report, indent=2))
-    if not args.no_doc:
-        with open(args.doc, "a") as doc:
-            doc.write("\n" + markdown(report))
+    emit(report, markdown(report), None if args.no_doc else args.doc)
 
 
 if __name__ == "__main__":

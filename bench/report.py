@@ -181,3 +181,26 @@ def append_markdown(path: Path, report: dict[str, Any]) -> None:
     if not text.endswith("\n"):
         text += "\n"
     path.write_text(text + "\n" + markdown(report))
+
+
+def in_process_head(title: str, report: dict[str, Any]) -> list[str]:
+    """The first lines of an in-process breakdown's section: title, command, machine."""
+    m = report["machine"]
+    return [
+        f"### {title} ({report['date']})",
+        "",
+        f"- Command: `{report['command']}`",
+        f"- Machine: nproc {m['nproc']}, {m['cpu']}, Python {m['python']}",
+        f"- kit at commit {m['kit_commit']}",
+        "",
+    ]
+
+
+def emit(report: dict[str, Any], section: str, doc: str | None) -> None:
+    """Print `report` as JSON; append `section` to the file `doc`, unless it is None."""
+    import json
+
+    print(json.dumps(report, indent=2))
+    if doc is not None:
+        with open(doc, "a") as out:
+            out.write("\n" + section)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import sys
 import time
@@ -38,7 +37,7 @@ from typing import Any
 from confluent_kafka import Message, Producer
 
 from bench.kit_breakdown import NullSink
-from bench.report import machine
+from bench.report import emit, in_process_head, machine
 from bench.stock import CheckStock, StockLevel
 from kit import Codec, load_settings
 from kit.dispatch import Dispatcher, Ticket
@@ -183,14 +182,8 @@ def typed_work(number: int) -> dict[str, float]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    m = report["machine"]
     lines = [
-        f"### request-reply cost breakdown, in-process, no broker ({report['date']})",
-        "",
-        f"- Command: `{report['command']}`",
-        f"- Machine: nproc {m['nproc']}, {m['cpu']}, Python {m['python']}",
-        f"- kit at commit {m['kit_commit']}",
-        "",
+        *in_process_head("request-reply cost breakdown, in-process, no broker", report),
         "| path | µs per call |",
         "|---|---:|",
     ]
@@ -220,10 +213,7 @@ def main() -> None:
         "responder_us": round(responder(args.calls, args.runs), 2),
         "typed_us": {k: round(v, 2) for k, v in typed_work(min(args.calls, 20_000)).items()},
     }
-    print(json.dumps(report, indent=2))
-    if not args.no_doc:
-        with open(args.doc, "a") as doc:
-            doc.write("\n" + markdown(report))
+    emit(report, markdown(report), None if args.no_doc else args.doc)
 
 
 if __name__ == "__main__":
