@@ -261,9 +261,13 @@ class Caller:
         self.consumer.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, all threads) of process `pid` so far, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) of process `pid` so far, from /proc; None
+    where there is no /proc (not Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -272,21 +276,23 @@ class CpuMeter:
 
     def __init__(self, responder_pid: int | None) -> None:
         self.pid = responder_pid
-        self.began = (0.0, 0.0)
+        self.began: tuple[float, float | None] = (0.0, None)
 
     def start(self) -> None:
         self.began = (time.process_time(), self._responder())
 
     def per_call(self, calls: int) -> dict[str, float]:
-        """µs of CPU per call since start(), for the caller and the responder."""
+        """µs of CPU per call since start(): the caller's, and the responder's where its
+        process could be read."""
         caller, responder = time.process_time(), self._responder()
         out = {"caller": round((caller - self.began[0]) / calls * 1e6, 1)}
-        if self.pid is not None:
-            out["responder"] = round((responder - self.began[1]) / calls * 1e6, 1)
+        began = self.began[1]
+        if responder is not None and began is not None:
+            out["responder"] = round((responder - began) / calls * 1e6, 1)
         return out
 
-    def _responder(self) -> float:
-        return cpu_seconds(self.pid) if self.pid is not None else 0.0
+    def _responder(self) -> float | None:
+        return cpu_seconds(self.pid) if self.pid is not None else None
 
 
 def measure(
