@@ -37,6 +37,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from bench.common import cpu_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas" / "bench"
 CORR, REPLY_TO = "kit-correlation-id", "kit-reply-to"  # kit's header names
@@ -259,16 +261,6 @@ class Caller:
         """Flush and close."""
         self.producer.flush(10)
         self.consumer.close()
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system, all threads) of process `pid` so far, from /proc; None
-    where there is no /proc (not Linux)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:

@@ -36,6 +36,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from bench.common import cpu_seconds
 from bench.reading import Reading, records
 from kit import Context, Service
 
@@ -55,15 +56,6 @@ async def on_reading(event: Reading, ctx: Context) -> None:
         while time.perf_counter() < until:
             pass
     ctx.publish(event.model_copy(update={"ok": not event.ok}), key=ctx.key, topic=OUTPUT)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def broker_pid() -> int | None:
@@ -136,7 +128,8 @@ def one_run(
         pids = [int(m.group(1)) for ln in ready if (m := re.search(r"pid (\d+)\]", ln))]
         pids = pids or [proc.pid]
         broker = broker_pid()
-        cpu0 = {pid: cpu_seconds(pid) for pid in [*pids, proc.pid, *([broker] if broker else [])]}
+        watched = [*pids, proc.pid, *([broker] if broker else [])]
+        cpu0 = {pid: cpu_seconds(pid) or 0.0 for pid in watched}
         load = os.getloadavg()[0]
         started = time.monotonic()
         prefill(args.bootstrap, source, data)
@@ -147,7 +140,7 @@ def one_run(
                 raise RuntimeError(f"not done in time:\n{''.join(out.lines[-20:])}")
             time.sleep(0.02)
         elapsed = time.monotonic() - started
-        cpu = {pid: round(cpu_seconds(pid) - c, 2) for pid, c in cpu0.items()}
+        cpu = {pid: round((cpu_seconds(pid) or 0.0) - c, 2) for pid, c in cpu0.items()}
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
         handled = _handled(out, pids, workers)
