@@ -173,8 +173,7 @@ async def _say_ready(runtime: Runtime, say: Callable[[str], None] | None) -> Non
     if announcer is not None:  # announced on the first assignment, by its own task
         await announcer.announced.wait()
         # on the broker, so a caller that starts now finds the instance (bounded wait)
-        if not await announcer.confirmed(runtime.settings.connect_timeout):
-            log.warning("%s: registration not confirmed yet", runtime.instance_id)
+        await announcer.confirmed(runtime.settings.connect_timeout)
     if say is not None:
         parts = len(runtime.assignment)
         announced = ", announced" if announcer is not None else ""

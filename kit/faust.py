@@ -383,8 +383,7 @@ class KitBridge:
             raise
         await self.announcer.start()
         # on the broker before "ready", so a caller that starts then finds it (bounded wait)
-        if not await self.announcer.confirmed(self.settings.connect_timeout):
-            log.warning("kit bridge: registration of %s not confirmed yet", self.instance_id)
+        await self.announcer.confirmed(self.settings.connect_timeout)
         n, argv, app_id = len(self.service.responders()), " ".join(sys.argv), self.app.conf.id
         log.info(f"kit bridge: {self.service.name} ready: instance {self.instance_id} of Faust "
                  f"app {app_id}, {n} responder(s), announced on {self.announcer.topic} "

@@ -215,18 +215,30 @@ class Announcer:
         From then on, any reader that syncs (a `Registry` starting, or a fail-fast request
         re-checking) sees this instance. `Runtime.ready` is set at the first assignment,
         a moment before that: await this when a caller must find the service at once.
+        Giving up is logged as a warning (a stop meanwhile is not).
         """
         deadline = time.monotonic() + timeout
         try:
             await asyncio.wait_for(self.announced.wait(), timeout)
         except TimeoutError:
+            self._not_confirmed(timeout)
             return False
         producer = self._producer
         if producer is None:  # stopped meanwhile
             return False
         left = max(0.0, deadline - time.monotonic())
         await asyncio.to_thread(producer.flush, left)
+        if not self._delivered:
+            self._not_confirmed(timeout)
         return self._delivered
+
+    def _not_confirmed(self, timeout: float) -> None:
+        log.warning(
+            "registration of %s not on %s within %gs: callers that fail fast may not find it yet",
+            self.instance_id,
+            self.topic,
+            timeout,
+        )
 
     @property
     def delivered(self) -> bool:

@@ -301,3 +301,36 @@ def test_the_announced_line_is_logged_once_the_broker_has_the_registration(
     asyncio.run(scenario())
     assert ann.delivered
     assert caplog.text.count("announced shop-x (shop) on reg") == 1, caplog.text
+
+
+class SilentProducer(HeldProducer):
+    """A producer whose broker never answers within the wait."""
+
+    def flush(self, _timeout: float) -> int:
+        return len(self.held)
+
+
+def test_a_registration_not_confirmed_in_time_is_said_once_in_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # kit run and the Faust bridge still say ready then: the warning is what tells why a
+    # caller may not find the instance yet.
+    import kit.registry.announcer as announcer_module
+
+    monkeypatch.setattr(announcer_module, "make_producer", lambda *_a, **_k: SilentProducer())
+    monkeypatch.setattr(announcer_module, "admin_client", lambda *_a, **_k: object())
+    monkeypatch.setattr(announcer_module, "ensure_topics", lambda *_a, **_k: None)
+    ann = Announcer(shop(), load_settings(bootstrap_servers="127.0.0.1:1"), "shop-x", topic="reg")
+    caplog.set_level("INFO", logger="kit.registry")
+
+    async def scenario() -> bool:
+        await ann.prepare()
+        ann.announce()
+        return await ann.confirmed(0.5)
+
+    assert asyncio.run(scenario()) is False and not ann.delivered
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "registration of shop-x not on reg within 0.5s: callers that fail fast may not find it yet"
+    ], warnings
+    assert "announced shop-x" not in caplog.text
