@@ -170,13 +170,14 @@ async def _say_ready(runtime: Runtime, say: Callable[[str], None] | None) -> Non
     """Say once the runtime is assigned and, with discovery on, announced."""
     await runtime.ready.wait()
     announcer = runtime.announcer
+    announced = ""
     if announcer is not None:  # announced on the first assignment, by its own task
-        await announcer.announced.wait()
-        # on the broker, so a caller that starts now finds the instance (bounded wait)
-        await announcer.confirmed(runtime.settings.connect_timeout)
+        # on the broker, so a caller that starts now finds the instance; bounded, and
+        # confirmed() warns when it gives up (e.g. the announce task failed, logged)
+        ok = await announcer.confirmed(runtime.settings.connect_timeout)
+        announced = ", announced" if ok else ", not announced"
     if say is not None:
         parts = len(runtime.assignment)
-        announced = ", announced" if announcer is not None else ""
         say(
             f"{runtime.service.name} ready: instance {runtime.instance_id}, "
             f"{parts} partition{'s' if parts != 1 else ''} assigned{announced}"

@@ -383,10 +383,11 @@ class KitBridge:
             raise
         await self.announcer.start()
         # on the broker before "ready", so a caller that starts then finds it (bounded wait)
-        await self.announcer.confirmed(self.settings.connect_timeout)
+        ok = await self.announcer.confirmed(self.settings.connect_timeout)  # else: warned
         n, argv, app_id = len(self.service.responders()), " ".join(sys.argv), self.app.conf.id
+        announced = "announced" if ok else "not announced"
         log.info(f"kit bridge: {self.service.name} ready: instance {self.instance_id} of Faust "
-                 f"app {app_id}, {n} responder(s), announced on {self.announcer.topic} "
+                 f"app {app_id}, {n} responder(s), {announced} on {self.announcer.topic} "
                  f"(started as: {argv})")  # fmt: skip
 
     # Any: mode's signal-receiver signature, as above

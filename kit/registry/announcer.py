@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -102,6 +103,9 @@ class Announcer:
         """A topic listing from the runtime's start, which `prepare` checks the registry
         topic against instead of asking again (once: a later prepare asks)."""
         self._delivered = False  # a registration was acknowledged by the broker
+        self._delivered_lock = threading.Lock()
+        """Delivery reports are served by the loop's poll(0) or confirmed()'s flush in a
+        worker thread: the first is logged once, whichever thread serves it."""
         self._producer: Producer | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
@@ -331,9 +335,10 @@ class Announcer:
             )
             log.warning("registry write of %s failed: %s", self.instance_id, denied or err)
         elif msg.value() is not None and not self._delivered:
-            # Readers that sync from now on find the instance: a line others can wait on.
-            self._delivered = True
-            log.info("announced %s (%s) on %s", self.instance_id, self.service.name, self.topic)
+            with self._delivered_lock:
+                first, self._delivered = not self._delivered, True
+            if first:  # readers that sync from now on find the instance: a line to wait on
+                log.info("announced %s (%s) on %s", self.instance_id, self.service.name, self.topic)
 
     # --- runtime integration -----------------------------------------------------------
 

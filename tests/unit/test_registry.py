@@ -334,3 +334,35 @@ def test_a_registration_not_confirmed_in_time_is_said_once_in_a_warning(
         "registration of shop-x not on reg within 0.5s: callers that fail fast may not find it yet"
     ], warnings
     assert "announced shop-x" not in caplog.text
+
+
+def test_kit_run_says_ready_without_announced_when_the_announce_never_came(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The announce task failed (its error is logged): the ready line must still come, after
+    # KIT_CONNECT_TIMEOUT, and must not claim an announcement; it must not wait forever.
+    from types import SimpleNamespace
+
+    from kit.app import _say_ready
+
+    settings = load_settings(bootstrap_servers="127.0.0.1:1", connect_timeout=0.3)
+    ann = Announcer(shop(), settings, "shop-x", topic="reg")  # never started
+    said: list[str] = []
+
+    async def scenario() -> None:
+        ready = asyncio.Event()
+        ready.set()
+        runtime = SimpleNamespace(
+            ready=ready,
+            announcer=ann,
+            settings=settings,
+            service=ann.service,
+            instance_id="shop-x",
+            assignment=[("orders", 0)],
+        )
+        await asyncio.wait_for(_say_ready(runtime, said.append), 5)  # type: ignore[arg-type]
+
+    caplog.set_level("WARNING", logger="kit.registry")
+    asyncio.run(scenario())
+    assert said == ["shop ready: instance shop-x, 1 partition assigned, not announced"], said
+    assert "registration of shop-x not on reg within 0.3s" in caplog.text
