@@ -290,22 +290,39 @@ def poll_batch(consumer: Consumer, timeout: float, limit: int = 500) -> list[Mes
 def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
     """The low and high offsets of `tp`, asked of its leader (not cached), retrying errors
     that pass (a topic just created has no leader yet: NOT_LEADER_FOR_PARTITION,
-    UNKNOWN_TOPIC_OR_PART) until `timeout`; then, or for any other error, KafkaException."""
+    UNKNOWN_TOPIC_OR_PART) until `timeout`; then, or for any other error, KafkaException.
+
+    The first attempt waits `FIRST_ATTEMPT` s, each after one that got no answer twice as
+    long: a fresh consumer's first query can be lost with its bootstrap connection
+    (librdkafka replaces that connection once it learns the broker's id) and librdkafka
+    asks the leader again only about 700 ms later, where asking again ourselves gets the
+    answer at once."""
     deadline = time.monotonic() + timeout
+    attempt = FIRST_ATTEMPT
     while True:
         left = deadline - time.monotonic()
         try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=max(left, 0.1), cached=False)
+            wait = max(min(left, attempt), 0.1)
+            low, high = consumer.get_watermark_offsets(tp, timeout=wait, cached=False)
             return low, high
         except KafkaException as exc:
             err = exc.args[0]
+            timed_out = isinstance(err, KafkaError) and err.code() == KafkaError._TIMED_OUT
             passing = isinstance(err, KafkaError) and (err.retriable() or err.code() in _LEADERLESS)
-            if not passing or time.monotonic() + 0.1 >= deadline:
+            if not (passing or timed_out) or time.monotonic() + 0.1 >= deadline:
                 raise
             log.debug(
                 "end offset of %s[%d] not known yet (%s); asking again", tp.topic, tp.partition, err
             )
-            time.sleep(0.1)  # the leader is being elected: ask again shortly
+            if timed_out:
+                attempt *= 2  # a slow (remote, TLS) broker: each attempt waits longer
+            else:
+                time.sleep(0.1)  # the leader is being elected: ask again shortly
+
+
+FIRST_ATTEMPT = 0.1
+"""How long `watermarks` waits for its first answer before asking again (a local broker
+answers in about 5 ms)."""
 
 
 _LEADERLESS = frozenset(
