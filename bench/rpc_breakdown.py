@@ -13,6 +13,11 @@ Three figures, each the best of several runs, in microseconds per call:
 - **typed work**: what a call's Avro and pydantic work costs alone (encode and decode of
   the request and of the reply, `kit.Codec`), the part the typed ceiling of `bench.rpc`
   also does.
+- **hand-off**: the time from a thread's `call_soon_threadsafe` to its callback running on
+  an idle event loop (p50 and p90 over `--hand-offs` samples, microseconds). kit's reply
+  reader and its runtime's consumer thread hand each fetched batch to the loop this way;
+  a hand-written loop that polls in its one thread has no such step. At one call in
+  flight a call crosses two: the responder's requests, then the caller's replies.
 
 What is left of a process's CPU per call in `bench.rpc` beyond these is the thread
 hand-offs, the loop's wake-ups, librdkafka and the system calls.
@@ -29,6 +34,7 @@ import asyncio
 import gc
 import os
 import sys
+import threading
 import time
 import timeit
 from pathlib import Path
@@ -181,6 +187,41 @@ def typed_work(number: int) -> dict[str, float]:
     return out
 
 
+async def hand_off(samples: int) -> dict[str, float]:
+    """µs from a thread's `call_soon_threadsafe` to the callback running on an idle loop."""
+    loop = asyncio.get_running_loop()
+    go, stop = threading.Event(), threading.Event()
+    seen: list[float] = []
+    arrived: asyncio.Future[None] = loop.create_future()
+
+    def arrive(sent: float) -> None:
+        seen.append(time.perf_counter() - sent)
+        arrived.set_result(None)
+
+    def sender() -> None:  # as the reply reader thread, woken by a fetched batch
+        while go.wait() and not stop.is_set():
+            go.clear()
+            loop.call_soon_threadsafe(arrive, time.perf_counter())
+
+    thread = threading.Thread(target=sender, name="bench-hand-off")
+    thread.start()
+    try:
+        for _ in range(samples):
+            arrived = loop.create_future()
+            await asyncio.sleep(0.001)  # idle in select, as between calls (a round trip: ~1 ms)
+            go.set()
+            await asyncio.wait_for(arrived, 5)
+    finally:
+        stop.set()
+        go.set()
+        thread.join(5)
+    seen.sort()
+    return {
+        "p50": seen[len(seen) // 2] * 1e6,
+        "p90": seen[int(len(seen) * 0.9)] * 1e6,
+    }
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         *in_process_head("request-reply cost breakdown, in-process, no broker", report),
@@ -190,6 +231,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"| caller, {d} in flight | {v:.2f} |" for d, v in report["caller_us"].items()]
     lines.append(f"| responder, batches of 100 | {report['responder_us']:.2f} |")
     lines += [f"| typed work: {k} | {v:.2f} |" for k, v in report["typed_us"].items()]
+    lines += [
+        f"| hand-off, thread to idle loop, {k} | {v:.1f} |"
+        for k, v in report["hand_off_us"].items()
+    ]
     return "\n".join([*lines, "", ""])
 
 
@@ -199,6 +244,7 @@ def main() -> None:
     )
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--hand-offs", type=int, default=2000)
     parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks-history.md"))
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
@@ -212,6 +258,7 @@ def main() -> None:
         },
         "responder_us": round(responder(args.calls, args.runs), 2),
         "typed_us": {k: round(v, 2) for k, v in typed_work(min(args.calls, 20_000)).items()},
+        "hand_off_us": {k: round(v, 1) for k, v in asyncio.run(hand_off(args.hand_offs)).items()},
     }
     emit(report, markdown(report), None if args.no_doc else args.doc)
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 240.0  # seconds per script; bench.instructions under valgrind takes the longest
 
 RPC_KEYS = ("p50_ms", "p99_ms", "rps_64", "rps_256", "cpu_us_256", "throughput_requests")
-RPC_BREAKDOWN_KEYS = ("caller_us", "responder_us", "typed_us")
+RPC_BREAKDOWN_KEYS = ("caller_us", "responder_us", "typed_us", "hand_off_us")
 RPC_CONTENDERS = ("kit", "ceiling-bare", "ceiling-typed", "faust", "kit-caller", "kit-responder")
 RPC_ONLY = ["--only", ",".join(RPC_CONTENDERS)]
 PIPELINE_KEYS = ("name", "events_per_s", "complete", "output_records", "committed")
@@ -47,7 +47,11 @@ SCRIPTS: list[tuple[str, list[str], tuple[str, ...]]] = [
         ("run_to_ready_s", "runtime_start_s", "start_to_ready_s", "client_first_call_s"),
     ),
     ("kit_breakdown", ["--events", "1000", "--no-doc"], ("stages", "kit_total", "raw_total")),
-    ("rpc_breakdown", ["--calls", "500", "--runs", "1", "--no-doc"], RPC_BREAKDOWN_KEYS),
+    (
+        "rpc_breakdown",
+        ["--calls", "500", "--runs", "1", "--hand-offs", "50", "--no-doc"],
+        RPC_BREAKDOWN_KEYS,
+    ),
     ("instructions", ["--events", "200"], ("events", "instructions_per_event")),
     ("registry", ["2"], ("ready_to_visible_ms", "kill9_to_gone_s", "lookup_us")),
     ("replay", ["1000"], ("events", "record_per_s", "replay_per_s", "file_bytes_per_event")),
