@@ -66,7 +66,7 @@ def test_a_leader_that_never_comes_fails_within_the_timeout() -> None:
 class LostQuery:
     """A fresh consumer whose first end-offset query was lost with its bootstrap connection:
     librdkafka asks the leader again only about 700 ms later (seen in `Client()`'s first
-    call, 0.7 s instead of 0.2 s, one start in two). Asked again, it answers at once."""
+    call, 0.7 s instead of 0.2 s, about one in three). Asked again, it answers at once."""
 
     def __init__(self) -> None:
         self.timeouts: list[float] = []
