@@ -290,7 +290,8 @@ def poll_batch(consumer: Consumer, timeout: float, limit: int = 500) -> list[Mes
 def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
     """The low and high offsets of `tp`, asked of its leader (not cached), retrying errors
     that pass (a topic just created has no leader yet: NOT_LEADER_FOR_PARTITION,
-    UNKNOWN_TOPIC_OR_PART) until `timeout`; then, or for any other error, KafkaException.
+    UNKNOWN_TOPIC_OR_PART; no broker reached yet: _ALL_BROKERS_DOWN) until `timeout`;
+    then, or for any other error, KafkaException.
 
     The first attempt waits `FIRST_ATTEMPT` s, each after one that got no answer twice as
     long: a fresh consumer's first query can be lost with its bootstrap connection
@@ -308,7 +309,7 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[
         except KafkaException as exc:
             err = exc.args[0]
             timed_out = isinstance(err, KafkaError) and err.code() == KafkaError._TIMED_OUT
-            passing = isinstance(err, KafkaError) and (err.retriable() or err.code() in _LEADERLESS)
+            passing = isinstance(err, KafkaError) and (err.retriable() or err.code() in _PASSING)
             if not (passing or timed_out) or time.monotonic() + 0.1 >= deadline:
                 raise
             log.debug(
@@ -317,7 +318,7 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[
             if timed_out:
                 attempt *= 2  # a slow (remote, TLS) broker: each attempt waits longer
             else:
-                time.sleep(0.1)  # the leader is being elected: ask again shortly
+                time.sleep(0.1)  # a leader being elected, a broker being reached: soon
 
 
 FIRST_ATTEMPT = 0.1
@@ -325,12 +326,17 @@ FIRST_ATTEMPT = 0.1
 answers in about 5 ms)."""
 
 
-_LEADERLESS = frozenset(
+_PASSING = frozenset(
     {
+        # a topic just created has no leader yet
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.UNKNOWN_TOPIC_OR_PART,
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError._UNKNOWN_PARTITION,
+        # a fresh client has reached no broker yet (e.g. its first bootstrap address is a
+        # node that is down): librdkafka goes on to the others
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TRANSPORT,
     }
 )
 

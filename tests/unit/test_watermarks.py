@@ -85,3 +85,23 @@ def test_a_first_query_that_gets_no_answer_soon_is_asked_again_soon() -> None:
     assert watermarks(consumer, TopicPartition("_kit_registry", 0), 10.0) == (3, 9)  # type: ignore[arg-type]
     assert consumer.timeouts[0] <= 0.1, consumer.timeouts  # not the whole 10 s at once
     assert len(consumer.timeouts) == 2
+
+
+class NoBrokerYet(LostQuery):
+    """A fresh consumer of a cluster whose first bootstrap address is a dead node: a short
+    attempt can fail with _ALL_BROKERS_DOWN before the other addresses are tried (seen in
+    tests/fault/test_cluster.py, with one node of three killed)."""
+
+    def get_watermark_offsets(
+        self, tp: TopicPartition, timeout: float, cached: bool
+    ) -> tuple[int, int]:
+        self.timeouts.append(timeout)
+        if len(self.timeouts) == 1:
+            raise KafkaException(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+        return 3, 9
+
+
+def test_all_brokers_down_for_a_moment_is_asked_again_within_the_timeout() -> None:
+    consumer = NoBrokerYet()
+    assert watermarks(consumer, TopicPartition("_kit_registry", 0), 10.0) == (3, 9)  # type: ignore[arg-type]
+    assert len(consumer.timeouts) == 2
