@@ -275,18 +275,23 @@ class HeldRecord:
         return self._value
 
 
+def offline_announcer(monkeypatch: pytest.MonkeyPatch, producer: HeldProducer) -> Announcer:
+    """An Announcer of shop-x on topic "reg" whose producer is `producer`, with no broker."""
+    import kit.registry.announcer as announcer_module
+
+    monkeypatch.setattr(announcer_module, "make_producer", lambda *_a, **_k: producer)
+    monkeypatch.setattr(announcer_module, "admin_client", lambda *_a, **_k: object())
+    monkeypatch.setattr(announcer_module, "ensure_topics", lambda *_a, **_k: None)
+    return Announcer(shop(), load_settings(bootstrap_servers="127.0.0.1:1"), "shop-x", topic="reg")
+
+
 def test_the_announced_line_is_logged_once_the_broker_has_the_registration(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A test or an operator waiting for this line calls the service next: a fail-fast
     # caller must find the instance then, so the line waits for the delivery report.
-    import kit.registry.announcer as announcer_module
-
     producer = HeldProducer()
-    monkeypatch.setattr(announcer_module, "make_producer", lambda *_a, **_k: producer)
-    monkeypatch.setattr(announcer_module, "admin_client", lambda *_a, **_k: object())
-    monkeypatch.setattr(announcer_module, "ensure_topics", lambda *_a, **_k: None)
-    ann = Announcer(shop(), load_settings(bootstrap_servers="127.0.0.1:1"), "shop-x", topic="reg")
+    ann = offline_announcer(monkeypatch, producer)
     caplog.set_level("INFO", logger="kit.registry")
 
     async def scenario() -> None:
@@ -315,12 +320,7 @@ def test_a_registration_not_confirmed_in_time_is_said_once_in_a_warning(
 ) -> None:
     # kit run and the Faust bridge still say ready then: the warning is what tells why a
     # caller may not find the instance yet.
-    import kit.registry.announcer as announcer_module
-
-    monkeypatch.setattr(announcer_module, "make_producer", lambda *_a, **_k: SilentProducer())
-    monkeypatch.setattr(announcer_module, "admin_client", lambda *_a, **_k: object())
-    monkeypatch.setattr(announcer_module, "ensure_topics", lambda *_a, **_k: None)
-    ann = Announcer(shop(), load_settings(bootstrap_servers="127.0.0.1:1"), "shop-x", topic="reg")
+    ann = offline_announcer(monkeypatch, SilentProducer())
     caplog.set_level("INFO", logger="kit.registry")
 
     async def scenario() -> bool:
