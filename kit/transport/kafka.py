@@ -308,9 +308,11 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[
             return low, high
         except KafkaException as exc:
             err = exc.args[0]
-            timed_out = isinstance(err, KafkaError) and err.code() == KafkaError._TIMED_OUT
-            passing = isinstance(err, KafkaError) and (err.retriable() or err.code() in _PASSING)
-            if not (passing or timed_out) or time.monotonic() + 0.1 >= deadline:
+            if not isinstance(err, KafkaError):
+                raise
+            timed_out = err.code() == KafkaError._TIMED_OUT
+            passing = timed_out or err.retriable() or err.code() in _PASSING
+            if not passing or time.monotonic() + 0.1 >= deadline:
                 raise
             log.debug(
                 "end offset of %s[%d] not known yet (%s); asking again", tp.topic, tp.partition, err
